@@ -1,0 +1,4 @@
+from edgesent.cli import main
+
+
+main()

@@ -1,0 +1,68 @@
+"""The ``edgesent`` command line: a thin shell over the Python API.
+
+Commands live in small modules and are imported only when invoked (click's lazy-group pattern),
+so ``edgesent predict`` never pays for torch. Errors are turned into one line in one place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import click
+
+from edgesent import __version__
+from edgesent.errors import EdgesentError
+
+
+# command name -> "module:attribute"
+_COMMANDS = {
+    "finetune": "edgesent.cli.train:finetune",
+    "evaluate": "edgesent.cli.train:evaluate",
+    "export": "edgesent.cli.export:export",
+    "parity": "edgesent.cli.export:parity",
+    "predict": "edgesent.cli.predict:predict",
+    "bench": "edgesent.cli.bench:bench",
+    "prune": "edgesent.cli.prune:prune",
+}
+
+
+class _UserFacingError(click.ClickException):
+    def __init__(self, err: EdgesentError) -> None:
+        super().__init__(str(err))
+        self.exit_code = err.exit_code
+
+
+class EdgesentGroup(click.Group):
+    """Loads commands on demand and turns every EdgesentError into ``Error: ...`` + its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgesentError as err:
+            raise _UserFacingError(err) from err
+
+
+@click.group(cls=EdgesentGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgesent")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """edgesent: fine-tune a small encoder, export verified int8 ONNX, predict and benchmark on the edge."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="edgesent")

@@ -1,0 +1,88 @@
+"""Shared fixtures: a tiny random BERT (2 layers, hidden 32) and a WordPiece tokenizer built offline.
+
+Built once per session, then copied per test, so every test can write to its own model directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+LABELS = ["negative", "neutral", "positive"]
+_WORDS = {
+    "negative": ["terrible", "awful", "broken", "rude", "slow", "hate", "worst", "refund"],
+    "neutral": ["okay", "average", "arrived", "tuesday", "ordinary", "fine", "standard", "plain"],
+    "positive": ["great", "excellent", "love", "friendly", "fast", "best", "perfect", "happy"],
+}
+_FILLER = ["the", "service", "was", "food", "phone", "hotel", "and", "really", "quite", "staff", "it", "is", "a"]
+
+
+def _vocab() -> list[str]:
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    words = sorted({w for ws in _WORDS.values() for w in ws} | set(_FILLER))
+    return special + chars + [f"##{c}" for c in chars] + words
+
+
+def make_texts(n_per_class: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Deterministic labelled sentences whose label is given away by a keyword."""
+    rng = random.Random(seed)
+    rows = []
+    for label in LABELS:
+        for _ in range(n_per_class):
+            words = rng.sample(_FILLER, 4) + [rng.choice(_WORDS[label])]
+            rng.shuffle(words)
+            rows.append((" ".join(words), label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_master(tmp_path_factory) -> Path:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from edgesent.artifacts import KIND_PYTORCH, write_manifest
+
+    root = tmp_path_factory.mktemp("tiny")
+    vocab_path = root / "vocab.txt"
+    vocab_path.write_text("\n".join(_vocab()) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=True, model_max_length=64)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128,
+        id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)},
+    )  # fmt: skip
+    model = transformers.BertForSequenceClassification(config).eval()
+    model_dir = root / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_manifest(model_dir, KIND_PYTORCH, {"labels": LABELS, "base_model": "tiny-random-bert", "max_length": 64})
+    return model_dir
+
+
+@pytest.fixture
+def tiny_model_dir(_tiny_model_master: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the tiny PyTorch model directory (HF files + edgesent.json) for one test."""
+    return Path(shutil.copytree(_tiny_model_master, tmp_path / "tiny-model"))
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> tuple[Path, Path]:
+    """(train.csv, eval.csv): 3 balanced classes, keyword-labelled."""
+    train = write_csv(tmp_path / "train.csv", make_texts(20, seed=1))
+    dev = write_csv(tmp_path / "eval.csv", make_texts(6, seed=2))
+    return train, dev
