@@ -25,7 +25,7 @@ _FILLER = ["the", "service", "was", "food", "phone", "hotel", "and", "really", "
 def _vocab() -> list[str]:
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
-    words = sorted({w for ws in _WORDS.values() for w in ws} | set(_FILLER))
+    words = sorted(({w for ws in _WORDS.values() for w in ws} | set(_FILLER)) - set(chars))
     return special + chars + [f"##{c}" for c in chars] + words
 
 

@@ -1,0 +1,27 @@
+# One command each: `make demo` (set up + fine-tune on the built-in demo data + int8 export + predict)
+# and `make test` (set up + the test suite, including the end-to-end test on the real MiniLM).
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO := models/demo-minilm-l6
+
+.PHONY: setup demo test test-fast test-slow gate
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(BIN)/edgesent finetune --overwrite
+	$(BIN)/edgesent export $(DEMO) --int8 --out $(DEMO)-int8 --overwrite
+	$(BIN)/edgesent predict $(DEMO)-int8 "The battery died after two days." "Check-in was quick and the staff were lovely." "The parcel arrived on Tuesday."
+
+test: setup
+	$(BIN)/python -m pytest -m "not gpu" -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow -q
+
+gate: setup
+	PATH="$(abspath $(BIN)):$$PATH" bash bench/ci_gate.sh

@@ -1,0 +1,82 @@
+"""``edgesent finetune`` and ``edgesent evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgesent.cli._format import format_metrics, format_table
+from edgesent.cli._options import json_option, label_column_option, overwrite_option, text_column_option
+
+
+data_path = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command()
+@click.option("--data", type=data_path, help="Training file (CSV, TSV, JSONL). Default: the built-in demo reviews.")
+@click.option("--eval-data", type=data_path, help="Evaluation file. Default: a held-out split of --data.")
+@click.option("--base", default="minilm-l6", show_default=True,
+              help="Base model: 'minilm-l6' (installed package), a local HF model directory, or a hub id.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output model directory. Default: models/<data>-<base>.")
+@click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak learning rate.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per text (longer ones are cut).")
+@click.option("--warmup-ratio", type=float, default=0.1, show_default=True)
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--early-stopping", type=int, default=2, show_default=True, help="Patience in epochs (0: off).")
+@click.option("--class-weights", type=click.Choice(["auto", "none"]), default="none", show_default=True,
+              help="'auto' weights the loss by inverse class frequency, for imbalanced data.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--max-steps", type=int, default=0, show_default=True, help="Stop after N optimiser steps (0: no cap).")
+@click.option("--eval-split", type=float, default=0.1, show_default=True, help="Held-out fraction without --eval-data.")
+@text_column_option
+@label_column_option
+@click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
+@overwrite_option
+@json_option
+def finetune(as_json: bool, **options: object) -> None:
+    """Fine-tune a pretrained encoder for text classification and save the best epoch.
+
+    Evaluates every epoch (accuracy, macro-F1, per-class report), stops early when macro-F1 stops
+    improving, and writes a Hugging Face model directory plus an edgesent.json manifest.
+    """
+    from edgesent._imports import require_train_extra
+
+    require_train_extra("finetune")
+    from edgesent.train import TrainConfig, train
+
+    manifest = train(TrainConfig(**options))
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    rows = [[f"{e['epoch']:g}", e["train_loss"], e["eval_loss"], e["accuracy"], e["macro_f1"]] for e in manifest["epochs"]]
+    click.echo(format_table(["epoch", "train_loss", "eval_loss", "accuracy", "macro_f1"], rows))
+    click.echo(f"\nbest epoch {manifest['best_epoch']:g}: " + format_metrics(manifest["metrics"]))
+    click.echo(f"\nsaved {manifest['out_dir']} ({manifest['wall_time_s']:.1f} s on {manifest['device']['type']})")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--data", type=data_path, required=True, help="Labelled file (CSV, TSV, JSONL).")
+@text_column_option
+@label_column_option
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
+@json_option
+def evaluate(model_dir: Path, data: Path, as_json: bool, **options: object) -> None:
+    """Accuracy, macro-F1, per-class report and confusion matrix of MODEL_DIR on --data.
+
+    MODEL_DIR may be a PyTorch directory (finetune, prune) or an ONNX directory (export), so fp32,
+    int8 and pruned variants can be compared on the same data.
+    """
+    from edgesent.evaluate import evaluate_model
+
+    report = evaluate_model(model_dir, data, **options)
+    click.echo(json.dumps(report, indent=2) if as_json else f"{model_dir} ({report['kind']}, {report['precision']})\n"
+               + format_metrics(report))  # fmt: skip
