@@ -31,7 +31,7 @@ def test_minilm_finetune_export_int8_predict(tmp_path):
     model_dir, onnx_dir = tmp_path / "demo-minilm", tmp_path / "demo-minilm-int8"
     out = _run("finetune", "--base", "minilm-l6", "--out", str(model_dir), "--epochs", "1", "--max-length", "64",
                "--lr", "1e-4", "--json")  # fmt: skip
-    trained = json.loads(out.output[out.output.index("{\n") :])
+    trained = json.loads(out.stdout)
     assert trained["base_model"]["name"] == "minilm-l6"
     assert trained["metrics"]["accuracy"] > 0.6  # 3 classes: chance is 0.33; one epoch reaches ~0.9
 

@@ -74,9 +74,10 @@ def test_held_out_split_when_no_eval_data(tiny_model_dir, tiny_data, tmp_path):
     train, _ = tiny_data
     out = tmp_path / "out"
     args = ["finetune", "--data", str(train), "--base", str(tiny_model_dir), "--out", str(out), "--max-steps", "2",
-            "--eval-split", "0.2"]  # fmt: skip
+            "--eval-split", "0.2", "--json"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["out_dir"] == str(out)  # stdout is pure JSON; Trainer logs go to stderr
     data = read_manifest(out)["data"]
     assert data["eval"]["rows"] == 12 and data["train"]["rows"] == 48
     assert "held-out 0.2" in data["eval"]["source"]

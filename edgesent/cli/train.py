@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -53,7 +55,8 @@ def finetune(as_json: bool, **options: object) -> None:
     require_train_extra("finetune")
     from edgesent.train import TrainConfig, train
 
-    manifest = train(TrainConfig(**options))
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer logs go to stderr; stdout is ours (table or JSON)
+        manifest = train(TrainConfig(**options))
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
