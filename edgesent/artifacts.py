@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -54,6 +52,9 @@ def file_table(directory: Path) -> dict[str, dict[str, Any]]:
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that shape a result (absent ones are left out)."""
+    import importlib.metadata  # imported here: the runtime reads manifests and must start fast
+    import platform
+
     versions = {"python": platform.python_version()}
     for dist in _VERSIONED:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):

@@ -71,7 +71,8 @@ def _decode(path: Path, raw: bytes) -> str:
         raise DataError(f"{path}:{line}: bytes that are not UTF-8 ({err.reason}); re-save the file as UTF-8") from err
 
 
-def _pick_text_column(path: Path, columns: list[str], text_column: str) -> str:
+def pick_text_column(path: Path, columns: list[str], text_column: str) -> str:
+    """The text column to read: ``text_column``, or ``sentence`` when the default ``text`` is absent."""
     if text_column in columns:
         return text_column
     if text_column == "text" and TEXT_FALLBACK in columns:
@@ -112,7 +113,8 @@ def _rows_jsonl(path: Path, content: str) -> tuple[list[str], list[tuple[int, di
     return list(columns), rows
 
 
-def _cell(value: object) -> str:
+def cell_text(value: object) -> str:
+    """A cell as a string: None is empty, and integral JSON numbers lose their ``.0`` (label 1.0 is "1")."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -157,19 +159,19 @@ def load_dataset(
         columns, rows = _rows_delimited(path, content, "," if fmt == "csv" else "\t")
     if not rows:
         raise DataError(f"{path}: no data rows (only a header?)")
-    text_key = _pick_text_column(path, columns, text_column)
+    text_key = pick_text_column(path, columns, text_column)
     if label_column is not None and label_column not in columns:
         raise DataError(f"{path}: no label column '{label_column}' (columns: {', '.join(columns)}); use --label-column")
 
     texts, labels, lines, empty_lines = [], [], [], []
     for number, row in rows:
-        text = _cell(row.get(text_key))
+        text = cell_text(row.get(text_key))
         if not text.strip():
             empty_lines.append(number)
             continue
         label = ""
         if label_column is not None:
-            label = _cell(row.get(label_column)).strip()
+            label = cell_text(row.get(label_column)).strip()
             if not label:
                 raise DataError(f"{path}:{number}: empty label in column '{label_column}'")
         texts.append(text)

@@ -135,7 +135,27 @@ def resolve_base(base: str) -> str:
         if not (path / "config.json").is_file():
             raise ConfigError(f"--base {base}: directory has no config.json; not a Hugging Face model directory")
         return str(path.resolve())
+    if base.startswith((".", "/", "~")) or base.count("/") > 1:
+        raise ConfigError(f"--base {base}: no such directory (and not a hub id like 'bert-base-uncased')")
     return base
+
+
+def load_base(base_path: str, labels: list[str]) -> tuple[Any, Any]:
+    """Tokenizer and a classification model with a fresh head for ``labels``; ConfigError if unloadable.
+
+    A hub id that cannot be fetched (offline, typo, private) is a one-line error, not a traceback.
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_path, num_labels=len(labels),
+            id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+            ignore_mismatched_sizes=True,  # a base that already has a head of another size gets a fresh one
+        )  # fmt: skip
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot load base model '{base_path}': {first_line}") from err
+    return tokenizer, model
 
 
 def resolve_device(device: str) -> str:
@@ -320,12 +340,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out or default_out_dir(cfg))
     with atomic_output_dir(out_dir, overwrite=cfg.overwrite) as tmp_dir:
         torch.manual_seed(cfg.seed)
-        tokenizer = AutoTokenizer.from_pretrained(base_path)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base_path, num_labels=len(labels),
-            id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-            ignore_mismatched_sizes=True,  # a base that already has a head of another size gets a fresh one
-        )  # fmt: skip
+        tokenizer, model = load_base(base_path, labels)
         train_set = encode_texts(tokenizer, train_data, labels, cfg.max_length)
         eval_set = encode_texts(tokenizer, eval_data, labels, cfg.max_length)
         extra: dict[str, Any] = {}

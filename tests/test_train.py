@@ -87,7 +87,9 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(tiny_model_dir, tmp_path
     bad = tmp_path / "bad.csv"
     bad.write_text("body,label\nx,a\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["finetune", "--data", str(bad), "--base", str(tiny_model_dir), "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["finetune", "--data", str(bad), "--base", str(tiny_model_dir), "--out", str(out)]
+    )
     assert result.exit_code == 2
     assert result.output.strip() == f"Error: {bad}: no text column 'text' (columns: body, label); use --text-column"
     assert not out.exists()
@@ -151,6 +153,18 @@ def test_base_resolution():
     assert resolve_base("bert-base-uncased") == "bert-base-uncased"  # a hub id passes through
     with pytest.raises(ConfigError, match="no config.json"):
         resolve_base(str(Path(__file__).parent))
+    with pytest.raises(ConfigError, match="no such directory"):
+        resolve_base("/nonexistent/model")
+
+
+def test_unloadable_hub_id_is_one_line(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train, dev = tiny_data
+    result = CliRunner().invoke(cli, ["finetune", "--data", str(train), "--base", "no-such-org/no-such-model",
+                                      "--out", str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: cannot load base model 'no-such-org/no-such-model'")
+    assert not (tmp_path / "o").exists()
 
 
 def test_cuda_without_gpu_is_a_config_error():
