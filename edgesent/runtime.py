@@ -1,0 +1,536 @@
+"""The embeddable predictor: ONNX Runtime + tokenizers + numpy, and nothing heavier.
+
+An app ships an export directory (``edgesent export``) and this module. Importing it and predicting never
+imports torch or transformers, so a process that only classifies text starts in a fraction of a second and
+stays around 100 MB. Tokenization uses the ``tokenizers`` library on the directory's ``tokenizer.json`` with
+the training tokenizer's truncation, padding and special tokens, so the ONNX model sees the same token ids
+the PyTorch model was trained on.
+
+Typical use::
+
+    predictor = Predictor.load("models/sst2-int8")
+    predictor.predict("a charming and often affecting journey")   # Prediction(label='positive', ...)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from edgesent.artifacts import KIND_ONNX, read_manifest, verify_files
+from edgesent.errors import ConfigError, DataError, ModelError
+from edgesent.metrics import softmax
+
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILE_NAME = "tokenizer.json"
+DEFAULT_BATCH_SIZE = 32
+PROVIDERS = ("auto", "cpu", "cuda")
+GRAPH_OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+GPU_EXTRA = "pip install 'edgesent[gpu]'"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+# Texts are tokenized and length-sorted this many batches at a time: enough for batches of similar lengths,
+# small enough that a million-text call never holds a million encodings at once.
+SORT_WINDOW_BATCHES = 16
+_TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_INT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+@dataclass
+class PredictorConfig:
+    """How the predictor runs a model; validated so a typo fails at load, not at the first prediction.
+
+    Args:
+        provider: ``"auto"`` (CUDA when onnxruntime-gpu sees a GPU, else CPU), ``"cpu"`` or ``"cuda"``.
+        threads: ONNX Runtime intra-op threads; None lets ONNX Runtime use every physical core.
+        graph_optimization: ONNX Runtime graph optimisation level: disable, basic, extended or all.
+        verify: check the model file and tokenizer.json against the manifest's sha256 before loading.
+    """
+
+    provider: str = "auto"
+    threads: int | None = None
+    graph_optimization: str = "all"
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise ConfigError(f"provider={self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        if self.threads is not None and not _is_positive_int(self.threads):
+            raise ConfigError(f"threads={self.threads!r} must be a positive integer or None")
+        if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
+            raise ConfigError(
+                f"graph_optimization={self.graph_optimization!r} is not one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}"
+            )
+        if not isinstance(self.verify, bool):
+            raise ConfigError(f"verify={self.verify!r} must be True or False")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-able values."""
+        return {
+            "provider": self.provider,
+            "threads": self.threads,
+            "graph_optimization": self.graph_optimization,
+            "verify": self.verify,
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's result.
+
+    Attributes:
+        label: the most probable label.
+        score: its probability.
+        scores: label -> probability; every label in class-id order, or with ``top_k`` the k most
+            probable labels, most probable first.
+        truncated: the text was longer than ``max_length`` tokens and only its start was classified.
+    """
+
+    label: str
+    score: float
+    scores: dict[str, float]
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The prediction as a JSON-able dict (a copy: mutating it leaves the prediction alone)."""
+        return {"label": self.label, "score": self.score, "scores": dict(self.scores), "truncated": self.truncated}
+
+
+def resolve_providers(provider: str, available: Sequence[str]) -> list[str]:
+    """The ONNX Runtime execution providers to ask for, best first.
+
+    CPU always comes last so ONNX Runtime can place nodes the CUDA provider lacks. Kept separate from
+    session creation so the choice is testable on a machine without onnxruntime-gpu.
+
+    Args:
+        provider: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        available: what ``onnxruntime.get_available_providers()`` reports.
+
+    Raises:
+        ConfigError: ``"cuda"`` was asked for and the installed onnxruntime has no CUDA provider.
+    """
+    if provider == "cpu":
+        return [CPU_PROVIDER]
+    if CUDA_PROVIDER in available:
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    if provider == "cuda":
+        raise ConfigError(
+            f"provider='cuda' but this onnxruntime has no {CUDA_PROVIDER} (available: {', '.join(available)}); "
+            f"install the GPU build with: {GPU_EXTRA}, or use provider 'cpu'"
+        )
+    return [CPU_PROVIDER]
+
+
+class Predictor:
+    """Classifies texts with an exported ONNX model; safe to call from several threads at once.
+
+    Build one with :meth:`Predictor.load`. Every attribute is fixed after loading: the tokenizer's truncation
+    is set once (mutating it per call would race between threads) and padding is done here in numpy, per
+    batch, so concurrent calls share nothing mutable. ``InferenceSession.run`` is thread-safe and
+    ``Tokenizer.encode_batch`` releases the GIL, so threads overlap tokenization and inference.
+
+    Attributes:
+        labels: label names, index = class id.
+        max_length: tokens per text, special tokens included; longer texts are truncated.
+        session: the ``onnxruntime.InferenceSession``.
+        provider: the execution provider that runs the model (``"cuda"`` or ``"cpu"``).
+        model_dir: the export directory.
+        manifest: its ``edgesent.json``.
+    """
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        labels: list[str],
+        max_length: int,
+        pad_id: int = 0,
+        pad_right: bool = True,
+        model_dir: Path | None = None,
+        manifest: dict[str, Any] | None = None,
+    ) -> None:
+        """Wrap a ready session and tokenizer; most callers want :meth:`Predictor.load` instead.
+
+        Args:
+            session: an ONNX Runtime session whose inputs are among input_ids, attention_mask, token_type_ids.
+            tokenizer: a ``tokenizers.Tokenizer`` with truncation already set and padding off.
+            labels: label names, index = class id.
+            max_length: the tokenizer's truncation length.
+            pad_id: token id written into padding positions.
+            pad_right: pad at the end of each row (False: at the start, for left-padding tokenizers).
+            model_dir: where the model came from (for messages).
+            manifest: the directory's manifest.
+
+        Raises:
+            ModelError: the session needs an input this predictor cannot make, or its output width
+                disagrees with the number of labels.
+        """
+        self.session = session
+        self.labels = list(labels)
+        self.max_length = int(max_length)
+        self.model_dir = model_dir
+        self.manifest = manifest or {}
+        self._tokenizer = tokenizer
+        self._pad_id = pad_id
+        self._pad_right = pad_right
+        where = model_dir or "model"
+        self._inputs: list[tuple[str, type]] = []
+        for node in session.get_inputs():
+            if node.name not in _TEXT_INPUTS or node.type not in _INT_DTYPES:
+                raise ModelError(
+                    f"{where}: model input {node.name!r} ({node.type}) is not one of "
+                    f"{', '.join(_TEXT_INPUTS)} as int64/int32; re-export it with edgesent export"
+                )
+            self._inputs.append((node.name, _INT_DTYPES[node.type]))
+        outputs = session.get_outputs()
+        logits = next((node for node in outputs if node.name == "logits"), outputs[0])
+        width = logits.shape[-1] if logits.shape else None
+        if isinstance(width, int) and width != len(self.labels):
+            raise ModelError(
+                f"{where}: the model outputs {width} classes but the manifest lists {len(self.labels)} labels"
+            )
+        self._output_names = [logits.name]
+        self.provider = "cuda" if session.get_providers()[0] == CUDA_PROVIDER else "cpu"
+        # On CUDA, bind inputs and outputs to device buffers ourselves (one copy each way per batch);
+        # on CPU the plain run() already works on the numpy arrays in place.
+        self._io_binding = self.provider == "cuda"
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        provider: str = "auto",
+        threads: int | None = None,
+        graph_optimization: str = "all",
+        verify: bool = True,
+    ) -> Predictor:
+        """Load an export directory (``model.onnx``, ``tokenizer.json``, ``edgesent.json``).
+
+        Args:
+            path: the directory written by ``edgesent export``.
+            provider: ``"auto"`` (default: CUDA when onnxruntime-gpu and a GPU are present, else CPU),
+                ``"cpu"`` or ``"cuda"`` (fails if CUDA is not available rather than silently running on CPU).
+            threads: ONNX Runtime intra-op threads (default None: ONNX Runtime's choice, one per core).
+            graph_optimization: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"`` (default).
+            verify: check the model file's and tokenizer.json's sha256 against the manifest (default True).
+                Skip it only for a model you changed on purpose; a modified or truncated file is refused.
+
+        Returns:
+            A ready predictor.
+
+        Raises:
+            ConfigError: a bad setting, or ``provider="cuda"`` without a usable CUDA provider.
+            ModelError: not an ONNX export directory, a file is missing, modified or truncated, or ONNX Runtime
+                cannot load the model.
+        """
+        cfg = PredictorConfig(provider=provider, threads=threads, graph_optimization=graph_optimization, verify=verify)
+        model_dir = Path(path)
+        manifest = read_manifest(model_dir)
+        if manifest.get("kind") != KIND_ONNX:
+            raise ModelError(
+                f"{model_dir}: a {manifest.get('kind')!r} model directory, not an ONNX export; "
+                "export it first with: edgesent export"
+            )
+        labels, max_length = manifest.get("labels"), manifest.get("max_length")
+        onnx_file = str(manifest.get("onnx_file", "model.onnx"))
+        if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+            raise ModelError(f"{model_dir}: manifest 'labels' is {labels!r}, not a list of names; re-export the model")
+        if not _is_positive_int(max_length):
+            raise ModelError(f"{model_dir}: manifest 'max_length' is {max_length!r}; re-export the model")
+        if cfg.verify:
+            # The model, its external weights if the exporter split them off (model.onnx_data), and the tokenizer.
+            weights = [
+                name
+                for name in manifest.get("files", {})
+                if name.startswith((f"{onnx_file}_data", f"{onnx_file}.data"))
+            ]
+            verify_files(model_dir, manifest, [onnx_file, *weights, TOKENIZER_FILE_NAME])
+        tokenizer, pad_id, pad_right = _load_tokenizer(model_dir, max_length)
+        session = _create_session(model_dir / onnx_file, cfg)
+        predictor = cls(session, tokenizer, labels, max_length, pad_id, pad_right, model_dir, manifest)
+        logger.info(
+            "loaded %s (%s, %d labels, max_length %d) on %s",
+            model_dir, manifest.get("precision", "?"), len(labels), max_length, predictor.provider,
+        )  # fmt: skip
+        return predictor
+
+    @overload
+    def predict(self, texts: str, batch_size: int = ..., top_k: int | None = ...) -> Prediction: ...
+
+    @overload
+    def predict(self, texts: Sequence[str], batch_size: int = ..., top_k: int | None = ...) -> list[Prediction]: ...
+
+    def predict(
+        self, texts: str | Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, top_k: int | None = None
+    ) -> Prediction | list[Prediction]:
+        """Classify one text or many.
+
+        Args:
+            texts: a string (returns one Prediction) or a sequence of strings (returns a list, in input order).
+            batch_size: texts per ONNX Runtime call (default 32). Texts are sorted by length first so each batch
+                pads only to its own longest text; the results come back in input order.
+            top_k: keep only the k most probable labels in ``scores``, most probable first (default None: every
+                label, in class-id order). Values above the number of labels mean every label.
+
+        Returns:
+            A Prediction for a string, else a list of Predictions.
+
+        Raises:
+            ConfigError: a bad batch_size or top_k.
+            DataError: an item of ``texts`` is not a string, or holds lone surrogates (not valid Unicode).
+        """
+        single = isinstance(texts, str)
+        batch = [texts] if single else _as_text_list(texts)
+        k = self._check_top_k(top_k)
+        logits, truncated = self._infer(batch, batch_size)
+        probs = softmax(logits.astype(np.float32, copy=False))
+        if k is None:
+            best = probs.argmax(axis=1).tolist()
+            rows = probs.tolist()
+            preds = [
+                Prediction(self.labels[b], row[b], dict(zip(self.labels, row)), cut)
+                for b, row, cut in zip(best, rows, truncated.tolist())
+            ]
+        else:
+            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+            top = np.take_along_axis(probs, order, axis=1).tolist()
+            preds = [
+                Prediction(self.labels[idx[0]], vals[0], {self.labels[i]: v for i, v in zip(idx, vals)}, cut)
+                for idx, vals, cut in zip(order.tolist(), top, truncated.tolist())
+            ]
+        return preds[0] if single else preds
+
+    def predict_logits(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Raw model outputs, for parity checks and calibration.
+
+        Args:
+            texts: the texts.
+            batch_size: texts per ONNX Runtime call (default 32); length-sorted as in :meth:`predict`.
+
+        Returns:
+            (N, C) float32 logits in input order.
+
+        Raises:
+            ConfigError: a bad batch_size.
+            DataError: an item of ``texts`` is not a string.
+        """
+        logits, _ = self._infer(_as_text_list(texts), batch_size)
+        return logits.astype(np.float32, copy=False)
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenize texts into one batch of ONNX inputs, padded to its longest text.
+
+        Args:
+            texts: the texts (at least one).
+
+        Returns:
+            ONNX input name -> (B, T) integer array, exactly what :meth:`predict` feeds the session.
+
+        Raises:
+            DataError: ``texts`` is empty or holds a non-string.
+        """
+        batch = _as_text_list(texts)
+        if not batch:
+            raise DataError("encode() needs at least one text")
+        return self._pad(self._tokenize(batch))
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({str(self.model_dir)!r}, provider={self.provider!r}, labels={self.labels!r}, "
+            f"max_length={self.max_length})"
+        )
+
+    def _check_top_k(self, top_k: int | None) -> int | None:
+        if top_k is None:
+            return None
+        if not _is_positive_int(top_k):
+            raise ConfigError(f"top_k={top_k!r} must be a positive integer or None")
+        return min(top_k, len(self.labels))
+
+    def _infer(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C) logits and (N,) truncated flags, in input order."""
+        if not _is_positive_int(batch_size):
+            raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        n = len(texts)
+        if n == 1:  # the latency path: no sorting, no scatter
+            encodings = self._tokenize(texts)
+            return self._run(self._pad(encodings)), self._truncated(encodings)
+        logits = np.empty((n, len(self.labels)), dtype=np.float32)
+        truncated = np.zeros(n, dtype=bool)
+        window = batch_size * SORT_WINDOW_BATCHES
+        for start in range(0, n, window):
+            encodings = self._tokenize(texts[start : start + window], start)
+            truncated[start : start + len(encodings)] = self._truncated(encodings)
+            # Stable sort: equal lengths keep input order, so results do not depend on the window size.
+            order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
+            for first in range(0, len(order), batch_size):
+                rows = order[first : first + batch_size]
+                logits[[start + i for i in rows]] = self._run(self._pad([encodings[i] for i in rows]))
+        return logits, truncated
+
+    def _tokenize(self, texts: list[str], offset: int = 0) -> list[Encoding]:
+        """Unpadded, truncated encodings; DataError (not a bare TypeError) for text that is not valid Unicode."""
+        try:
+            return [self._tokenizer.encode(texts[0])] if len(texts) == 1 else self._tokenizer.encode_batch(texts)
+        except TypeError as err:  # tokenizers' answer to lone surrogates (undecodable bytes kept by Python)
+            index = next((i for i, text in enumerate(texts) if not _is_utf8_encodable(text)), None)
+            if index is None:
+                raise
+            raise DataError(
+                f"texts[{offset + index}] is not valid Unicode (lone surrogate characters, e.g. from undecodable "
+                "bytes); decode the input with errors='replace'"
+            ) from err
+
+    def _truncated(self, encodings: list[Encoding]) -> np.ndarray:
+        # Only a text that fills max_length can have been cut; overflowing is built only for those.
+        return np.array([len(e) == self.max_length and bool(e.overflowing) for e in encodings], dtype=bool)
+
+    def _pad(self, encodings: list[Encoding]) -> dict[str, np.ndarray]:
+        """(B, T) ONNX inputs, T = the longest encoding; padding with pad_id / mask 0 / type 0."""
+        if len(encodings) == 1:  # nothing to pad: the batch-1 latency path skips the row loop
+            return {name: np.array([_row(encodings[0], name)], dtype=dtype) for name, dtype in self._inputs}
+        width = max(len(e) for e in encodings)
+        feed = {}
+        for name, dtype in self._inputs:
+            array = np.full((len(encodings), width), self._pad_id if name == "input_ids" else 0, dtype=dtype)
+            for row, enc in enumerate(encodings):
+                size = len(enc)
+                array[row, slice(0, size) if self._pad_right else slice(width - size, width)] = _row(enc, name)
+            feed[name] = array
+        return feed
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """(B, C) logits for one batch."""
+        if not self._io_binding:
+            return self.session.run(self._output_names, feed)[0]
+        # One binding per call: IOBinding objects are not thread-safe, the session is.
+        binding = self.session.io_binding()
+        device_inputs = [ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0) for array in feed.values()]
+        for name, value in zip(feed, device_inputs):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output(self._output_names[0], "cuda", 0)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+def _row(encoding: Encoding, name: str) -> list[int]:
+    """The values of one ONNX input for one unpadded encoding."""
+    if name == "input_ids":
+        return encoding.ids
+    return encoding.attention_mask if name == "attention_mask" else encoding.type_ids
+
+
+def _is_utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _as_text_list(texts: Iterable[str]) -> list[str]:
+    """A list of the texts; DataError naming the first item that is not a string."""
+    if isinstance(texts, str):
+        raise DataError("expected a sequence of texts, got a single string; wrap it in a list")
+    batch = texts if isinstance(texts, list) else list(texts)
+    if not all(isinstance(text, str) for text in batch):
+        index, bad = next((i, t) for i, t in enumerate(batch) if not isinstance(t, str))
+        raise DataError(f"texts[{index}] is a {type(bad).__name__}, not a string")
+    return batch
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path}: unreadable JSON ({err})") from err
+    return data if isinstance(data, dict) else {}
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer_config.json stores it: a string or an AddedToken dict."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _load_tokenizer(model_dir: Path, max_length: int) -> tuple[Tokenizer, int, bool]:
+    """The fast tokenizer set up like ``AutoTokenizer(..., truncation=True, max_length=max_length, padding=True)``.
+
+    Transformers takes the pad token and padding/truncation sides from tokenizer_config.json and overrides
+    whatever padding tokenizer.json stores (sentence-transformers models ship fixed 128-token padding), so
+    this does the same: truncation set once here, padding per batch in :meth:`Predictor._pad`.
+
+    Returns:
+        (tokenizer, pad_id, pad_right)
+    """
+    path = model_dir / TOKENIZER_FILE_NAME
+    if not path.is_file():
+        raise ModelError(f"{path}: missing; the predictor needs the fast tokenizer file (re-export the model)")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises a bare Exception for a malformed file
+        raise ModelError(f"{path}: unreadable tokenizer ({err})") from err
+    settings = _read_json(model_dir / "tokenizer_config.json")
+    special = _read_json(model_dir / "special_tokens_map.json")
+    stored = tokenizer.padding or {}
+    pad_token = (
+        _token_text(settings.get("pad_token")) or _token_text(special.get("pad_token")) or stored.get("pad_token")
+    )
+    pad_id = tokenizer.token_to_id(pad_token) if pad_token else None
+    if pad_id is None:
+        pad_id = int(stored.get("pad_id", 0))
+        logger.debug("%s: no pad token found; padding with id %d (masked out either way)", model_dir, pad_id)
+    truncation_side = settings.get("truncation_side", "right")
+    if truncation_side not in ("left", "right"):
+        raise ModelError(f"{model_dir}: tokenizer_config.json truncation_side={truncation_side!r} is not left/right")
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length, direction=truncation_side)
+    return tokenizer, pad_id, settings.get("padding_side", "right") != "left"
+
+
+def _create_session(model_path: Path, cfg: PredictorConfig) -> ort.InferenceSession:
+    """An InferenceSession on the chosen providers; ConfigError if an explicit CUDA request cannot be met."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[cfg.graph_optimization]
+    if cfg.threads is not None:
+        options.intra_op_num_threads = cfg.threads
+        options.inter_op_num_threads = 1
+    providers = resolve_providers(cfg.provider, ort.get_available_providers())
+    if not model_path.is_file():
+        raise ModelError(f"{model_path}: missing; re-export the model")
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types, all unrelated to ours
+        if providers[0] == CUDA_PROVIDER and cfg.provider == "auto":
+            # onnxruntime-gpu installed but no usable GPU (driver, CUDA or cuDNN libraries missing): use the CPU.
+            logger.warning("CUDA provider failed to start (%s); running on CPU", str(err).splitlines()[0])
+            return _create_session(model_path, PredictorConfig(**{**cfg.to_dict(), "provider": "cpu"}))
+        raise ModelError(f"{model_path}: onnxruntime cannot load it ({str(err).splitlines()[0]})") from err
+    if cfg.provider == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
+        raise ConfigError(
+            f"provider='cuda' but {CUDA_PROVIDER} did not start (no GPU, or CUDA/cuDNN libraries missing); "
+            "check nvidia-smi and the onnxruntime-gpu requirements, or use provider 'cpu'"
+        )
+    return session
