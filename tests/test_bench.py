@@ -1,0 +1,741 @@
+"""Tests for edgesent.bench and ``edgesent bench``: arithmetic, gates, baseline, JSON schema, tiny-model runs.
+
+No test asserts a wall-clock figure: timings are checked for structure (keys, counts, consistency),
+and gates and the baseline are evaluated on result rows with fixed numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_texts, write_csv
+
+from edgesent.artifacts import KIND_ONNX, read_manifest, write_manifest
+from edgesent.bench import (
+    BenchConfig,
+    BenchResult,
+    Cell,
+    GateRule,
+    compare_to_baseline,
+    count_flops,
+    load_gate_file,
+    parse_gate_rules,
+    plan_cells,
+    summarize_latencies,
+)
+from edgesent.cli import cli
+from edgesent.errors import BenchmarkGateError, ConfigError, DataError
+
+
+REPO = Path(__file__).resolve().parents[1]
+MINILM = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "id2label": {"0": "negative", "1": "positive"},
+}
+MACHINE = {"gpus": [], "cpu_model": "test cpu"}
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def onnx_dirs(_tiny_model_master: Path, tmp_path_factory) -> dict[str, Path]:
+    """fp32 and int8 ONNX directories of the tiny model.
+
+    Stands in for ``export_model`` (issue 3, written concurrently) so these tests do not depend on it;
+    the lead may switch this fixture to the real exporter once it lands.
+    """
+    pytest.importorskip("optimum.exporters.onnx")
+    from onnxruntime.quantization import quantize_dynamic
+    from optimum.exporters.onnx import main_export
+
+    root = tmp_path_factory.mktemp("bench-onnx")
+    labels = read_manifest(_tiny_model_master)["labels"]
+    fp32 = root / "onnx-fp32"
+    main_export(str(_tiny_model_master), fp32, task="text-classification", do_validation=False)
+    int8 = Path(shutil.copytree(fp32, root / "int8"))
+    quantize_dynamic(fp32 / "model.onnx", int8 / "model.onnx")
+    for out, precision in ((fp32, "fp32"), (int8, "int8")):
+        write_manifest(
+            out, KIND_ONNX, {"labels": labels, "max_length": 64, "onnx_file": "model.onnx", "precision": precision}
+        )
+    return {"fp32": fp32, "int8": int8}
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _row(
+    variant: str,
+    p50: float,
+    p99: float | None = None,
+    *,
+    seq_len: int | None = 128,
+    mode: str = "session",
+    source: str = "synthetic",
+    batch_size: int = 1,
+    threads: int = 1,
+    provider: str = "cpu",
+) -> dict:
+    return {
+        "variant": variant,
+        "provider": provider,
+        "threads": threads,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "source": source,
+        "mode": mode,
+        "p50_ms": p50,
+        "p90_ms": p50,
+        "p99_ms": p99 if p99 is not None else p50,
+    }
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _result(rows: list[dict], gates: list[dict] | None = None, regression: list[dict] | None = None) -> BenchResult:
+    return BenchResult(
+        config={"tolerance": 0.1},
+        machine=MACHINE,
+        variants=[],
+        reference="torch-fp32",
+        gemm_peak=None,
+        rows=rows,
+        gates=gates or [],
+        regression=regression or [],
+    )
+
+
+# ------------------------------------------------------------------------------------------ arithmetic
+
+
+def test_percentiles_and_throughput_from_fixed_samples() -> None:
+    samples_ns = [ms * 1_000_000 for ms in range(1, 101)]  # 1..100 ms
+    stats = summarize_latencies(samples_ns, batch_size=4)
+    assert stats["runs"] == 100
+    assert stats["p50_ms"] == pytest.approx(50.5)
+    assert stats["p90_ms"] == pytest.approx(90.1)
+    assert stats["p99_ms"] == pytest.approx(99.01)
+    assert (stats["min_ms"], stats["max_ms"], stats["mean_ms"]) == pytest.approx((1.0, 100.0, 50.5))
+    assert stats["throughput"] == pytest.approx(4 * 1000 / 50.5)  # texts per second from the mean
+
+
+def test_percentiles_of_a_single_sample_are_that_sample() -> None:
+    stats = summarize_latencies([2_500_000], batch_size=1)
+    assert stats["p50_ms"] == stats["p99_ms"] == pytest.approx(2.5)
+
+
+def test_units_warm_up_then_take_turns_in_rotating_order_on_the_same_input() -> None:
+    from edgesent.bench import _measure_units
+
+    log = []
+
+    class Unit:
+        def __init__(self, name: str):
+            self.name = name
+
+        def prepare(self, item: str) -> tuple[str, str]:
+            return (self.name, item)
+
+        def run(self, prepared: tuple[str, str]) -> None:
+            log.append(prepared)
+
+    samples = _measure_units([Unit("a"), Unit("b"), Unit("c")], ["x", "y"], warmup=2, runs=3, budget_s=None)
+    assert log[:6] == [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("c", "x"), ("c", "y")]  # warm-up
+    assert log[6:] == [
+        ("a", "x"), ("b", "x"), ("c", "x"),  # round 0: input 0, a starts
+        ("b", "y"), ("c", "y"), ("a", "y"),  # round 1: input 1, b starts
+        ("c", "x"), ("a", "x"), ("b", "x"),  # round 2: input 0 again, c starts
+    ]  # fmt: skip
+    assert [len(s) for s in samples] == [3, 3, 3] and all(t >= 0 for s in samples for t in s)
+
+
+def test_flop_count_of_minilm_matches_hand_arithmetic() -> None:
+    b, s, h, i, layers = 1, 128, 384, 1536, 6
+    t = b * s
+    per_layer = 3 * 2 * t * h * h + 2 * 2 * b * s * s * h + 2 * t * h * h + 2 * 2 * t * h * i
+    expected = layers * per_layer + 2 * b * h * (h + 2)
+    assert count_flops(MINILM, b, s) == expected
+    assert expected / 1e9 == pytest.approx(2.87, abs=0.01)  # the figure the GOP/s in the issue rests on
+
+
+def test_flop_count_of_a_pruned_config_shrinks_with_heads_ffn_and_layers() -> None:
+    full = count_flops(MINILM, 1, 64)
+    fewer_heads = count_flops({**MINILM, "pruned_heads": {"0": [0, 1, 2]}}, 1, 64)  # config.json keys are strings
+    per_head_layer = 3 * 2 * 64 * 384 * 32 + 2 * 2 * 64 * 64 * 32 + 2 * 64 * 32 * 384
+    assert full - fewer_heads == 3 * per_head_layer
+    slim = count_flops({**MINILM, "intermediate_size": 768}, 1, 64)
+    assert full - slim == 6 * 2 * 2 * 64 * 384 * 768
+    shallow = count_flops({**MINILM, "num_hidden_layers": 3}, 1, 64)
+    assert full - shallow == (full - 2 * 384 * (384 + 2)) // 2
+    assert count_flops({"model_type": "gpt2"}, 1, 64) is None
+
+
+def test_distilbert_config_names_are_understood() -> None:
+    distil = {"dim": 384, "n_layers": 6, "n_heads": 12, "hidden_dim": 1536, "id2label": {"0": "a", "1": "b"}}
+    assert count_flops(distil, 2, 32) == count_flops(MINILM, 2, 32)
+
+
+# --------------------------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"batch_sizes": (0,)}, "batch_sizes"),
+        ({"seq_lens": (1,)}, "seq_lens"),
+        ({"threads": ()}, "threads"),
+        ({"providers": ("tpu",)}, "providers"),
+        ({"names": ("a", "b")}, "names"),
+        ({"reference": "nope"}, "reference"),
+        ({"runs": 10, "time_budget_s": 1.0}, "runs and time_budget_s"),
+        ({"tolerance": 0.0}, "tolerance"),
+        ({"warmup": -1}, "warmup"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        BenchConfig(model_dirs=(Path("m"),), **kwargs)
+
+
+def test_config_rejects_duplicate_default_names(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'model' is used twice"):
+        BenchConfig(model_dirs=(tmp_path / "a" / "model", tmp_path / "b" / "model"))
+
+
+def test_config_round_trips_through_dict() -> None:
+    cfg = BenchConfig(model_dirs=(Path("a"), Path("b")), names=("x", "y"), seq_lens=(16, 64), gate_path=Path("g.toml"))
+    again = BenchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(ConfigError, match="unknown field"):
+        BenchConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+# ---------------------------------------------------------------------------------------------- gates
+
+GATES = """
+[defaults]
+provider = "cpu"
+threads = 1
+batch_size = 1
+
+[[rule]]
+name = "int8 vs torch fp32"
+kind = "speedup"
+variant = "int8"
+reference = "torch-fp32"
+seq_len = 128
+min = 2.5
+
+[[rule]]
+kind = "p99_over_p50"
+variant = "int8"
+seq_len = 128
+max = 3.0
+
+[[rule]]
+kind = "e2e_over_session"
+variant = "int8"
+max = 1.15
+
+[[rule]]
+kind = "absolute_ms"
+variant = "int8"
+provider = "cuda"
+seq_len = 128
+max = 2.0
+hardware = "NVIDIA H100"
+"""
+
+
+def test_gate_file_parses_with_defaults_and_default_names(tmp_path: Path) -> None:
+    rules = load_gate_file(_write(tmp_path / "gates.toml", GATES))
+    assert [r.kind for r in rules] == ["speedup", "p99_over_p50", "e2e_over_session", "absolute_ms"]
+    assert rules[0].name == "int8 vs torch fp32"
+    assert rules[1].name == "p99_over_p50 int8 b1 s128 t1 cpu"
+    assert rules[0].cell == Cell("cpu", 1, 1, 128)
+    assert rules[2].cell == Cell("cpu", 1, 1, None, "data")
+    assert rules[3].hardware == "NVIDIA H100" and rules[3].provider == "cuda"
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ('kind = "speedup"\nvariant = "a"\nreference = "b"\nseq_len = 128\nmin = 2\nbatch = 1', "unknown key.*batch"),
+        ('kind = "fastest"\nvariant = "a"', "kind 'fastest'"),
+        ('kind = "speedup"\nvariant = "a"\nseq_len = 128\nmin = 2', "speedup needs reference"),
+        ('kind = "p99_over_p50"\nvariant = "a"\nmax = 3', "p99_over_p50 needs seq_len"),
+        ('kind = "absolute_ms"\nvariant = "a"\nseq_len = 128\nmax = 5', "needs hardware.*named GPU hardware"),
+        ('kind = "p99_over_p50"\nvariant = "a"\nseq_len = 128\nmax = -1', "max = -1"),
+        ('kind = "p99_over_p50"\nvariant = "a"\nseq_len = 128\nmax = 3\nhardware = "x"', "hardware only applies"),
+        ('kind = "speedup"\nvariant = "a"\nreference = "b"\nseq_len = 0\nmin = 2', "seq_len = 0"),
+    ],
+)
+def test_bad_gate_rules_name_file_rule_and_key(tmp_path: Path, rule: str, message: str) -> None:
+    path = _write(tmp_path / "gates.toml", "[[rule]]\n" + rule + "\n")
+    with pytest.raises(ConfigError, match=f"gates.toml: rule 1: .*{message}"):
+        load_gate_file(path)
+
+
+def test_gate_file_errors_for_invalid_toml_and_no_rules(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_gate_file(_write(tmp_path / "bad.toml", "[[rule]\n"))
+    with pytest.raises(ConfigError, match="no \\[\\[rule\\]\\] tables"):
+        load_gate_file(_write(tmp_path / "empty.toml", "[defaults]\nthreads = 1\n"))
+    with pytest.raises(ConfigError, match="gate file not found"):
+        load_gate_file(tmp_path / "missing.toml")
+
+
+def test_ci_gate_file_is_valid_and_uses_one_thread() -> None:
+    rules = load_gate_file(REPO / "bench" / "gates.toml")
+    assert {r.kind for r in rules} == {"speedup", "e2e_over_session", "p99_over_p50"}
+    assert {r.variant for r in rules} | {r.reference for r in rules if r.reference} == {"int8", "torch-fp32"}
+    assert all(r.threads == 1 and r.provider == "cpu" and r.hardware is None for r in rules)
+
+
+def test_benchmark_sessions_do_not_spin() -> None:
+    from edgesent.bench import session_options
+
+    options = session_options(2)
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_speedup_gate_passes_and_fails_with_measured_figure_and_bound() -> None:
+    rule = parse_gate_rules(
+        {
+            "rule": [
+                {
+                    "name": "int8 fast",
+                    "kind": "speedup",
+                    "variant": "int8",
+                    "reference": "torch-fp32",
+                    "seq_len": 128,
+                    "min": 3.0,
+                }
+            ]
+        },
+        Path("g.toml"),
+    )[0]
+    good = rule.evaluate([_row("torch-fp32", 37.6), _row("int8", 7.8)], MACHINE)
+    assert good["status"] == "pass" and good["measured"] == pytest.approx(37.6 / 7.8)
+    bad = rule.evaluate([_row("torch-fp32", 20.0), _row("int8", 8.0)], MACHINE)
+    assert bad["status"] == "fail" and bad["measured"] == pytest.approx(2.5)
+    assert bad["message"] == (
+        "speedup of int8 over torch-fp32 = 2.50x, bound >= 3x [cpu, threads=1, batch=1, seq_len=128]"
+    )
+
+
+def test_ratio_gates_use_the_right_rows() -> None:
+    p99 = GateRule("tail", "p99_over_p50", "int8", seq_len=128, max=3.0)
+    assert p99.evaluate([_row("int8", 2.0, p99=7.0)], MACHINE)["status"] == "fail"
+    assert p99.evaluate([_row("int8", 2.0, p99=5.0)], MACHINE)["measured"] == pytest.approx(2.5)
+    e2e = GateRule("e2e", "e2e_over_session", "int8", max=1.15)
+    rows = [_row("int8", 4.0, seq_len=None, source="data"), _row("int8", 4.8, seq_len=None, source="data", mode="e2e")]
+    outcome = e2e.evaluate(rows, MACHINE)
+    assert outcome["status"] == "fail" and outcome["measured"] == pytest.approx(1.2)
+    assert "end-to-end/session of int8 = 1.20x, bound <= 1.15x" in outcome["message"]
+
+
+def test_missing_row_fails_the_gate_instead_of_passing() -> None:
+    rule = GateRule("r", "speedup", "int8", reference="torch-fp32", seq_len=128, min=2.0)
+    outcome = rule.evaluate([_row("int8", 1.0)], MACHINE)
+    assert outcome["status"] == "fail" and "not measured: torch-fp32 (session)" in outcome["message"]
+
+
+def test_absolute_budget_applies_only_on_the_named_gpu() -> None:
+    rule = GateRule("h100", "absolute_ms", "int8", provider="cuda", seq_len=128, max=2.0, hardware="NVIDIA H100")
+    rows = [_row("int8", 2.5, provider="cuda")]
+    skipped = rule.evaluate(rows, MACHINE)
+    assert skipped["status"] == "skip" and "no GPU" in skipped["message"]
+    failed = rule.evaluate(rows, {"gpus": ["NVIDIA H100 80GB HBM3"]})
+    assert failed["status"] == "fail" and "p50 of int8 = 2.50 ms, bound <= 2 ms" in failed["message"]
+
+
+def test_failed_gates_raise_one_error_listing_each_rule() -> None:
+    rules = [
+        GateRule("fast", "speedup", "int8", reference="torch-fp32", seq_len=128, min=3.0),
+        GateRule("tail", "p99_over_p50", "int8", seq_len=128, max=2.0),
+    ]
+    rows = [_row("torch-fp32", 20.0), _row("int8", 10.0, p99=30.0)]
+    result = _result(rows, gates=[r.evaluate(rows, MACHINE) for r in rules])
+    assert not result.passed
+    with pytest.raises(BenchmarkGateError) as info:
+        result.raise_for_failures()
+    message = str(info.value)
+    assert message.startswith("2 latency check(s) failed:")
+    assert "gate 'fast': speedup of int8 over torch-fp32 = 2.00x, bound >= 3x" in message
+    assert "gate 'tail': p99/p50 of int8 = 3.00x, bound <= 2x" in message
+    assert info.value.exit_code == 1
+
+
+def test_plan_is_exactly_the_rule_cells_without_a_grid(tmp_path: Path) -> None:
+    rules = load_gate_file(_write(tmp_path / "gates.toml", GATES))[:3]  # the absolute rule does not apply here
+    gate_only = BenchConfig(model_dirs=(Path("m"),), data_path=Path("texts.csv"))
+    assert plan_cells(gate_only, rules) == [Cell("cpu", 1, 1, None, "data"), Cell("cpu", 1, 1, 128)]
+    with_grid = BenchConfig(model_dirs=(Path("m"),), seq_lens=(16,), data_path=Path("texts.csv"))
+    assert plan_cells(with_grid, rules) == [
+        Cell("cpu", 1, 1, None, "data"),
+        Cell("cpu", 1, 1, 16),
+        Cell("cpu", 1, 1, 128),
+    ]
+    with pytest.raises(ConfigError, match="times real texts; pass --data FILE"):
+        plan_cells(BenchConfig(model_dirs=(Path("m"),)), rules)
+
+
+def test_default_grid_without_gates() -> None:
+    cells = plan_cells(BenchConfig(model_dirs=(Path("m"),), threads=(1, 2)), [])
+    assert (
+        len(cells) == 8 and {c.seq_len for c in cells} == {16, 64, 128, 256} and {c.threads for c in cells} == {1, 2}
+    )
+
+
+# ------------------------------------------------------------------------------------------- baseline
+
+
+def test_baseline_comparison_fails_beyond_tolerance_only() -> None:
+    base = [_row("int8", 10.0), _row("torch-fp32", 40.0), _row("int8", 3.0, seq_len=16)]
+    now = [_row("int8", 11.2), _row("torch-fp32", 43.0), _row("int8", 1.0, seq_len=64)]
+    compared = compare_to_baseline(now, base, tolerance=0.10)
+    assert [(c["variant"], c["status"]) for c in compared] == [("int8", "fail"), ("torch-fp32", "pass")]
+    assert compared[0]["change"] == pytest.approx(0.12)
+    with pytest.raises(BenchmarkGateError, match=r"regression int8 .*p50 11.200 ms vs baseline 10.000 ms \(\+12.0%"):
+        _result(now, regression=compared).raise_for_failures()
+
+
+# ------------------------------------------------------------------------------------ tiny-model runs
+
+
+def _bench_args(*dirs: Path, names: tuple[str, ...], extra: tuple[str, ...] = ()) -> list[str]:
+    args = ["bench", *map(str, dirs)]
+    for name in names:
+        args += ["--name", name]
+    return [*args, "--warmup", "1", "--runs", "3", "--no-rss", *extra]
+
+
+def test_bench_help(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["bench", "--help"])
+    assert result.exit_code == 0
+    for option in ("--batch-sizes", "--seq-lens", "--threads", "--provider", "--gate", "--baseline", "--report"):
+        assert option in result.output
+
+
+def test_tiny_bench_json_schema_and_ratios(runner: CliRunner, tiny_model_dir: Path, onnx_dirs: dict) -> None:
+    args = _bench_args(
+        tiny_model_dir,
+        onnx_dirs["fp32"],
+        onnx_dirs["int8"],
+        names=("torch-fp32", "onnx", "int8"),
+        extra=("--seq-lens", "8,16", "--batch-sizes", "1,2", "--json"),
+    )
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["schema"] == "edgesent.bench/1" and doc["passed"] is True
+    assert set(doc) >= {
+        "config",
+        "machine",
+        "variants",
+        "reference",
+        "gemm_peak",
+        "rows",
+        "gates",
+        "regression",
+        "notes",
+    }
+    assert {
+        "cpu_model",
+        "cpu_flags",
+        "logical_cores",
+        "usable_cores",
+        "onnxruntime",
+        "ort_providers",
+        "torch",
+        "gpus",
+    } <= set(doc["machine"])
+    assert doc["machine"]["torch"] is not None  # a PyTorch variant ran, so torch's version is recorded
+    assert [(v["name"], v["kind"], v["precision"]) for v in doc["variants"]] == [
+        ("torch-fp32", "pytorch", "fp32"),
+        ("onnx", "onnx", "fp32"),
+        ("int8", "onnx", "int8"),
+    ]
+    assert doc["reference"] == "torch-fp32"
+    rows = doc["rows"]
+    assert len(rows) == 3 * 2 * 2  # variants x lengths x batch sizes
+    for row in rows:
+        assert row["runs"] == 3 and row["p50_ms"] > 0 and row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["source"] == "synthetic" and row["mode"] == "session" and row["threads"] == 1
+        assert row["gops"] > 0
+        ref = next(
+            r
+            for r in rows
+            if r["variant"] == "torch-fp32" and r["seq_len"] == row["seq_len"] and r["batch_size"] == row["batch_size"]
+        )
+        assert row["speedup"] == pytest.approx(ref["p50_ms"] / row["p50_ms"])
+    peak = doc["gemm_peak"]["1"]
+    assert peak["shape"] == [128, 384, 1536] and peak["fp32_gops"] > 0 and peak["int8_gops"] > 0
+    int8_row = next(r for r in rows if r["variant"] == "int8")
+    assert int8_row["peak_fraction"] == pytest.approx(int8_row["gops"] / peak["int8_gops"])
+
+
+def test_gate_run_measures_rule_cells_and_fails_with_rule_figure_and_bound(
+    runner: CliRunner, onnx_dirs: dict, tmp_path: Path
+) -> None:
+    gate = _write(
+        tmp_path / "gates.toml",
+        '[[rule]]\nname = "impossible"\nkind = "speedup"\nvariant = "int8"\n'
+        'reference = "fp32"\nseq_len = 24\nmin = 1000\n',
+    )
+    args = _bench_args(
+        onnx_dirs["fp32"], onnx_dirs["int8"], names=("fp32", "int8"), extra=("--gate", str(gate), "--no-peak")
+    )
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1
+    assert "Error: 1 latency check(s) failed:" in result.output
+    assert "gate 'impossible': speedup of int8 over fp32 = " in result.output
+    assert "bound >= 1000x [cpu, threads=1, batch=1, seq_len=24]" in result.output
+    table_lines = [line for line in result.output.splitlines() if line.startswith(("fp32 ", "int8 "))]
+    assert len(table_lines) == 2 and all(" 24 " in line for line in table_lines)  # only the rule's cell
+
+
+def test_gate_naming_an_unknown_variant_is_a_user_error(runner: CliRunner, onnx_dirs: dict, tmp_path: Path) -> None:
+    gate = _write(tmp_path / "gates.toml", '[[rule]]\nkind = "p99_over_p50"\nvariant = "int4"\nseq_len = 8\nmax = 3\n')
+    result = runner.invoke(cli, _bench_args(onnx_dirs["int8"], names=("int8",), extra=("--gate", str(gate))))
+    assert result.exit_code == 2
+    assert "names variant 'int4', but this run has int8; map directories to names with --name" in result.output
+
+
+def test_passing_gate_and_baseline_round_trip(runner: CliRunner, onnx_dirs: dict, tmp_path: Path) -> None:
+    gate = _write(
+        tmp_path / "gates.toml", '[[rule]]\nkind = "p99_over_p50"\nvariant = "int8"\nseq_len = 8\nmax = 1e6\n'
+    )
+    first = runner.invoke(
+        cli, _bench_args(onnx_dirs["int8"], names=("int8",), extra=("--gate", str(gate), "--no-peak", "--json"))
+    )
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.output)
+    assert [g["status"] for g in doc["gates"]] == ["pass"]
+    baseline = tmp_path / "baseline.json"
+    doc["rows"][0]["p50_ms"] /= 1000  # a baseline 1000x faster: this run must count as a regression
+    baseline.write_text(json.dumps(doc))
+    second = runner.invoke(
+        cli,
+        _bench_args(
+            onnx_dirs["int8"], names=("int8",), extra=("--gate", str(gate), "--no-peak", "--baseline", str(baseline))
+        ),
+    )
+    assert second.exit_code == 1
+    assert "regression int8 [cpu, threads=1, batch=1, seq_len=8, session]: p50" in second.output
+
+
+def test_bad_baseline_file_is_a_data_error(onnx_dirs: dict, tmp_path: Path) -> None:
+    from edgesent.bench import run_benchmark
+
+    bad = _write(tmp_path / "baseline.json", '{"rows": []}')
+    with pytest.raises(DataError, match="not an edgesent bench result"):
+        run_benchmark(BenchConfig(model_dirs=(onnx_dirs["int8"],), baseline_path=bad, measure_rss=False))
+
+
+def test_time_budget_measures_at_least_the_minimum_rounds(onnx_dirs: dict) -> None:
+    from edgesent.bench import MIN_BUDGET_ROUNDS, run_benchmark
+
+    cfg = BenchConfig(model_dirs=(onnx_dirs["int8"],), seq_lens=(8,), warmup=0, time_budget_s=1e-6,
+                      measure_rss=False, measure_peak=False)  # fmt: skip
+    assert cfg.runs is None
+    (row,) = run_benchmark(cfg).rows
+    assert row["runs"] == MIN_BUDGET_ROUNDS  # the budget is spent after the first round
+
+
+def test_cuda_without_the_cuda_provider_is_a_user_error(runner: CliRunner, onnx_dirs: dict) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    result = runner.invoke(
+        cli, _bench_args(onnx_dirs["int8"], names=("int8",), extra=("--provider", "cuda", "--seq-lens", "8"))
+    )
+    assert result.exit_code == 2
+    assert "has no CUDAExecutionProvider; install the GPU build" in result.output
+
+
+def test_not_a_model_dir_is_one_line_exit_2(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["bench", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: {tmp_path}: no edgesent.json; is this an edgesent model directory?"
+    ]
+
+
+def test_report_writes_markdown_plot_and_results(runner: CliRunner, onnx_dirs: dict, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report"
+    args = _bench_args(
+        onnx_dirs["fp32"],
+        onnx_dirs["int8"],
+        names=("fp32", "int8"),
+        extra=("--seq-lens", "8,16", "--no-peak", "--report", str(out)),
+    )
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "edgesent_config.json",
+        "latency_vs_length.png",
+        "report.md",
+        "results.json",
+    ]
+    assert (out / "latency_vs_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert (
+        "| variant | provider |" in report
+        and "![p50 latency against sequence length](latency_vs_length.png)" in report
+    )
+    assert json.loads((out / "results.json").read_text())["schema"] == "edgesent.bench/1"
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from Linux /proc")
+def test_peak_rss_is_measured_per_variant_in_a_subprocess(onnx_dirs: dict) -> None:
+    from edgesent.bench import run_benchmark
+
+    cfg = BenchConfig(
+        model_dirs=(onnx_dirs["fp32"], onnx_dirs["int8"]), seq_lens=(8,), warmup=0, runs=2, measure_peak=False
+    )
+    result = run_benchmark(cfg)
+    # This test process holds torch (the tiny model was built with it); the probe for an ONNX variant loads only
+    # onnxruntime, so its peak must be far below ours. A peak inherited from the parent (ru_maxrss carries over
+    # fork+exec on Linux) would not be.
+    ours = next(int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmRSS:"))  # fmt: skip
+    for variant in result.variants:
+        assert 10 < variant["peak_rss_mb"] < ours * 0.6, (variant, ours)
+
+
+def test_onnx_only_bench_never_imports_torch(onnx_dirs: dict, tmp_path: Path) -> None:
+    texts = write_csv(tmp_path / "texts.csv", make_texts(2))
+    code = (
+        "import sys; from pathlib import Path; from edgesent.bench import BenchConfig, run_benchmark; "
+        f"run_benchmark(BenchConfig(model_dirs=(Path({str(onnx_dirs['int8'])!r}),), seq_lens=(8,), warmup=0, runs=2, "
+        f"data_path=Path({str(texts)!r}), measure_rss=False)); assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_real_texts_are_timed_end_to_end_and_bare(
+    runner: CliRunner, tiny_model_dir: Path, onnx_dirs: dict, tmp_path: Path
+) -> None:
+    pytest.importorskip("edgesent.runtime")
+    texts = write_csv(tmp_path / "texts.csv", make_texts(4))
+    gate = _write(tmp_path / "gates.toml", '[[rule]]\nkind = "e2e_over_session"\nvariant = "int8"\nmax = 1e6\n')
+    args = _bench_args(
+        tiny_model_dir,
+        onnx_dirs["int8"],
+        names=("torch-fp32", "int8"),
+        extra=(
+            "--data",
+            str(texts),
+            "--gate",
+            str(gate),
+            "--batch-sizes",
+            "2",
+            "--seq-lens",
+            "8",
+            "--no-peak",
+            "--json",
+        ),
+    )
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    data_rows = [r for r in doc["rows"] if r["source"] == "data"]
+    assert sorted((r["variant"], r["mode"], r["batch_size"]) for r in data_rows) == [
+        ("int8", "e2e", 1),
+        ("int8", "e2e", 2),
+        ("int8", "session", 1),
+        ("int8", "session", 2),
+        ("torch-fp32", "e2e", 1),
+        ("torch-fp32", "e2e", 2),
+        ("torch-fp32", "session", 1),
+        ("torch-fp32", "session", 2),
+    ]
+    assert all(r["seq_len"] is None and r["gops"] is None for r in data_rows)
+    assert doc["gates"][0]["status"] == "pass" and doc["gates"][0]["measured"] > 0
+
+
+def test_cuda_session_binds_inputs_and_outputs_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The IO-binding path, checked against a fake session since CI has no GPU."""
+    import onnxruntime as ort
+
+    from edgesent.bench import _OrtSession
+
+    calls = []
+
+    class FakeBinding:
+        def bind_ortvalue_input(self, name, value):
+            calls.append(("input", name, value))
+
+        def bind_output(self, name, device, device_id):
+            calls.append(("output", name, device, device_id))
+
+    class FakeIO:
+        def __init__(self, name):
+            self.name = name
+
+    class FakeSession:
+        def get_inputs(self):
+            return [FakeIO("input_ids"), FakeIO("attention_mask")]
+
+        def get_outputs(self):
+            return [FakeIO("logits")]
+
+        def io_binding(self):
+            return FakeBinding()
+
+        def run_with_iobinding(self, binding):
+            calls.append(("run", binding))
+
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(lambda a, d, i: ("ortvalue", d, i, a.shape)))
+    unit = _OrtSession(FakeSession(), io_binding=True)
+    feeds = {
+        "input_ids": np.ones((2, 8), np.int64),
+        "attention_mask": np.ones((2, 8), np.int64),
+        "token_type_ids": np.zeros((2, 8), np.int64),
+    }
+    prepared = unit.prepare(feeds)
+    unit.run(prepared)
+    assert calls[:3] == [
+        ("input", "input_ids", ("ortvalue", "cuda", 0, (2, 8))),
+        ("input", "attention_mask", ("ortvalue", "cuda", 0, (2, 8))),
+        ("output", "logits", "cuda", 0),
+    ]
+    assert calls[3] == ("run", prepared[0])
+
+
+@pytest.mark.gpu
+def test_cuda_bench_torch_fp16_against_onnx(runner: CliRunner, tiny_model_dir: Path, onnx_dirs: dict) -> None:
+    args = _bench_args(
+        tiny_model_dir,
+        onnx_dirs["fp32"],
+        names=("torch", "onnx"),
+        extra=("--provider", "cuda", "--seq-lens", "16", "--no-peak", "--json"),
+    )
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    assert {(r["variant"], r["provider"]) for r in rows} == {("torch", "cuda"), ("onnx", "cuda")}
