@@ -18,6 +18,7 @@ _LAZY = {
     "evaluate_model": "edgesent.evaluate",
     "ExportConfig": "edgesent.export",
     "export_model": "edgesent.export",
+    "QuantizeConfig": "edgesent.quantize",
     "ParityConfig": "edgesent.parity",
     "check_parity": "edgesent.parity",
     "PruneConfig": "edgesent.prune",

@@ -1,0 +1,196 @@
+"""``edgesent export`` and ``edgesent parity``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgesent.cli._format import format_table
+from edgesent.cli._options import (
+    json_option,
+    label_column_option,
+    max_length_option,
+    overwrite_option,
+    text_column_option,
+)
+
+
+data_path = click.Path(dir_okay=False, path_type=Path)
+# Literal copies of quantize.TARGETS / OPTIMIZE_LEVELS: importing quantize would load onnxruntime just to
+# print help. tests/test_export.py checks that they agree.
+TARGET_CHOICES = ("auto", "avx512_vnni", "avx2", "arm64", "portable")
+OPTIMIZE_CHOICES = ("O1", "O2", "O3")
+
+
+def threshold_options(func: Any) -> Any:
+    """--max-abs-diff, --min-agreement, --max-accuracy-drop: shared by export and parity."""
+    for option in reversed(
+        [
+            click.option(
+                "--max-abs-diff",
+                type=click.FloatRange(min=0),
+                default=None,
+                help="Largest allowed absolute logit difference. Default: fp32 1e-4, fp16 1e-2, int8 unchecked.",
+            ),
+            click.option(
+                "--min-agreement",
+                type=click.FloatRange(0, 1),
+                default=None,
+                help="Minimum fraction of predicted labels that must agree. Default: fp32 1.0, int8/fp16 0.99.",
+            ),
+            click.option(
+                "--max-accuracy-drop",
+                type=click.FloatRange(0, 1),
+                default=None,
+                help="With labelled data: largest allowed accuracy drop, 0.01 = 1 point. "
+                "Default: fp32 0, int8/fp16 0.01.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _measured(name: str, value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2e}" if name == "max_abs_diff" else f"{value:.4f}"
+
+
+def format_parity(report: dict[str, Any]) -> str:
+    """The parity checks as a table, under a one-line verdict."""
+    rows = [
+        [
+            c["name"],
+            _measured(c["name"], c["value"]),
+            _measured(c["name"], c["bound"]),
+            "ok" if c["passed"] else "FAILED",
+        ]
+        for c in report["checks"]
+    ]
+    head = f"parity {'passed' if report['passed'] else 'FAILED'} on {report['n_texts']} texts from {report['source']}"
+    if report["mean_abs_diff"] is not None:
+        head += f" ({report['n_rows']} rows, mean_abs_diff {report['mean_abs_diff']:.2e})"
+    if report["accuracy_torch"] is not None:
+        head += f"; accuracy torch {report['accuracy_torch']:.4f}, onnx {report['accuracy_onnx']:.4f}"
+    return head + "\n" + format_table(["check", "measured", "bound", ""], rows)
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.1f} kB"
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory. Default: <MODEL_DIR>-onnx-<precision>[-<level>] beside MODEL_DIR.",
+)
+@click.option("--opset", type=int, default=None, help="ONNX opset. Default: the exporter's choice (18 for BERT).")
+@click.option("--int8", is_flag=True, help="Dynamic int8 quantization for CPUs (weight format picked by --target).")
+@click.option("--fp16", is_flag=True, help="float16 weights and compute, for GPU targets (parity runs on CPU).")
+@click.option(
+    "--target",
+    type=click.Choice(TARGET_CHOICES),
+    default="auto",
+    show_default=True,
+    help="CPU the int8 weight format is chosen for; auto reads this machine's CPU flags.",
+)
+@click.option("--per-channel/--per-tensor", default=None, help="int8 scale granularity. Default: the target's preset.")
+@click.option("--reduce-range/--full-range", default=None, help="7-bit int8 weights. Default: the target's preset.")
+@click.option(
+    "--keep-fp32",
+    type=click.Choice(["embeddings", "head"]),
+    multiple=True,
+    help="Leave these nodes in fp32 when quantizing (repeatable).",
+)
+@click.option("--static", is_flag=True, help="Static (QDQ) int8 quantization calibrated on --calibration-data.")
+@click.option("--calibration-data", type=data_path, help="Texts for --static calibration (CSV, TSV, JSONL).")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--optimize",
+    type=click.Choice(OPTIMIZE_CHOICES),
+    default=None,
+    help="Fuse the graph: O1 basic, O2 + Attention/SkipLayerNorm/Gelu fusions, O3 + fast Gelu. Default: off.",
+)
+@max_length_option
+@click.option(
+    "--parity-data",
+    type=data_path,
+    help="Texts (with labels: accuracy too) for the parity check. Default: built-in probe texts.",
+)
+@text_column_option
+@label_column_option
+@threshold_options
+@click.option(
+    "--remedies/--no-remedies",
+    default=True,
+    show_default=True,
+    help="When int8 parity fails, retry per-channel/per-tensor, reduce_range, fp32 head, fp32 embeddings.",
+)
+@click.option(
+    "--keep-unverified",
+    is_flag=True,
+    help="Keep a model that fails parity (marked verified: false) instead of discarding it; still exits 1.",
+)
+@overwrite_option
+@json_option
+def export(model_dir: Path, out_dir: Path | None, int8: bool, fp16: bool, as_json: bool, **options: Any) -> None:
+    """Export MODEL_DIR to ONNX and verify it against PyTorch (the parity gate).
+
+    Uses Optimum's exporter (torch.onnx.export where it cannot) and says which. When parity fails the
+    command exits 1 naming every failed check with its measured value and bound, and writes nothing
+    unless --keep-unverified. Use --label-column '' for a --parity-data file without labels.
+    """
+    from edgesent._imports import require_train_extra
+
+    require_train_extra("export")
+    if int8 and fp16:
+        raise click.BadParameter("--int8 and --fp16 exclude each other", param_hint="--int8/--fp16")
+    from edgesent.export import ExportConfig, default_out_dir, export_model
+
+    cfg = ExportConfig.from_options(precision="int8" if int8 else "fp16" if fp16 else "fp32", **options)
+    manifest = export_model(model_dir, out_dir or default_out_dir(model_dir, cfg), cfg)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    info, sizes = manifest["export"], manifest["export"]["sizes"]
+    notes = [
+        f"{manifest['precision']} via {info['exporter']}",
+        f"opset {manifest['opset']}",
+        _size(sizes["onnx_bytes"]),
+    ]
+    notes += [f"{sizes['fp32_to_onnx_ratio']:.2f}x smaller than fp32"] if manifest["precision"] != "fp32" else []
+    notes += [f"remedy {info['remedy']}"] if info.get("remedy") else []
+    click.echo(f"exported {manifest['out_dir']} ({', '.join(notes)})\n{format_parity(manifest['parity'])}")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("onnx_dir", type=click.Path(path_type=Path))
+@click.option("--data", type=data_path, help="Texts (with labels: accuracy too). Default: built-in probe texts.")
+@text_column_option
+@label_column_option
+@max_length_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@threshold_options
+@json_option
+def parity(model_dir: Path, onnx_dir: Path, as_json: bool, **options: Any) -> None:
+    """Compare ONNX_DIR with its PyTorch source MODEL_DIR on the same texts; exit 1 if a check fails.
+
+    Bounds default to those of ONNX_DIR's precision (its edgesent.json). Use --label-column '' for
+    a --data file without labels.
+    """
+    from edgesent._imports import require_train_extra
+
+    require_train_extra("parity")
+    from edgesent.parity import ParityConfig, check_parity
+
+    report = check_parity(model_dir, onnx_dir, ParityConfig(**options))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_parity(report.to_dict()))
+    report.raise_if_failed()

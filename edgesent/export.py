@@ -1,0 +1,507 @@
+"""``edgesent export``: a PyTorch model directory becomes a verified ONNX directory (fp32, int8 or fp16).
+
+The steps, in order: check the source directory (before any model loads); export fp32 with
+Optimum's exporter, or with ``torch.onnx.export`` where Optimum cannot; optionally fuse the graph;
+convert it to int8 or fp16; run the parity gate against PyTorch, trying the known int8 remedies
+when it fails; write the model, tokenizer, config and manifest into a temporary sibling directory
+that replaces the output only when everything passed. A model that fails parity is never
+presented as verified: it is discarded, or kept with ``verified: false`` on request.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from optimum.exporters.onnx import main_export
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from edgesent.artifacts import KIND_ONNX, atomic_output_dir, manifest_sha256, write_manifest
+from edgesent.data import load_dataset
+from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
+from edgesent.parity import (
+    ONNX_FILE_NAME,
+    OUTPUT_NAME,
+    PRECISIONS,
+    TOKENIZER_FILE_NAME,
+    ParityConfig,
+    ParityReport,
+    TorchReference,
+    read_source_manifest,
+)
+from edgesent.quantize import (
+    OPTIMIZE_LEVELS,
+    QuantizeConfig,
+    convert_fp16,
+    detect_target,
+    optimize_graph,
+    quantize_model,
+)
+
+
+logger = logging.getLogger(__name__)
+
+TASK = "text-classification"
+DEFAULT_OPSET = 18  # Optimum's recommended minimum for BERT; the torch.onnx fallback uses it too
+MIN_OPSET = 14  # scaled_dot_product_attention and Trilu need opset 14
+DEFAULT_CALIBRATION_SAMPLES = 128
+_DYNAMIC_AXES = {0: "batch_size", 1: "sequence_length"}
+
+
+@dataclass
+class ExportConfig:
+    """Everything an export depends on; validated on creation and recorded in the manifest.
+
+    Args:
+        precision: ``fp32`` (default), ``int8`` (CPU) or ``fp16`` (GPU targets).
+        opset: ONNX opset; None: the exporter's recommendation (18 for BERT).
+        optimize: ``O1``/``O2``/``O3`` graph optimisation (see ``quantize.optimize_graph``); None (default):
+            off, because pre-fused graphs measured no faster than ONNX Runtime's load-time optimisation.
+        quantize: int8 settings; None with ``precision="int8"``: the preset of this machine's CPU.
+        parity: The gate's data and bounds (default: probe texts, the precision's default bounds).
+        max_length: Tokens per text recorded for the predictor and used by parity; None: the source's.
+        calibration_data: Texts for static int8 quantization (``quantize.static``), read with
+            ``parity.text_column``; the first ``calibration_samples`` (default 128) rows are used.
+        remedies: When int8 parity fails, retry with the known remedies (default True).
+        keep_unverified: Keep a model that failed parity, marked ``verified: false`` (still exits 1).
+        overwrite: Replace an existing output directory.
+
+    Raises:
+        ConfigError: a bad value or a contradictory combination, naming the field.
+    """
+
+    precision: str = "fp32"
+    opset: int | None = None
+    optimize: str | None = None
+    quantize: QuantizeConfig | None = None
+    parity: ParityConfig = field(default_factory=ParityConfig)
+    max_length: int | None = None
+    calibration_data: Path | None = None
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+    remedies: bool = True
+    keep_unverified: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.quantize, dict):
+            self.quantize = QuantizeConfig.from_dict(self.quantize)
+        if isinstance(self.parity, dict):
+            self.parity = ParityConfig.from_dict(self.parity)
+        self.calibration_data = Path(self.calibration_data) if self.calibration_data is not None else None
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        max_opset = onnx.defs.onnx_opset_version()
+        if self.opset is not None and not MIN_OPSET <= self.opset <= max_opset:
+            raise ConfigError(f"opset must be in [{MIN_OPSET}, {max_opset}], got {self.opset!r}")
+        if self.optimize is not None and self.optimize not in OPTIMIZE_LEVELS:
+            raise ConfigError(f"optimize must be one of {', '.join(OPTIMIZE_LEVELS)}, got {self.optimize!r}")
+        if self.precision == "int8" and self.quantize is None:
+            self.quantize = QuantizeConfig.for_target("auto")
+        if self.precision != "int8" and self.quantize is not None:
+            raise ConfigError(
+                f"quantize is only used with precision='int8' (--int8), got precision={self.precision!r}"
+            )
+        static = self.quantize is not None and self.quantize.static
+        if static and self.calibration_data is None:
+            raise ConfigError("calibration_data: static quantization needs calibration texts; pass --calibration-data")
+        if self.calibration_data is not None and not static:
+            raise ConfigError(f"calibration_data={str(self.calibration_data)!r} is only used with --int8 --static")
+        if self.calibration_samples < 1:
+            raise ConfigError(f"calibration_samples must be >= 1, got {self.calibration_samples!r}")
+        if self.max_length is not None and self.max_length < 8:
+            raise ConfigError(f"max_length must be >= 8, got {self.max_length!r}")
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        precision: str = "fp32",
+        target: str = "auto",
+        per_channel: bool | None = None,
+        reduce_range: bool | None = None,
+        keep_fp32: tuple[str, ...] = (),
+        static: bool = False,
+        parity_data: Path | None = None,
+        text_column: str = "text",
+        label_column: str | None = "label",
+        max_abs_diff: float | None = None,
+        min_agreement: float | None = None,
+        max_accuracy_drop: float | None = None,
+        opset: int | None = None,
+        optimize: str | None = None,
+        max_length: int | None = None,
+        calibration_data: Path | None = None,
+        calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+        remedies: bool = True,
+        keep_unverified: bool = False,
+        overwrite: bool = False,
+    ) -> ExportConfig:
+        """Build from the flat options of ``edgesent export`` (option words = field words).
+
+        The int8 options become a ``QuantizeConfig`` (the target's preset, overridden where an
+        option is not None) and the data/threshold options a ``ParityConfig``.
+
+        Raises:
+            ConfigError: int8-only options without int8, or any invalid value.
+        """
+        int8_options = {
+            "target": target != "auto",
+            "per_channel": per_channel is not None,
+            "reduce_range": reduce_range is not None,
+            "keep_fp32": bool(keep_fp32),
+            "static": static,
+        }
+        if precision != "int8" and any(int8_options.values()):
+            given = ", ".join(name for name, set_ in int8_options.items() if set_)
+            raise ConfigError(f"{given}: only used by int8 exports; add --int8")
+        quantize = None
+        if precision == "int8":
+            quantize = QuantizeConfig.for_target(
+                target,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                keep_fp32=tuple(keep_fp32) or None,
+                static=static,
+            )
+        parity = ParityConfig(
+            data=parity_data,
+            text_column=text_column,
+            label_column=label_column,
+            max_abs_diff=max_abs_diff,
+            min_agreement=min_agreement,
+            max_accuracy_drop=max_accuracy_drop,
+        )
+        return cls(
+            precision=precision,
+            opset=opset,
+            optimize=optimize,
+            quantize=quantize,
+            parity=parity,
+            max_length=max_length,
+            calibration_data=calibration_data,
+            calibration_samples=calibration_samples,
+            remedies=remedies,
+            keep_unverified=keep_unverified,
+            overwrite=overwrite,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = (
+                value.to_dict() if hasattr(value, "to_dict") else str(value) if isinstance(value, Path) else value
+            )
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExportConfig:
+        return cls(**values)
+
+
+def default_out_dir(model_dir: Path, cfg: ExportConfig) -> Path:
+    """``<model_dir>-onnx-<precision>[-<level>]`` beside the source, e.g. ``models/sst2-minilm-onnx-int8``."""
+    suffix = cfg.precision + (f"-{cfg.optimize.lower()}" if cfg.optimize else "")
+    return Path(model_dir).parent / f"{Path(model_dir).name}-onnx-{suffix}"
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _torch_onnx_export(model_dir: Path, out_path: Path, opset: int) -> None:
+    """The fallback: TorchScript-based ``torch.onnx.export`` (``dynamo=True`` would need onnxscript)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    # Two texts of different lengths: batch and sequence dims > 1, so the tracer cannot specialise on 1.
+    sample = tokenizer(
+        ["a short text", "a somewhat longer text for the sample batch"], padding=True, return_tensors="pt"
+    )
+    # input_names bind to the traced inputs by position, i.e. in forward()'s order; the tokenizer's order
+    # (input_ids, token_type_ids, attention_mask) would silently swap the mask and the segment ids.
+    names = [name for name in inspect.signature(model.forward).parameters if name in sample]
+    axes = {name: _DYNAMIC_AXES for name in names} | {OUTPUT_NAME: {0: "batch_size"}}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about constants that are constant for this model
+        torch.onnx.export(
+            model,
+            (),
+            str(out_path),
+            kwargs={name: sample[name] for name in names},
+            input_names=names,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _export_fp32(model_dir: Path, work_dir: Path, opset: int | None) -> tuple[Path, dict[str, Any]]:
+    """Export with Optimum (dynamic batch/sequence axes); fall back to torch.onnx.export if it fails.
+
+    Optimum's own validation is off: the parity gate that follows is stricter and runs on real text.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            main_export(
+                str(model_dir), work_dir / "optimum", task=TASK, opset=opset, device="cpu", do_validation=False
+            )
+        path = work_dir / "optimum" / ONNX_FILE_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"Optimum wrote no {ONNX_FILE_NAME}")
+        logger.info("exported %s with Optimum's ONNX exporter", model_dir)
+        return path, {"exporter": "optimum", "fallback_reason": None}
+    except Exception as err:  # noqa: BLE001 - any failure of Optimum's exporter means: try the fallback
+        reason = _one_line(err)
+    logger.warning("Optimum's ONNX exporter failed (%s); falling back to torch.onnx.export", reason)
+    path = work_dir / "torch_onnx.onnx"
+    try:
+        _torch_onnx_export(model_dir, path, opset or DEFAULT_OPSET)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(
+            f"{model_dir}: cannot export to ONNX: Optimum failed ({reason}), "
+            f"torch.onnx.export failed ({_one_line(err)})"
+        ) from err
+    return path, {"exporter": "torch.onnx", "fallback_reason": reason}
+
+
+def _graph_info(path: Path) -> dict[str, Any]:
+    model = onnx.load(str(path), load_external_data=False)
+    outputs = [o.name for o in model.graph.output]
+    if OUTPUT_NAME not in outputs:
+        raise ExportError(f"{path.name}: the exported graph has no '{OUTPUT_NAME}' output (outputs: {outputs})")
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return {"inputs": [i.name for i in model.graph.input], "outputs": outputs, "opset": opset}
+
+
+def _resolve_max_length(cfg: ExportConfig, source: dict[str, Any], hf_config: Any, model_dir: Path) -> int:
+    max_length = int(cfg.max_length or source.get("max_length") or 128)
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions and max_length > positions:
+        raise ConfigError(f"max_length {max_length} exceeds the {positions} positions of {model_dir}/config.json")
+    return max_length
+
+
+def _save_support_files(model_dir: Path, out_dir: Path, max_length: int) -> None:
+    """Tokenizer files and config.json: what the predictor and Optimum's ORTModel need besides the graph."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.model_max_length = max_length  # HF-side consumers (Optimum pipelines) then truncate like the predictor
+    tokenizer.save_pretrained(out_dir)
+    AutoConfig.from_pretrained(model_dir).save_pretrained(out_dir)
+
+
+def _calibration_texts(cfg: ExportConfig) -> list[str]:
+    """The first ``calibration_samples`` texts of ``calibration_data``, read before any model loads."""
+    if cfg.calibration_data is None:
+        return []
+    data = load_dataset(cfg.calibration_data, cfg.parity.text_column, None, skip_empty=True)
+    return data.texts[: cfg.calibration_samples]
+
+
+def _calibration_batches(
+    texts: list[str], reference: TorchReference, inputs: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """One unpadded (1, T) batch per calibration text, so padding does not skew the activation ranges."""
+    batches = []
+    for text in texts:
+        encoded = reference.tokenizer(text, truncation=True, max_length=reference.max_length, return_tensors="np")
+        batches.append({name: encoded[name].astype(np.int64) for name in inputs})
+    return batches
+
+
+def _quantize_attempts(base: QuantizeConfig, remedies: bool) -> Iterator[tuple[str | None, QuantizeConfig]]:
+    """The requested config, then the known remedies, each one change away from it, cheapest first.
+
+    Flipping per-channel (half the logit error in the issue's measurement), 7-bit weights (cures
+    VPMADDUBSW saturation), then keeping the classifier head, then also the embeddings, in fp32. The
+    last one costs the most size (the word embeddings are half of MiniLM), so it comes last.
+    """
+    yield None, base
+    if not remedies:
+        return
+    candidates = [
+        ("per_tensor" if base.per_channel else "per_channel", replace(base, per_channel=not base.per_channel)),
+        ("reduce_range", replace(base, reduce_range=True)),
+        ("fp32_head", replace(base, keep_fp32=(*base.keep_fp32, "head"))),
+        ("fp32_embeddings_and_head", replace(base, keep_fp32=("embeddings", "head"))),
+    ]
+    tried = [base]
+    for name, candidate in candidates:
+        if candidate not in tried:
+            tried.append(candidate)
+            yield name, candidate
+
+
+def _convert_and_verify(
+    graph_path: Path,
+    work_dir: Path,
+    out_dir: Path,
+    cfg: ExportConfig,
+    reference: TorchReference,
+    calibration_texts: list[str],
+) -> tuple[ParityReport, dict[str, Any]]:
+    """Write ``out_dir/model.onnx`` in the requested precision and return its parity report.
+
+    For int8, a failed gate triggers the remedies; the first variant that passes is kept. If none
+    passes, the requested variant is kept (for ``keep_unverified``) and every attempt is reported.
+    """
+    target = out_dir / ONNX_FILE_NAME
+    tokenizer_path = out_dir / TOKENIZER_FILE_NAME
+    if cfg.precision == "fp32":
+        shutil.copyfile(graph_path, target)
+        return reference.compare(target, "fp32", tokenizer_path), {}
+    if cfg.precision == "fp16":
+        initializers = convert_fp16(graph_path, target)
+        return reference.compare(target, "fp16", tokenizer_path), {"initializer_types": initializers}
+    assert cfg.quantize is not None  # set by ExportConfig for int8
+    calibration = _calibration_batches(calibration_texts, reference, _graph_info(graph_path)["inputs"])
+    attempts: list[dict[str, Any]] = []
+    kept: tuple[Path, ParityReport, int] | None = None
+    for remedy, qcfg in _quantize_attempts(cfg.quantize, cfg.remedies):
+        candidate = work_dir / f"int8-{remedy or 'requested'}.onnx"
+        info = quantize_model(graph_path, candidate, qcfg, calibration)
+        report = reference.compare(candidate, "int8", tokenizer_path)
+        attempts.append(
+            {
+                "remedy": remedy,
+                "quantize": qcfg.to_dict(),
+                **info,
+                "passed": report.passed,
+                "summary": report.summary(),
+            }
+        )
+        if kept is None or report.passed:
+            kept = (candidate, report, len(attempts) - 1)
+        if report.passed:
+            break
+        logger.warning("int8 parity failed with %s: %s", remedy or "the requested settings", report.summary())
+    assert kept is not None
+    candidate, report, index = kept
+    shutil.copyfile(candidate, target)
+    chosen = attempts[index]
+    details = {
+        "quantize": chosen["quantize"],
+        "remedy": chosen["remedy"],
+        "excluded_nodes": chosen["excluded_nodes"],
+        "quantized_op_counts": chosen["op_counts"],
+        "attempts": attempts,
+    }
+    if calibration:
+        details["calibration"] = {"data": str(cfg.calibration_data), "samples": len(calibration)}
+    return report, details
+
+
+def _failure_message(out_dir: Path, cfg: ExportConfig, report: ParityReport, details: dict[str, Any]) -> str:
+    message = f"{out_dir}: parity failed for the {cfg.precision} export ({report.n_texts} texts from {report.source})"
+    message += f": {report.summary()}"
+    remedies = [a for a in details.get("attempts", []) if a["remedy"]]
+    if remedies:
+        message += "; remedies tried, none passed: " + ", ".join(f"{a['remedy']} ({a['summary']})" for a in remedies)
+    if cfg.keep_unverified:
+        return message + f"; kept for inspection with verified: false in {out_dir}/edgesent.json; do not ship it"
+    return message + "; nothing was written (pass --keep-unverified to keep the model for inspection)"
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig | None = None) -> dict[str, Any]:
+    """Export a fine-tuned PyTorch model directory to a verified ONNX directory.
+
+    The output holds ``model.onnx``, ``config.json`` (label map), the tokenizer files and
+    ``edgesent.json`` (source and its manifest hash, settings, opset, versions, sizes, sha256 of
+    every file, parity report). It is written atomically: it appears complete or not at all.
+
+    Args:
+        model_dir: A PyTorch model directory (``edgesent finetune``).
+        out_dir: The directory to create (``cfg.overwrite`` to replace one).
+        cfg: Precision, quantization, optimisation and parity settings (default: fp32, probe texts).
+
+    Returns:
+        The manifest written, plus ``out_dir``.
+
+    Raises:
+        ModelError: the source is not an intact model directory (e.g. no tokenizer.json).
+        ConfigError: bad settings or an unwritable/existing output. DataError: unusable parity or
+            calibration data. ExportError: export, optimisation or conversion failed.
+        ParityError: the model does not reproduce the source; nothing written unless keep_unverified.
+    """
+    started = time.perf_counter()
+    cfg = cfg or ExportConfig()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    source = read_source_manifest(model_dir)
+    try:
+        hf_config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{model_dir}/config.json: unreadable ({_one_line(err)})") from err
+    max_length = _resolve_max_length(cfg, source, hf_config, model_dir)
+    parity_cfg = replace(cfg.parity, max_length=max_length)
+    calibration_texts = _calibration_texts(cfg)
+    with atomic_output_dir(out_dir, cfg.overwrite) as tmp_dir, tempfile.TemporaryDirectory(prefix="edgesent-") as tmp:
+        work_dir = Path(tmp)
+        reference = TorchReference(model_dir, parity_cfg)
+        fp32_path, exporter = _export_fp32(model_dir, work_dir, cfg.opset)
+        graph_path, fused = fp32_path, None
+        if cfg.optimize:
+            graph_path = work_dir / "optimized.onnx"
+            num_heads = getattr(hf_config, "num_attention_heads", None) or getattr(hf_config, "n_heads", 0)
+            hidden_size = getattr(hf_config, "hidden_size", None) or getattr(hf_config, "dim", 0)
+            fused = optimize_graph(fp32_path, graph_path, cfg.optimize, num_heads, hidden_size)
+        _save_support_files(model_dir, tmp_dir, max_length)
+        report, details = _convert_and_verify(graph_path, work_dir, tmp_dir, cfg, reference, calibration_texts)
+        if not report.passed and not cfg.keep_unverified:
+            raise ParityError(_failure_message(out_dir, cfg, report, details))
+        onnx_bytes, fp32_bytes = (tmp_dir / ONNX_FILE_NAME).stat().st_size, fp32_path.stat().st_size
+        graph = _graph_info(tmp_dir / ONNX_FILE_NAME)
+        manifest = write_manifest(
+            tmp_dir,
+            KIND_ONNX,
+            {
+                "task": TASK,
+                "labels": source["labels"],
+                "max_length": max_length,
+                "onnx_file": ONNX_FILE_NAME,
+                "precision": cfg.precision,
+                "verified": report.passed,
+                "opset": graph["opset"],
+                "inputs": graph["inputs"],
+                "outputs": graph["outputs"],
+                "source": {
+                    "model_dir": str(model_dir.resolve()),
+                    "manifest_sha256": manifest_sha256(model_dir),
+                    "base_model": source.get("base_model"),
+                    "model_type": hf_config.model_type,
+                },
+                "export": {
+                    **exporter,
+                    "opset_requested": cfg.opset,
+                    "optimize": cfg.optimize,
+                    "fused_operators": fused,
+                    "detected_target": detect_target(),
+                    **details,
+                    "sizes": {
+                        "onnx_bytes": onnx_bytes,
+                        "fp32_onnx_bytes": fp32_bytes,
+                        "fp32_to_onnx_ratio": round(fp32_bytes / onnx_bytes, 3),
+                    },
+                    "config": cfg.to_dict(),
+                    "wall_time_s": round(time.perf_counter() - started, 2),
+                },
+                "parity": report.to_dict(),
+            },
+        )
+    if not report.passed:
+        raise ParityError(_failure_message(out_dir, cfg, report, details))
+    logger.info("exported %s -> %s (%s via %s)", model_dir, out_dir, cfg.precision, exporter["exporter"])
+    return {**manifest, "out_dir": str(out_dir.resolve())}

@@ -1,0 +1,487 @@
+"""The parity gate: an exported ONNX model is verified only if it reproduces its PyTorch source.
+
+Both models see the same tokenized batches, so any difference is the export's, not padding's or
+the tokenizer's. By default the texts are built-in probes that cover the edges a real predictor
+meets (empty and whitespace-only text, one character, emoji, non-Latin scripts, text far over the
+maximum length, a batch mixing short and long texts); with real data and labels the accuracy of
+both models is compared too. Every check is collected before judging, so one report names every
+failure with its measured value and bound (optimum's ``_run_validation`` pattern).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from edgesent.artifacts import KIND_PYTORCH, MANIFEST_NAME, read_manifest, verify_files
+from edgesent.data import encode_labels, load_dataset
+from edgesent.errors import ConfigError, DataError, ModelError, ParityError
+
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8", "fp16")
+ONNX_FILE_NAME = "model.onnx"
+OUTPUT_NAME = "logits"
+TOKENIZER_FILE_NAME = "tokenizer.json"
+# Bounds per precision; None = not checked. fp32 must match to float rounding. int8 changes logits by
+# design, so it is judged on decisions. fp16 on a CPU runs partly through casts: looser, still strict.
+DEFAULT_THRESHOLDS: dict[str, dict[str, float | None]] = {
+    "fp32": {"max_abs_diff": 1e-4, "min_agreement": 1.0, "max_accuracy_drop": 0.0},
+    "int8": {"max_abs_diff": None, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
+    "fp16": {"max_abs_diff": 1e-2, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
+}
+_LONG_SENTENCE = "the service was slow and the food was cold but the staff were really friendly and kind"
+PROBE_TEXTS: dict[str, str] = {
+    "empty": "",
+    "whitespace_only": " \t\n  ",
+    "one_char": "a",
+    "one_word": "great",
+    "sentence": "The staff were friendly and the food arrived quickly.",
+    "negation": "not bad at all, but I would not come back",
+    "emoji": "loved it 😍🔥👍",
+    "cjk": "这家酒店的服务非常好",
+    "cyrillic": "обслуживание было ужасным",
+    "arabic": "كانت الخدمة ممتازة",
+    "accents": "Le service était très décevant, à éviter !",
+    "digits_caps": "ORDER #4821 arrived 3 DAYS late!!!",
+    "far_over_max_length": " ".join([_LONG_SENTENCE] * 64),  # ~1,000 words: truncation at any max_length
+}
+DEFAULT_BATCH_SIZE = 32
+# check(name, measured value, bound, passed, message shown when it failed)
+_Check = Callable[[str, float | None, float | None, bool, str], None]
+
+
+@dataclass
+class ParityConfig:
+    """What parity runs on and the bounds it enforces.
+
+    Args:
+        data: CSV/TSV/JSONL of texts (and labels) to compare on; None: the built-in ``PROBE_TEXTS``.
+        text_column, label_column: Columns of ``data``; ``label_column`` None or "" for unlabelled text.
+        max_length: Tokens per text; None: the ONNX directory's manifest, else the source model's.
+        batch_size: Texts per batch (default 32); batches mix lengths, so padding is exercised.
+        precision: ``fp32``, ``int8`` or ``fp16``: picks the default bounds; None: the ONNX manifest's.
+        max_abs_diff: Bound on the largest absolute logit difference (fp32 1e-4, fp16 1e-2, int8 off).
+        min_agreement: Minimum fraction of rows whose argmax agrees (fp32 1.0, int8 and fp16 0.99).
+        max_accuracy_drop: With labels, the largest allowed accuracy drop as a fraction, 0.01 = 1 point
+            (fp32 0, int8 and fp16 0.01).
+
+    Raises:
+        ConfigError: a value out of range, naming the field.
+    """
+
+    data: Path | None = None
+    text_column: str = "text"
+    label_column: str | None = "label"
+    max_length: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    precision: str | None = None
+    max_abs_diff: float | None = None
+    min_agreement: float | None = None
+    max_accuracy_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data) if self.data is not None else None
+        self.label_column = self.label_column or None
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.max_length is not None and self.max_length < 8:
+            raise ConfigError(f"max_length must be >= 8, got {self.max_length!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if self.max_abs_diff is not None and not self.max_abs_diff >= 0:
+            raise ConfigError(f"max_abs_diff must be >= 0, got {self.max_abs_diff!r}")
+        for name in ("min_agreement", "max_accuracy_drop"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be a fraction in [0, 1], got {value!r}")
+
+    def thresholds(self, precision: str) -> dict[str, float | None]:
+        """The bounds in force for a ``precision`` model: the ones set here, its defaults for the rest."""
+        defaults = DEFAULT_THRESHOLDS[precision]
+        resolved = {
+            name: getattr(self, name) if getattr(self, name) is not None else default
+            for name, default in defaults.items()
+        }
+        return {k: None if v is not None and math.isinf(v) else v for k, v in resolved.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ParityConfig:
+        return cls(**values)
+
+
+@dataclass
+class ParityReport:
+    """The outcome of one parity run. ``checks`` lists every check with its value and bound.
+
+    ``n_texts`` texts gave ``n_rows`` compared rows (probe texts run once in a mixed batch and once
+    alone), truncated to ``max_length`` tokens. Accuracies are fractions, None without labels;
+    ``accuracy_delta`` is onnx - torch.
+    """
+
+    passed: bool
+    precision: str
+    source: str
+    n_texts: int
+    n_rows: int
+    max_length: int
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
+    agreement: float | None
+    accuracy_torch: float | None
+    accuracy_onnx: float | None
+    accuracy_delta: float | None
+    tokenizer_match: float | None
+    thresholds: dict[str, float | None]
+    checks: list[dict[str, Any]]
+    disagreements: list[dict[str, Any]] = field(default_factory=list)
+    onnx_file: str = ""
+
+    @property
+    def failures(self) -> list[str]:
+        """One phrase per failed check, e.g. ``max_abs_diff 3.1e-01 > 1e-04``."""
+        return [c["message"] for c in self.checks if not c["passed"]]
+
+    def summary(self) -> str:
+        """One line: the failures, or the headline figures when everything passed."""
+        if not self.passed:
+            return "; ".join(self.failures)
+        parts = [f"max_abs_diff {self.max_abs_diff:.2e}", f"agreement {self.agreement:.2%}"]
+        if self.accuracy_torch is not None:
+            parts.append(f"accuracy {self.accuracy_torch:.4f} -> {self.accuracy_onnx:.4f}")
+        return ", ".join(parts)
+
+    def raise_if_failed(self) -> None:
+        """Raise ParityError naming every failed check with its measured value and bound."""
+        if not self.passed:
+            raise ParityError(
+                f"parity failed for {self.onnx_file} ({self.precision}, {self.n_texts} texts from {self.source}): "
+                f"{self.summary()}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "failures": self.failures}
+
+
+def read_source_manifest(model_dir: Path) -> dict[str, Any]:
+    """Check that ``model_dir`` is an intact PyTorch model directory and return its manifest.
+
+    Raises:
+        ModelError: not a directory, no manifest, not a PyTorch directory, no config/weights/tokenizer,
+            or files that no longer match the manifest's hashes.
+    """
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    if manifest.get("kind") != KIND_PYTORCH:
+        raise ModelError(
+            f"{model_dir}: manifest kind is {manifest.get('kind')!r}, not 'pytorch'; pass the PyTorch model "
+            "directory (written by edgesent finetune)"
+        )
+    if not manifest.get("labels"):
+        raise ModelError(f"{model_dir}: the manifest lists no labels")
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: no config.json; is this a Hugging Face model directory?")
+    if not any((model_dir / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        raise ModelError(f"{model_dir}: no model weights (model.safetensors); re-run edgesent finetune")
+    if not (model_dir / TOKENIZER_FILE_NAME).is_file():
+        raise ModelError(
+            f"{model_dir}: no {TOKENIZER_FILE_NAME} (fast tokenizer); save one with "
+            "AutoTokenizer.from_pretrained(...).save_pretrained(model_dir)"
+        )
+    verify_files(model_dir, manifest)
+    return manifest
+
+
+def load_parity_texts(cfg: ParityConfig, labels: list[str]) -> tuple[list[str], list[str] | None, str]:
+    """The texts (and raw labels) parity runs on: ``cfg.data`` or the probe texts.
+
+    Empty rows of a data file are skipped rather than fatal: the probes cover empty text anyway.
+
+    Returns:
+        (texts, raw labels or None, a description of the source for the report).
+
+    Raises:
+        DataError: unreadable file, missing column, or labels the model does not know.
+    """
+    if cfg.data is None:
+        return list(PROBE_TEXTS.values()), None, "probe texts"
+    data = load_dataset(cfg.data, cfg.text_column, cfg.label_column, skip_empty=True)
+    if cfg.label_column is None:
+        return data.texts, None, str(cfg.data)
+    encode_labels(data, labels)  # fails early, naming labels the model has never seen
+    return data.texts, data.labels, str(cfg.data)
+
+
+def _onnx_path(onnx_dir: Path) -> tuple[Path, dict[str, Any]]:
+    onnx_dir = Path(onnx_dir)
+    if not onnx_dir.is_dir():
+        raise ModelError(f"{onnx_dir}: not a directory")
+    manifest = read_manifest(onnx_dir) if (onnx_dir / MANIFEST_NAME).is_file() else {}
+    path = onnx_dir / manifest.get("onnx_file", ONNX_FILE_NAME)
+    if not path.is_file():
+        raise ModelError(f"{onnx_dir}: no {path.name}; is this an ONNX directory written by edgesent export?")
+    return path, manifest
+
+
+class TorchReference:
+    """PyTorch logits on a fixed set of tokenized batches, computed once and compared to many ONNX files.
+
+    The export tries several int8 variants against one reference, so the (slow) PyTorch pass runs once.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        cfg: ParityConfig,
+        texts: list[str] | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
+        """Tokenize the texts and run the PyTorch model on them.
+
+        Args:
+            model_dir: The PyTorch source directory (checked with ``read_source_manifest``).
+            cfg: Data, max_length and batch size; ``texts``/``labels`` given here take precedence.
+            texts: Texts to compare on; None: ``cfg.data`` or the probe texts.
+            labels: Raw label strings, one per text (accuracy is compared when given).
+        """
+        self.model_dir = Path(model_dir)
+        self.cfg = cfg
+        manifest = read_source_manifest(self.model_dir)
+        self.labels_vocab: list[str] = manifest["labels"]
+        if texts is None:
+            texts, labels, self.source = load_parity_texts(cfg, self.labels_vocab)
+        else:
+            self.source = "given texts"
+        if labels is not None and len(labels) != len(texts):
+            raise ConfigError(f"labels: {len(labels)} labels for {len(texts)} texts")
+        if not texts:
+            raise ConfigError("texts: parity needs at least one text")
+        self.texts = list(texts)
+        index = {label: i for i, label in enumerate(self.labels_vocab)}
+        unknown = sorted(set(labels or []) - set(index))
+        if unknown:
+            raise DataError(f"labels {unknown!r} are not among the model's ({', '.join(self.labels_vocab)})")
+        self.y_true = np.asarray([index[label] for label in labels]) if labels is not None else None
+        self.max_length = int(cfg.max_length or manifest.get("max_length") or 128)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.rows = self._plan(probes=self.source == "probe texts")
+        self.batches: list[dict[str, np.ndarray]] = []
+        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir).eval()
+        accepted = set(inspect.signature(model.forward).parameters)
+        outputs = []
+        with torch.inference_mode():
+            for rows in tqdm(self.rows, desc="parity: pytorch", disable=None, leave=False):
+                encoded = self.tokenizer(
+                    [self.texts[i] for i in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="np",
+                )
+                batch = {k: v.astype(np.int64) for k, v in encoded.items() if k in accepted}  # (B, T) each
+                self.batches.append(batch)
+                outputs.append(model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy())
+        self.logits = np.concatenate(outputs)  # (R, C), R = rows over all batches
+        self.row_text = np.concatenate([np.asarray(r) for r in self.rows])  # (R,) text index of each row
+
+    def _plan(self, probes: bool) -> list[list[int]]:
+        n, size = len(self.texts), self.cfg.batch_size
+        chunks = [list(range(start, min(start + size, n))) for start in range(0, n, size)]
+        # Probes also run one by one: batch 1 without padding is the commonest runtime call.
+        return chunks + ([[i] for i in range(n)] if probes else [])
+
+    def _tokenizer_match(self, tokenizer_path: Path) -> float:
+        """Fraction of texts the exported tokenizer.json encodes to the same ids as the source tokenizer."""
+        from tokenizers import Tokenizer
+
+        exported = Tokenizer.from_file(str(tokenizer_path))
+        exported.no_padding()
+        exported.enable_truncation(self.max_length)
+        ours = [e.ids for e in exported.encode_batch(self.texts)]
+        theirs = self.tokenizer(self.texts, truncation=True, max_length=self.max_length)["input_ids"]
+        return float(np.mean([a == list(b) for a, b in zip(ours, theirs, strict=True)]))
+
+    def compare(self, onnx_path: Path, precision: str, tokenizer_path: Path | None = None) -> ParityReport:
+        """Run ``onnx_path`` on the reference batches (CPUExecutionProvider) and judge the differences.
+
+        Args:
+            onnx_path: The ONNX model to verify.
+            precision: Its precision; picks the default bounds.
+            tokenizer_path: The tokenizer.json shipped with it, checked against the source tokenizer.
+
+        Returns:
+            A ParityReport; ``passed`` is False when any check failed or the model could not run.
+        """
+        bounds = self.cfg.thresholds(precision)
+        checks: list[dict[str, Any]] = []
+
+        def check(name: str, value: float | None, bound: float | None, ok: bool, message: str) -> None:
+            checks.append(
+                {"name": name, "value": value, "bound": bound, "passed": ok, "message": None if ok else message}
+            )
+
+        onnx_logits = self._run_onnx(onnx_path, check)
+        metrics: dict[str, Any] = dict.fromkeys(
+            ("max_abs_diff", "mean_abs_diff", "agreement", "accuracy_torch", "accuracy_onnx", "accuracy_delta")
+        )
+        disagreements: list[dict[str, Any]] = []
+        if onnx_logits is not None:
+            metrics, disagreements = self._judge(onnx_logits, bounds, check)
+        tokenizer_match = None
+        if tokenizer_path is not None and tokenizer_path.is_file():
+            tokenizer_match = self._tokenizer_match(tokenizer_path)
+            check(
+                "tokenizer_match",
+                tokenizer_match,
+                1.0,
+                tokenizer_match == 1.0,
+                f"tokenizer: {tokenizer_path} encodes {1 - tokenizer_match:.1%} of texts differently "
+                "from the source tokenizer",
+            )
+        report = ParityReport(
+            passed=all(c["passed"] for c in checks),
+            precision=precision,
+            source=self.source,
+            n_texts=len(self.texts),
+            n_rows=len(self.row_text),
+            max_length=self.max_length,
+            **metrics,
+            tokenizer_match=tokenizer_match,
+            thresholds=bounds,
+            checks=checks,
+            disagreements=disagreements,
+            onnx_file=str(onnx_path),
+        )
+        logger.info("parity %s: %s", "passed" if report.passed else "FAILED", report.summary())
+        return report
+
+    def _run_onnx(self, onnx_path: Path, check: _Check) -> np.ndarray | None:
+        try:
+            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            missing = [n for n in names if n not in self.batches[0]]
+            if missing:
+                raise ValueError(f"inputs {missing} are not produced by the tokenizer")
+            if OUTPUT_NAME not in [o.name for o in session.get_outputs()]:
+                raise ValueError(f"no output named '{OUTPUT_NAME}'")
+            outputs = [
+                session.run([OUTPUT_NAME], {n: batch[n] for n in names})[0]
+                for batch in tqdm(self.batches, desc="parity: onnx", disable=None, leave=False)
+            ]
+        except Exception as err:  # noqa: BLE001 - ORT raises its own exception types; all mean "cannot run"
+            reason = " ".join(str(err).split())[:300]
+            check("runs", None, None, False, f"onnxruntime cannot run {onnx_path.name}: {reason}")
+            return None
+        logits = np.concatenate(outputs).astype(np.float32)  # (R, C')
+        ok = logits.shape == self.logits.shape
+        check("output_shape", None, None, ok, f"logits shape {logits.shape} != PyTorch's {self.logits.shape}")
+        if not ok:
+            return None
+        finite = bool(np.isfinite(logits).all())
+        check("finite", None, None, finite, f"non-finite logits in {int((~np.isfinite(logits)).any(-1).sum())} rows")
+        return logits
+
+    def _judge(self, onnx_logits: np.ndarray, bounds: dict[str, float | None], check: _Check) -> tuple[dict, list]:
+        diff = np.abs(onnx_logits - self.logits)  # (R, C)
+        pred_torch, pred_onnx = self.logits.argmax(-1), onnx_logits.argmax(-1)  # (R,)
+        agree = pred_torch == pred_onnx
+        rows = np.arange(len(agree))
+        # How far PyTorch preferred its label over the one ONNX picked: near 0 means the source model itself
+        # was undecided there (a fresh head), so a flip says little about the export.
+        margin = self.logits[rows, pred_torch] - self.logits[rows, pred_onnx]  # (R,)
+        metrics: dict[str, Any] = {
+            "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean()),
+            "agreement": float(agree.mean()),
+            "accuracy_torch": None,
+            "accuracy_onnx": None,
+            "accuracy_delta": None,
+        }
+        bound = bounds["max_abs_diff"]
+        if bound is not None:
+            check(
+                "max_abs_diff",
+                metrics["max_abs_diff"],
+                bound,
+                metrics["max_abs_diff"] <= bound,
+                f"max_abs_diff {metrics['max_abs_diff']:.2e} > {bound:.0e}",
+            )
+        bound = bounds["min_agreement"]
+        check(
+            "agreement",
+            metrics["agreement"],
+            bound,
+            metrics["agreement"] >= bound,
+            f"agreement {metrics['agreement']:.4f} < {bound:.4f} ({int((~agree).sum())} of {len(agree)} "
+            f"rows changed their predicted label; PyTorch's margin there <= {margin.max(initial=0.0):.3g} logits)",
+        )
+        if self.y_true is not None:
+            y_true = self.y_true[self.row_text]
+            acc_torch, acc_onnx = float((pred_torch == y_true).mean()), float((pred_onnx == y_true).mean())
+            metrics.update(accuracy_torch=acc_torch, accuracy_onnx=acc_onnx, accuracy_delta=acc_onnx - acc_torch)
+            bound = bounds["max_accuracy_drop"]
+            if bound is not None:
+                drop = acc_torch - acc_onnx
+                check(
+                    "accuracy_drop",
+                    drop,
+                    bound,
+                    drop <= bound + 1e-12,
+                    f"accuracy drop {drop:.4f} > {bound:.4f} (torch {acc_torch:.4f}, onnx {acc_onnx:.4f})",
+                )
+        disagreements = [
+            {
+                "text": self.texts[self.row_text[r]][:80],
+                "torch": self.labels_vocab[pred_torch[r]],
+                "onnx": self.labels_vocab[pred_onnx[r]],
+                "torch_margin": float(margin[r]),
+            }
+            for r in np.flatnonzero(~agree)[:5]
+        ]
+        return metrics, disagreements
+
+
+def check_parity(
+    model_dir: str | Path,
+    onnx_dir: str | Path,
+    cfg: ParityConfig | None = None,
+    texts: list[str] | None = None,
+    labels: list[str] | None = None,
+) -> ParityReport:
+    """Compare an exported ONNX directory with its PyTorch source on the same tokenized batches.
+
+    Args:
+        model_dir: The PyTorch model directory the export came from.
+        onnx_dir: The ONNX directory (``model.onnx``, or the manifest's ``onnx_file``).
+        cfg: Data and bounds (default ParityConfig(): probe texts, bounds of the manifest's precision).
+        texts: Texts to use instead of ``cfg.data``/the probes.
+        labels: Raw label strings for ``texts``, to compare accuracy too.
+
+    Returns:
+        The ParityReport. Failed checks do not raise here; call ``report.raise_if_failed()``.
+
+    Raises:
+        ModelError: either directory unusable. DataError: unusable data. ConfigError: bad texts/labels.
+    """
+    cfg = cfg or ParityConfig()
+    onnx_path, manifest = _onnx_path(Path(onnx_dir))
+    if cfg.max_length is None and manifest.get("max_length"):
+        cfg = ParityConfig.from_dict({**cfg.to_dict(), "max_length": manifest["max_length"]})
+    precision = cfg.precision or manifest.get("precision", "fp32")
+    reference = TorchReference(Path(model_dir), cfg, texts, labels)
+    return reference.compare(onnx_path, precision, onnx_path.parent / TOKENIZER_FILE_NAME)

@@ -1,0 +1,490 @@
+"""ONNX export: fp32/int8/fp16 structure, the manifest, the torch.onnx fallback, int8 remedies, atomic failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+pytest.importorskip("torch")
+pytest.importorskip("optimum.exporters.onnx")
+
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+from conftest import LABELS, make_texts, write_csv  # noqa: E402
+
+from edgesent import export as export_module  # noqa: E402
+from edgesent.artifacts import KIND_PYTORCH, manifest_sha256, read_manifest, sha256_file, verify_files  # noqa: E402
+from edgesent.cli import cli  # noqa: E402
+from edgesent.cli.export import OPTIMIZE_CHOICES, TARGET_CHOICES  # noqa: E402
+from edgesent.errors import ConfigError  # noqa: E402
+from edgesent.export import ExportConfig, export_model  # noqa: E402
+from edgesent.parity import DEFAULT_THRESHOLDS, ParityConfig  # noqa: E402
+from edgesent.quantize import OPTIMIZE_LEVELS, TARGETS, QuantizeConfig, detect_target, sensitive_nodes  # noqa: E402
+
+
+EXPORT_FILES = {
+    "model.onnx",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "edgesent.json",
+}
+TEXTS = ["great food", "the service was slow and the staff were rude", "", "okay"]
+real_main_export = export_module.main_export
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared machine OpenMP's spinning makes 2 threads ~40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fp32_export(_tiny_model_master: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "fp32"
+    export_model(_tiny_model_master, out, ExportConfig())
+    return out
+
+
+@pytest.fixture(scope="module")
+def int8_export(_tiny_model_master: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "int8"
+    export_model(_tiny_model_master, out, ExportConfig(precision="int8", quantize=QuantizeConfig.avx512_vnni()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_distilbert_dir(_tiny_model_master: Path, tmp_path_factory) -> Path:
+    """A DistilBERT twin of the tiny BERT (no token_type_ids input), same vocabulary and labels."""
+    from edgesent.artifacts import write_manifest
+
+    model_dir = tmp_path_factory.mktemp("distil") / "model"
+    tokenizer = transformers.DistilBertTokenizerFast(
+        vocab_file=str(_tiny_model_master / "vocab.txt"), do_lower_case=True, model_max_length=64
+    )
+    torch.manual_seed(0)
+    config = transformers.DistilBertConfig(
+        vocab_size=transformers.AutoConfig.from_pretrained(_tiny_model_master).vocab_size,
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        max_position_embeddings=128,
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
+    transformers.DistilBertForSequenceClassification(config).eval().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_manifest(
+        model_dir, KIND_PYTORCH, {"labels": LABELS, "base_model": "tiny-random-distilbert", "max_length": 64}
+    )
+    return model_dir
+
+
+def torch_logits(model_dir: Path, texts: list[str]) -> np.ndarray:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+
+
+def onnx_logits(export_dir: Path, texts: list[str]) -> np.ndarray:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(export_dir)
+    session = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    encoded = tokenizer(texts, padding=True, return_tensors="np")
+    return session.run(["logits"], {i.name: encoded[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+
+
+def op_types(path: Path) -> dict[str, int]:
+    model = onnx.load(str(path))
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def negate_logits(path: Path) -> None:
+    """Break a model on purpose: the output becomes -logits, so every argmax flips."""
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        node.output[:] = ["logits_raw" if name == "logits" else name for name in node.output]
+    model.graph.node.append(onnx.helper.make_node("Neg", ["logits_raw"], ["logits"], name="sabotage"))
+    onnx.save(model, str(path))
+
+
+def no_leftovers(parent: Path, name: str) -> bool:
+    return not (parent / name).exists() and not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
+# --- fp32 -----------------------------------------------------------------------------------------------------
+
+
+def test_fp32_export_passes_parity_with_default_thresholds(fp32_export: Path, _tiny_model_master: Path):
+    manifest = read_manifest(fp32_export)
+    assert manifest["kind"] == "onnx" and manifest["precision"] == "fp32" and manifest["verified"] is True
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["thresholds"] == DEFAULT_THRESHOLDS["fp32"]
+    assert parity["max_abs_diff"] <= 1e-4 and parity["agreement"] == 1.0 and parity["tokenizer_match"] == 1.0
+    assert manifest["export"]["exporter"] == "optimum" and manifest["opset"] == 18
+    assert manifest["labels"] == LABELS and manifest["max_length"] == 64 and manifest["onnx_file"] == "model.onnx"
+    assert manifest["source"]["manifest_sha256"] == manifest_sha256(_tiny_model_master)
+
+
+def test_export_dir_holds_exactly_what_a_predictor_needs_and_hashes_match(fp32_export: Path):
+    manifest = read_manifest(fp32_export)
+    assert {p.name for p in fp32_export.iterdir()} == EXPORT_FILES
+    assert set(manifest["files"]) == EXPORT_FILES - {"edgesent.json"}
+    for name, entry in manifest["files"].items():
+        assert sha256_file(fp32_export / name) == entry["sha256"]
+        assert (fp32_export / name).stat().st_size == entry["bytes"]
+    verify_files(fp32_export, manifest)
+    assert json.loads((fp32_export / "config.json").read_text())["id2label"] == {
+        str(i): lab for i, lab in enumerate(LABELS)
+    }
+
+
+def test_onnx_io_names_and_dynamic_axes(fp32_export: Path):
+    model = onnx.load(str(fp32_export / "model.onnx"))
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    assert inputs == {
+        name: ["batch_size", "sequence_length"] for name in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in model.graph.input)
+    (output,) = model.graph.output
+    assert output.name == "logits" and [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim] == [
+        "batch_size",
+        len(LABELS),
+    ]
+
+
+def test_fp32_logits_match_pytorch(fp32_export: Path, _tiny_model_master: Path):
+    assert np.allclose(onnx_logits(fp32_export, TEXTS), torch_logits(_tiny_model_master, TEXTS), atol=1e-5)
+
+
+def test_loads_with_optimum_ortmodel_and_gives_the_same_logits(fp32_export: Path, _tiny_model_master: Path):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    model = ORTModelForSequenceClassification.from_pretrained(fp32_export)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(fp32_export)
+    logits = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.detach().numpy()
+    assert np.allclose(logits, torch_logits(_tiny_model_master, TEXTS), atol=1e-5)
+    assert model.config.id2label == dict(enumerate(LABELS))
+
+
+# --- int8 -----------------------------------------------------------------------------------------------------
+
+
+def test_int8_export_is_quantized_and_agrees(int8_export: Path, fp32_export: Path, _tiny_model_master: Path):
+    manifest = read_manifest(int8_export)
+    assert manifest["precision"] == "int8" and manifest["verified"] and manifest["parity"]["passed"]
+    assert manifest["parity"]["thresholds"] == DEFAULT_THRESHOLDS["int8"]
+    assert manifest["export"]["quantize"]["target"] == "avx512_vnni" and manifest["export"]["remedy"] is None
+    counts = op_types(int8_export / "model.onnx")
+    # 2 layers x 6 weight MatMuls + pooler + classifier: every weight MatMul became an integer MatMul.
+    assert counts.get("MatMulInteger", 0) == 14 and counts.get("DynamicQuantizeLinear", 0) > 0
+    model = onnx.load(str(int8_export / "model.onnx"))
+    int8_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+    assert len(int8_weights) >= 14
+    assert manifest["files"]["model.onnx"]["bytes"] < read_manifest(fp32_export)["files"]["model.onnx"]["bytes"]
+    assert np.array_equal(
+        onnx_logits(int8_export, TEXTS).argmax(-1), torch_logits(_tiny_model_master, TEXTS).argmax(-1)
+    )
+
+
+def test_int8_remedy_is_tried_and_reported(_tiny_model_master: Path, tmp_path: Path, monkeypatch):
+    """Per-tensor is made to fail on purpose; the first remedy (per-channel) must rescue the export."""
+    real = export_module.quantize_model
+
+    def quantize_breaking_per_tensor(onnx_path, out_path, cfg, calibration=None):
+        info = real(onnx_path, out_path, cfg, calibration)
+        if not cfg.per_channel:
+            negate_logits(out_path)
+        return info
+
+    monkeypatch.setattr(export_module, "quantize_model", quantize_breaking_per_tensor)
+    manifest = export_model(
+        _tiny_model_master, tmp_path / "out", ExportConfig(precision="int8", quantize=QuantizeConfig.avx512_vnni())
+    )
+    assert manifest["verified"] and manifest["export"]["remedy"] == "per_channel"
+    assert manifest["export"]["quantize"]["per_channel"] is True
+    attempts = manifest["export"]["attempts"]
+    assert [a["remedy"] for a in attempts] == [None, "per_channel"] and [a["passed"] for a in attempts] == [
+        False,
+        True,
+    ]
+    assert "agreement" in attempts[0]["summary"]
+
+
+def test_int8_failing_every_remedy_exits_1_and_writes_nothing(
+    _tiny_model_master: Path, tmp_path: Path, runner, monkeypatch
+):
+    real = export_module.quantize_model
+
+    def always_broken(onnx_path, out_path, cfg, calibration=None):
+        info = real(onnx_path, out_path, cfg, calibration)
+        negate_logits(out_path)
+        return info
+
+    monkeypatch.setattr(export_module, "quantize_model", always_broken)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        cli, ["export", str(_tiny_model_master), "--out", str(out), "--int8", "--target", "avx512_vnni"]
+    )
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: ") and "parity failed for the int8 export" in message
+    for remedy in ("per_channel", "reduce_range", "fp32_head", "fp32_embeddings_and_head"):
+        assert remedy in message
+    assert "nothing was written" in message and no_leftovers(tmp_path, "out")
+
+
+def test_sensitive_nodes_find_embeddings_and_classifier_head(fp32_export: Path):
+    model = onnx.load(str(fp32_export / "model.onnx"))
+    embeddings = sensitive_nodes(model, ["embeddings"])
+    head = sensitive_nodes(model, ["head"])
+    assert sorted(embeddings) == sorted(n for n in embeddings if "embeddings" in n) and len(embeddings) == 3
+    assert sorted(head) == ["/bert/pooler/dense/Gemm", "/classifier/Gemm"]
+
+
+def test_quantize_presets_and_target_detection():
+    assert detect_target() in TARGETS and set(TARGET_CHOICES) == {"auto", *TARGETS}
+    assert set(OPTIMIZE_CHOICES) == set(OPTIMIZE_LEVELS)
+    vnni, avx2, portable = QuantizeConfig.avx512_vnni(), QuantizeConfig.avx2(), QuantizeConfig.portable()
+    assert (vnni.weight_type, vnni.per_channel, vnni.reduce_range) == ("int8", False, False)
+    assert avx2.reduce_range and portable.per_channel and portable.reduce_range
+    assert QuantizeConfig.for_target("arm64", per_channel=True, reduce_range=None).to_dict() == {
+        **QuantizeConfig.arm64().to_dict(),
+        "per_channel": True,
+    }
+    assert QuantizeConfig.from_dict(vnni.to_dict()) == vnni
+    with pytest.raises(ConfigError, match="target must be"):
+        QuantizeConfig(target="x86")
+    with pytest.raises(ConfigError, match="keep_fp32"):
+        QuantizeConfig(keep_fp32=("attention",))
+
+
+# --- other graphs and paths -----------------------------------------------------------------------------------
+
+
+def test_optimized_graph_quantizes_after_symbolic_shape_inference(_tiny_model_master: Path, tmp_path: Path):
+    manifest = export_model(
+        _tiny_model_master,
+        tmp_path / "out",
+        ExportConfig(precision="int8", optimize="O2", quantize=QuantizeConfig.avx512_vnni()),
+    )
+    assert manifest["verified"] and manifest["export"]["fused_operators"].get("Attention") == 2
+    counts = op_types(tmp_path / "out" / "model.onnx")
+    assert counts.get("QAttention") == 2 and "SkipLayerNormalization" in counts
+
+
+def test_fp16_export_structure(_tiny_model_master: Path, tmp_path: Path):
+    manifest = export_model(_tiny_model_master, tmp_path / "out", ExportConfig(precision="fp16"))
+    assert manifest["precision"] == "fp16" and manifest["parity"]["thresholds"] == DEFAULT_THRESHOLDS["fp16"]
+    model = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    kinds = [
+        i.data_type
+        for i in model.graph.initializer
+        if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    ]
+    assert kinds.count(onnx.TensorProto.FLOAT16) > kinds.count(onnx.TensorProto.FLOAT)
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
+
+
+@pytest.mark.gpu
+def test_fp16_export_runs_on_cuda(_tiny_model_master: Path, tmp_path: Path):
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu and a CUDA GPU")
+    export_model(_tiny_model_master, tmp_path / "out", ExportConfig(precision="fp16"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CUDAExecutionProvider"])
+    encoded = tokenizer(TEXTS, padding=True, return_tensors="np")
+    logits = session.run(["logits"], {i.name: encoded[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+    assert np.allclose(logits, torch_logits(_tiny_model_master, TEXTS), atol=1e-2)
+
+
+def test_static_int8_with_calibration_data(_tiny_model_master: Path, tmp_path: Path):
+    calibration = write_csv(tmp_path / "calib.csv", make_texts(4))
+    cfg = ExportConfig.from_options(precision="int8", target="avx512_vnni", static=True, calibration_data=calibration)
+    manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
+    assert manifest["verified"] and manifest["export"]["calibration"]["samples"] == 12
+    counts = op_types(tmp_path / "out" / "model.onnx")
+    assert counts.get("QuantizeLinear", 0) > 0 and counts.get("DequantizeLinear", 0) > 0
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_torch_onnx_fallback_when_optimum_fails(
+    arch: str, _tiny_model_master: Path, tiny_distilbert_dir: Path, tmp_path: Path, monkeypatch
+):
+    def optimum_fails(*args, **kwargs):
+        raise ValueError("unsupported architecture\nsecond line")
+
+    monkeypatch.setattr(export_module, "main_export", optimum_fails)
+    model_dir = _tiny_model_master if arch == "bert" else tiny_distilbert_dir
+    manifest = export_model(model_dir, tmp_path / "out", ExportConfig())
+    assert manifest["export"]["exporter"] == "torch.onnx"
+    assert manifest["export"]["fallback_reason"] == "ValueError: unsupported architecture second line"
+    assert manifest["verified"] and manifest["parity"]["max_abs_diff"] <= 1e-4  # inputs bound in forward() order
+    expected = ["input_ids", "attention_mask"] + (["token_type_ids"] if arch == "bert" else [])
+    assert sorted(manifest["inputs"]) == sorted(expected)
+
+
+def test_distilbert_exports_without_token_type_ids(tiny_distilbert_dir: Path, tmp_path: Path):
+    manifest = export_model(tiny_distilbert_dir, tmp_path / "out", ExportConfig())
+    assert manifest["export"]["exporter"] == "optimum" and manifest["verified"]
+    assert manifest["inputs"] == ["input_ids", "attention_mask"]
+
+
+# --- the gate can fail, atomically ----------------------------------------------------------------------------
+
+
+def _export_a_different_model(monkeypatch, tmp_path: Path) -> None:
+    """Swap in a model with other random weights where the source's export should be."""
+    torch.manual_seed(123)
+    impostor = tmp_path / "impostor"
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "tiny-model")
+    transformers.BertForSequenceClassification(config).save_pretrained(impostor)
+    transformers.AutoTokenizer.from_pretrained(tmp_path / "tiny-model").save_pretrained(impostor)
+    monkeypatch.setattr(
+        export_module, "main_export", lambda model, output, **kw: real_main_export(str(impostor), output, **kw)
+    )
+
+
+def test_swapped_model_fails_parity_exit_1_nothing_written(tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch):
+    _export_a_different_model(monkeypatch, tmp_path)
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert "parity failed for the fp32 export (13 texts from probe texts)" in message
+    assert "max_abs_diff" in message and "> 1e-04" in message and "nothing was written" in message
+    assert no_leftovers(tmp_path, "out")
+
+
+def test_keep_unverified_keeps_the_model_marked_unverified(tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch):
+    _export_a_different_model(monkeypatch, tmp_path)
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out), "--keep-unverified"])
+    assert result.exit_code == 1 and "kept for inspection with verified: false" in result.output
+    manifest = read_manifest(out)
+    assert manifest["verified"] is False and manifest["parity"]["passed"] is False
+    assert any(c["name"] == "max_abs_diff" and not c["passed"] for c in manifest["parity"]["checks"])
+
+
+def test_failed_export_leaves_an_existing_output_untouched(
+    fp32_export: Path, tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch
+):
+    import shutil
+
+    out = Path(shutil.copytree(fp32_export, tmp_path / "out"))
+    before = read_manifest(out)["files"]
+    _export_a_different_model(monkeypatch, tmp_path)
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out), "--overwrite"])
+    assert result.exit_code == 1
+    assert read_manifest(out)["files"] == before
+
+
+# --- bad input: one line, exit 2, nothing half-written --------------------------------------------------------
+
+
+def _assert_user_error(result, fragment: str, tmp_path: Path) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error:") and fragment in lines[-1], lines
+    assert "Traceback" not in result.output and no_leftovers(tmp_path, "out")
+
+
+def test_not_a_model_directory(tmp_path: Path, runner):
+    (tmp_path / "data").mkdir()
+    result = runner.invoke(cli, ["export", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    _assert_user_error(result, "no edgesent.json", tmp_path)
+
+
+def test_missing_tokenizer(tiny_model_dir: Path, tmp_path: Path, runner):
+    (tiny_model_dir / "tokenizer.json").unlink()
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(tmp_path / "out")])
+    _assert_user_error(result, "no tokenizer.json", tmp_path)
+
+
+def test_tampered_source_is_refused(tiny_model_dir: Path, tmp_path: Path, runner):
+    with open(tiny_model_dir / "model.safetensors", "ab") as fh:
+        fh.write(b"\0")
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(tmp_path / "out")])
+    _assert_user_error(result, "sha256 does not match", tmp_path)
+
+
+def test_unwritable_output_path(tiny_model_dir: Path, tmp_path: Path, runner):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a directory")
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(blocker / "out")])
+    _assert_user_error(result, "cannot write to", tmp_path)
+
+
+def test_existing_output_needs_overwrite(tiny_model_dir: Path, tmp_path: Path, runner):
+    (tmp_path / "out").mkdir()
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "pass --overwrite" in result.output
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--int8", "--fp16"], "--int8 and --fp16 exclude each other"),
+        (["--int8", "--static"], "needs calibration texts"),
+        (["--target", "avx2"], "target: only used by int8 exports; add --int8"),
+        (["--opset", "9"], "opset must be in [14,"),
+        (["--max-length", "4096"], "exceeds the 128 positions"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args: list[str], fragment: str, tiny_model_dir: Path, tmp_path: Path, runner):
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(tmp_path / "out"), *args])
+    _assert_user_error(result, fragment, tmp_path)
+
+
+def test_parity_data_with_unknown_labels(tiny_model_dir: Path, tmp_path: Path, runner):
+    data = write_csv(tmp_path / "d.csv", [("great food", "positive"), ("meh", "sarcastic")])
+    result = runner.invoke(
+        cli, ["export", str(tiny_model_dir), "--out", str(tmp_path / "out"), "--parity-data", str(data)]
+    )
+    _assert_user_error(result, "'sarcastic' not among the training labels", tmp_path)
+
+
+def test_export_config_validation_and_round_trip():
+    cfg = ExportConfig(precision="int8", quantize=QuantizeConfig.avx2(), parity=ParityConfig(min_agreement=0.95))
+    assert ExportConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="precision must be one of fp32, int8, fp16, got 'int4'"):
+        ExportConfig(precision="int4")
+    with pytest.raises(ConfigError, match="quantize is only used with precision='int8'"):
+        ExportConfig(quantize=QuantizeConfig())
+    assert ExportConfig(precision="int8").quantize == QuantizeConfig.for_target("auto")
+
+
+def test_cli_human_output_and_json(_tiny_model_master: Path, tmp_path: Path, runner):
+    result = runner.invoke(cli, ["export", str(_tiny_model_master), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "(fp32 via optimum, opset 18" in result.output and "parity passed on 13 texts" in result.output
+    result = runner.invoke(cli, ["export", str(_tiny_model_master), "--out", str(tmp_path / "b"), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["verified"] is True
+
+
+def test_help_smoke(runner):
+    for command in ("export", "parity"):
+        result = runner.invoke(cli, [command, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output
+    assert "--keep-unverified" in runner.invoke(cli, ["export", "--help"]).output

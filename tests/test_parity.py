@@ -1,0 +1,196 @@
+"""The parity gate on its own: probe coverage, the report, and that it fails when the ONNX model is wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+pytest.importorskip("torch")
+pytest.importorskip("optimum.exporters.onnx")
+
+import onnx  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+from conftest import LABELS, make_texts, write_csv  # noqa: E402
+
+from edgesent.cli import cli  # noqa: E402
+from edgesent.errors import ConfigError, ParityError  # noqa: E402
+from edgesent.export import ExportConfig, export_model  # noqa: E402
+from edgesent.parity import DEFAULT_THRESHOLDS, PROBE_TEXTS, ParityConfig, check_parity  # noqa: E402
+
+
+REPORT_KEYS = {"max_abs_diff", "mean_abs_diff", "agreement", "accuracy_torch", "accuracy_onnx", "passed"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared machine OpenMP's spinning makes 2 threads ~40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(_tiny_model_master: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("parity") / "fp32"
+    export_model(_tiny_model_master, out, ExportConfig())
+    return out
+
+
+@pytest.fixture
+def broken_copy(onnx_dir: Path, tmp_path: Path):
+    """Copy the export and let a test damage its model.onnx."""
+
+    def make(damage) -> Path:
+        copy = Path(shutil.copytree(onnx_dir, tmp_path / "broken"))
+        model = onnx.load(str(copy / "model.onnx"))
+        damage(model)
+        onnx.save(model, str(copy / "model.onnx"))
+        return copy
+
+    return make
+
+
+def perturb_largest_weight(model: onnx.ModelProto, scale: float = 0.05) -> None:
+    """Add seeded noise to the largest float initializer (the word embeddings)."""
+    init = max(
+        (i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT), key=lambda i: i.ByteSize()
+    )
+    array = onnx.numpy_helper.to_array(init)
+    noisy = array + np.random.default_rng(0).normal(0, scale, array.shape).astype(array.dtype)
+    init.CopyFrom(onnx.numpy_helper.from_array(noisy, init.name))
+
+
+def test_probe_texts_cover_the_edges(_tiny_model_master: Path):
+    texts = PROBE_TEXTS
+    assert texts["empty"] == "" and texts["whitespace_only"].strip() == "" and len(texts["one_char"]) == 1
+    assert len(texts["one_word"].split()) == 1
+    assert any(ord(ch) > 0x1F000 for ch in texts["emoji"])
+    assert any(ord(ch) > 0x3000 for ch in texts["cjk"]) and any("\u0400" <= ch <= "\u04ff" for ch in texts["cyrillic"])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(_tiny_model_master)
+    assert len(tokenizer(texts["far_over_max_length"])["input_ids"]) > 512
+
+
+def test_check_parity_passes_and_reports_every_check(onnx_dir: Path, _tiny_model_master: Path):
+    report = check_parity(_tiny_model_master, onnx_dir)
+    assert report.passed and report.failures == [] and report.precision == "fp32"
+    assert report.n_texts == len(PROBE_TEXTS) and report.n_rows == 2 * len(PROBE_TEXTS)  # mixed batch + one by one
+    assert report.thresholds == DEFAULT_THRESHOLDS["fp32"]
+    assert {c["name"] for c in report.checks} == {
+        "output_shape",
+        "finite",
+        "max_abs_diff",
+        "agreement",
+        "tokenizer_match",
+    }
+    assert report.accuracy_torch is None and report.accuracy_delta is None
+    assert set(json.loads(json.dumps(report.to_dict()))) >= REPORT_KEYS
+
+
+def test_parity_cli_json(onnx_dir: Path, _tiny_model_master: Path, runner):
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(onnx_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert set(report) >= REPORT_KEYS and report["passed"] is True and report["max_abs_diff"] <= 1e-4
+    human = runner.invoke(cli, ["parity", str(_tiny_model_master), str(onnx_dir)])
+    assert human.exit_code == 0 and human.output.startswith("parity passed on 13 texts from probe texts")
+
+
+def test_labelled_data_adds_accuracy(onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path, runner):
+    data = write_csv(tmp_path / "dev.csv", make_texts(5))
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(onnx_dir), "--data", str(data), "--json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and report["n_texts"] == 15 and report["source"] == str(data)
+    assert report["accuracy_torch"] == report["accuracy_onnx"] and report["accuracy_delta"] == 0.0
+    assert "accuracy_drop" in {c["name"] for c in report["checks"]}
+    unlabelled = runner.invoke(
+        cli, ["parity", str(_tiny_model_master), str(onnx_dir), "--data", str(data), "--label-column", "", "--json"]
+    )
+    assert json.loads(unlabelled.output)["accuracy_torch"] is None
+
+
+def test_perturbed_weights_fail_with_exit_1(broken_copy, _tiny_model_master: Path, runner):
+    broken = broken_copy(perturb_largest_weight)
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(broken), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert report["passed"] is False and report["max_abs_diff"] > 1e-4
+    assert any(f.startswith("max_abs_diff") and "> 1e-04" in f for f in report["failures"])
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("Error: parity failed for") and "max_abs_diff" in error
+
+
+def test_thresholds_are_configurable(broken_copy, _tiny_model_master: Path, runner):
+    broken = broken_copy(lambda m: perturb_largest_weight(m, scale=1e-3))
+    args = ["parity", str(_tiny_model_master), str(broken)]
+    assert runner.invoke(cli, args).exit_code == 1
+    loose = runner.invoke(cli, [*args, "--max-abs-diff", "10", "--min-agreement", "0", "--json"])
+    assert loose.exit_code == 0 and json.loads(loose.output)["thresholds"]["max_abs_diff"] == 10
+
+
+def test_flipped_predictions_are_named(broken_copy, _tiny_model_master: Path):
+    def negate(model: onnx.ModelProto) -> None:
+        for node in model.graph.node:
+            node.output[:] = ["raw" if name == "logits" else name for name in node.output]
+        model.graph.node.append(onnx.helper.make_node("Neg", ["raw"], ["logits"]))
+
+    report = check_parity(_tiny_model_master, broken_copy(negate))
+    assert not report.passed and report.agreement < 0.5 and report.disagreements
+    assert {report.disagreements[0]["torch"], report.disagreements[0]["onnx"]} <= set(LABELS)
+    with pytest.raises(ParityError, match=r"agreement 0\.\d+ < 1\.0000 \(\d+ of 26 rows changed"):
+        report.raise_if_failed()
+
+
+def test_a_wrong_tokenizer_is_caught(onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path):
+    copy = Path(shutil.copytree(onnx_dir, tmp_path / "copy"))
+    tokenizer = json.loads((copy / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["great"], vocab["awful"] = vocab["awful"], vocab["great"]
+    (copy / "tokenizer.json").write_text(json.dumps(tokenizer))
+    report = check_parity(_tiny_model_master, copy)
+    assert not report.passed and 0 < report.tokenizer_match < 1
+    assert any(f.startswith("tokenizer:") for f in report.failures)
+
+
+def test_a_model_that_cannot_run_is_a_failure_not_a_crash(broken_copy, _tiny_model_master: Path):
+    def rename_input(model: onnx.ModelProto) -> None:
+        model.graph.input[0].name = "ids"  # dangling: nothing feeds the graph's input_ids any more
+
+    report = check_parity(_tiny_model_master, broken_copy(rename_input))
+    assert not report.passed and report.max_abs_diff is None
+    assert report.failures[0].startswith("onnxruntime cannot run model.onnx")
+
+
+def test_bad_inputs_exit_2(onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path, runner):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(empty)])
+    assert result.exit_code == 2 and "no model.onnx" in result.output
+    result = runner.invoke(cli, ["parity", str(onnx_dir), str(onnx_dir)])
+    assert result.exit_code == 2 and "manifest kind is 'onnx', not 'pytorch'" in result.output
+    data = write_csv(tmp_path / "d.csv", [("fine", "neutral"), ("hm", "unknown")])
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(onnx_dir), "--data", str(data)])
+    assert result.exit_code == 2 and "'unknown' not among the training labels" in result.output
+
+
+def test_parity_config_validation():
+    with pytest.raises(ConfigError, match="min_agreement must be a fraction in \\[0, 1\\], got 1.5"):
+        ParityConfig(min_agreement=1.5)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        ParityConfig(precision="int4")
+    cfg = ParityConfig(max_abs_diff=0.5, data="x.csv", label_column="")
+    assert cfg.label_column is None and cfg.thresholds("int8") == {**DEFAULT_THRESHOLDS["int8"], "max_abs_diff": 0.5}
+    assert ParityConfig(max_abs_diff=float("inf")).thresholds("fp32")["max_abs_diff"] is None
+    assert ParityConfig.from_dict(cfg.to_dict()) == cfg
