@@ -1,0 +1,607 @@
+"""Structured pruning that makes models faster: remove attention heads, FFN neurons and layers, then recover.
+
+Zeroed weights (unstructured sparsity) buy nothing in ONNX Runtime on CPU: the MatMuls stay the same
+size. Only removing whole heads, FFN neurons or layers shrinks them, so that is what this stage does.
+
+Importance is measured on training data with one mechanism for both kinds of unit: a gate of ones is
+multiplied into the unit's output and the loss gradient with respect to the gate is accumulated as
+``|dL/dgate|`` per example. For a head the gate sits on its slice of the attention context (the same as
+the head mask of Michel et al. 2019, "Are Sixteen Heads Really Better than One?", since the context is
+linear in the attention probabilities); for an FFN neuron it sits on its activation, which makes the
+score the first-order Taylor estimate ``|a * dL/da|`` of removing it (Molchanov et al. 2017). Gates are
+applied with forward pre-hooks on the output projections, so the scoring needs neither the ``head_mask``
+argument (gone in Transformers 5) nor the eager attention path. Head scores are L2-normalised per layer
+as in Michel et al.; they are recorded in the manifest.
+
+Every layer keeps the same number of heads (the top ``round((1 - heads) * H)``, at least one) and the same
+number of FFN neurons (top ``round((1 - ffn) * I)``), ranked within the layer. The FFN count has to be the
+same in every layer because ``intermediate_size`` is one number in the config; equal head counts keep the
+latency predictable. ``layers=N`` keeps the N layers with the largest total raw importance (heads plus
+neurons: the summed first-order loss sensitivity of everything in the layer), in their original order.
+
+Reloading (the design decision): parameters are removed with ``transformers.pytorch_utils.
+prune_linear_layer`` directly (Q, K, V rows, output-projection columns; FFN rows and columns), and the
+config records the result in fields the installed Transformers (4.x, pinned ``<4.58``) already reads:
+``num_hidden_layers``, ``intermediate_size`` and ``pruned_heads`` (layer -> original head indices removed).
+``from_pretrained`` shrinks a freshly built model to those shapes before loading the weights, so the
+directory loads with plain ``AutoModelForSequenceClassification.from_pretrained`` and exports with
+Optimum's ``main_export`` with no custom modelling code; every downstream stage works on it unchanged.
+A plain config cannot say "k heads of size 64" (BERT derives the head size as hidden / heads), so the
+only alternative was a custom loader every stage would have to call. The risk: Transformers 5 drops
+``pruned_heads``; the manifest's ``pruning`` section records per-layer head counts and FFN sizes so a
+loader can rebuild the shapes if the pin is ever lifted.
+
+Recovery fine-tunes the pruned model with knowledge distillation from the unpruned one (Hinton et al.
+2015: hard-label cross-entropy plus ``T^2``-scaled KL to the teacher's softened distribution), through
+the same Trainer setup as ``finetune`` (per-epoch evaluation, early stopping, best checkpoint by macro-F1).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+from transformers.pytorch_utils import prune_linear_layer
+
+from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, manifest_sha256, read_manifest, write_manifest
+from edgesent.data import encode_labels, load_dataset
+from edgesent.errors import ConfigError, ModelError
+from edgesent.metrics import classification_metrics
+from edgesent.train import TrainConfig, best_entry, build_trainer, encode_texts, epoch_history, resolve_device
+
+
+logger = logging.getLogger(__name__)
+
+# Architectures whose encoder layers are BERT's (query/key/value, attention.output.dense, intermediate.dense,
+# output.dense) and whose from_pretrained re-applies config.pruned_heads.
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
+FLOPS_SEQ_LEN = 128
+FLOPS_BATCH_SIZE = 1
+DEFAULT_SCORE_SAMPLES = 2048
+_SPEEDUP_STEP = 0.01  # granularity of the shared head/FFN fraction searched for a --speedup target
+
+
+@dataclass
+class PruneConfig:
+    """What to remove, how to score it and how to recover; validated on creation, recorded in the manifest.
+
+    Fractions are of the units each layer has now: ``heads=0.5`` on 12 heads keeps 6 per layer. ``speedup``
+    (FLOPs before / after at batch 1, length 128) instead picks the smallest equal fraction of heads and FFN
+    neurons that reaches it, after any layer removal. The recovery fields mean what they mean in TrainConfig;
+    ``max_length=None`` takes the source model's.
+
+    Args:
+        model_dir: Source PyTorch model directory (``edgesent finetune`` output).
+        data: Training file: importance scoring and recovery.
+        eval_data: Evaluation file: accuracy before/after, early stopping and best checkpoint.
+        out: Output model directory.
+        heads: Fraction of attention heads to remove per layer, in [0, 1); at least one head stays.
+        ffn: Fraction of FFN intermediate neurons to remove per layer, in [0, 1).
+        layers: Number of layers to keep (None: all).
+        speedup: Target FLOPs reduction factor (> 1), instead of ``heads``/``ffn``.
+        score_samples: Training examples used for importance scores (a seeded random subset).
+        recovery: Fine-tune with distillation after pruning (False: save the pruned model as is).
+        temperature: Softmax temperature of the distillation targets.
+        alpha: Weight of the hard-label loss; ``1 - alpha`` weighs the distillation loss.
+    """
+
+    model_dir: Path
+    data: Path
+    eval_data: Path
+    out: Path
+    heads: float = 0.0
+    ffn: float = 0.0
+    layers: int | None = None
+    speedup: float | None = None
+    score_samples: int = DEFAULT_SCORE_SAMPLES
+    recovery: bool = True
+    epochs: float = 3.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    temperature: float = 2.0
+    alpha: float = 0.5
+    early_stopping: int = 2
+    max_steps: int = 0
+    max_length: int | None = None
+    device: str = "auto"
+    seed: int = 42
+    text_column: str = "text"
+    label_column: str = "label"
+    skip_empty: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.model_dir, self.data, self.eval_data, self.out = map(
+            Path, (self.model_dir, self.data, self.eval_data, self.out)
+        )
+        for name in ("heads", "ffn"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(
+                    f"{name}={value!r}: the fraction to remove must be in [0, 1) "
+                    "(removing every head or neuron of a layer would disconnect it)"
+                )
+        if self.layers is not None and self.layers < 1:
+            raise ConfigError(f"layers={self.layers!r}: must keep at least 1 layer")
+        if self.speedup is not None:
+            if not self.speedup > 1.0:
+                raise ConfigError(f"speedup={self.speedup!r}: must be > 1 (FLOPs before / after)")
+            if self.heads or self.ffn:
+                raise ConfigError("give either speedup or heads/ffn fractions, not both")
+        if not (self.heads or self.ffn or self.layers or self.speedup):
+            raise ConfigError("nothing to prune: set heads, ffn, layers or speedup")
+        if self.score_samples < 1:
+            raise ConfigError(f"score_samples={self.score_samples!r}: must be >= 1")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature={self.temperature!r}: must be > 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha={self.alpha!r}: must be in [0, 1]")
+        self.train_config(self.max_length or 128)  # the recovery settings fail here, before any work
+
+    def train_config(self, max_length: int) -> TrainConfig:
+        """The recovery run's TrainConfig (validated by TrainConfig itself)."""
+        return TrainConfig(
+            data=self.data, eval_data=self.eval_data, out=self.out, epochs=self.epochs, lr=self.lr,
+            batch_size=self.batch_size, eval_batch_size=self.eval_batch_size, max_length=max_length,
+            seed=self.seed, early_stopping=self.early_stopping, device=self.device, max_steps=self.max_steps,
+            text_column=self.text_column, label_column=self.label_column, skip_empty=self.skip_empty,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PruneConfig:
+        return cls(**values)
+
+
+@dataclass
+class Importance:
+    """Summed per-example ``|dL/dgate|`` scores of every head and FFN neuron, per layer.
+
+    Attributes:
+        heads: One (h,) tensor per layer (h = heads the layer has now).
+        neurons: One (I,) tensor per layer.
+        examples: How many examples were summed over.
+    """
+
+    heads: list[torch.Tensor]
+    neurons: list[torch.Tensor]
+    examples: int
+
+    def normalized_heads(self) -> list[torch.Tensor]:
+        """Head scores divided by their layer's L2 norm (Michel et al. 2019, sec. 4.1)."""
+        return [h / h.norm().clamp_min(1e-12) for h in self.heads]
+
+    def layer_scores(self) -> torch.Tensor:
+        """(L,) total raw importance of each layer's heads and neurons; ranks layers for removal."""
+        return torch.stack([h.sum() + n.sum() for h, n in zip(self.heads, self.neurons)])
+
+
+@dataclass
+class PrunePlan:
+    """What survives: kept layers (original indices) and, per kept layer, kept head positions and neurons.
+
+    Head positions count the heads the layer has now; all lists are ascending so weights keep their order.
+    """
+
+    layers: list[int]
+    heads: list[list[int]]
+    neurons: list[list[int]]
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's BERT-style encoder layers; ModelError for architectures pruning does not support."""
+    model_type = getattr(model.config, "model_type", "?")
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    if model_type not in SUPPORTED_MODEL_TYPES or layers is None:
+        raise ModelError(
+            f"pruning supports BERT-style encoders ({', '.join(SUPPORTED_MODEL_TYPES)}), not model_type {model_type!r}"
+        )
+    return layers
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _layer_flops(hidden: int, heads: int, head_size: int, intermediate: int, seq_len: int) -> int:
+    """FLOPs (2 per multiply-add) of one encoder layer on one sequence of ``seq_len`` tokens."""
+    inner = heads * head_size
+    projections = 4 * 2 * seq_len * hidden * inner  # Q, K, V: (T, H) @ (H, h*d); output: (T, h*d) @ (h*d, H)
+    attention = 2 * 2 * heads * seq_len * seq_len * head_size  # scores Q K^T and context P V, per head (T, T, d)
+    ffn = 2 * 2 * seq_len * hidden * intermediate  # (T, H) @ (H, I) and (T, I) @ (I, H)
+    return projections + attention + ffn
+
+
+def _layer_shapes(model: nn.Module) -> list[tuple[int, int, int]]:
+    """(heads, head_size, intermediate) of every encoder layer."""
+    return [
+        (layer.attention.self.num_attention_heads, layer.attention.self.attention_head_size,
+         layer.intermediate.dense.out_features)
+        for layer in encoder_layers(model)
+    ]  # fmt: skip
+
+
+def _non_encoder_flops(model: nn.Module, seq_len: int) -> int:
+    """Linear layers outside the encoder: per token under the embeddings, else once per sequence (pooler, head)."""
+    encoder = model.base_model.encoder
+    encoder_ids = {id(m) for m in encoder.modules()}
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and id(module) not in encoder_ids:
+            tokens = seq_len if "embeddings" in name else 1
+            total += 2 * tokens * module.in_features * module.out_features
+    return total
+
+
+def count_flops(model: nn.Module, seq_len: int = FLOPS_SEQ_LEN, batch_size: int = FLOPS_BATCH_SIZE) -> int:
+    """Analytic FLOPs of one forward pass: every linear layer plus the attention matmuls.
+
+    Embedding lookups, softmax, LayerNorm and activations are left out: they are small next to the
+    matmuls and do not change with head or neuron counts.
+    """
+    hidden = model.config.hidden_size
+    per_sequence = sum(_layer_flops(hidden, h, d, i, seq_len) for h, d, i in _layer_shapes(model))
+    return batch_size * (per_sequence + _non_encoder_flops(model, seq_len))
+
+
+def _keep_count(total: int, fraction: float) -> int:
+    """Units kept when ``fraction`` of ``total`` is removed: rounded half up, never below one."""
+    return max(1, math.floor(total * (1.0 - fraction) + 0.5))
+
+
+def compute_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Importance:
+    """Score every attention head and FFN neuron on labelled batches (see the module docstring).
+
+    The model runs in eval mode (no dropout) with its parameters frozen, so only gate gradients are
+    computed; the loss is summed over the batch, so each example's gate gets its own gradient, and
+    ``|dL/dgate|`` is summed over examples (Michel et al.'s expectation of the absolute gradient).
+
+    Args:
+        model: A sequence-classification model with BERT-style layers; left unchanged.
+        batches: Dicts of (B, T) tensors with ``labels`` (B,), e.g. from DataCollatorWithPadding.
+
+    Returns:
+        Importance with raw (unnormalised) scores.
+    """
+    layers = encoder_layers(model)
+    device = next(model.parameters()).device
+    gates: dict[str, list[torch.Tensor]] = {}
+
+    def gate_heads(i: int):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            context = args[0]  # (B, T, h*d): the heads' outputs side by side
+            gate = gates["heads"][i]  # (B, h)
+            batch, tokens, _ = context.shape
+            gated = context.view(batch, tokens, gate.shape[1], -1) * gate[:, None, :, None]
+            return (gated.view(batch, tokens, -1), *args[1:])
+
+        return hook
+
+    def gate_neurons(i: int):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return (args[0] * gates["neurons"][i][:, None, :], *args[1:])  # (B, T, I) * (B, 1, I)
+
+        return hook
+
+    shapes = _layer_shapes(model)
+    head_scores = [torch.zeros(h, device=device) for h, _, _ in shapes]
+    neuron_scores = [torch.zeros(n, device=device) for _, _, n in shapes]
+    handles = [layer.attention.output.dense.register_forward_pre_hook(gate_heads(i)) for i, layer in enumerate(layers)]
+    handles += [layer.output.dense.register_forward_pre_hook(gate_neurons(i)) for i, layer in enumerate(layers)]
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval().requires_grad_(False)
+    examples = 0
+    try:
+        for batch in tqdm(batches, desc="importance", unit="batch"):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            size = labels.shape[0]
+            gates["heads"] = [torch.ones(size, h, device=device, requires_grad=True) for h, _, _ in shapes]
+            gates["neurons"] = [torch.ones(size, n, device=device, requires_grad=True) for _, _, n in shapes]
+            loss = F.cross_entropy(model(**batch).logits.float(), labels, reduction="sum")
+            grads = torch.autograd.grad(loss, gates["heads"] + gates["neurons"])
+            for score, grad in zip(head_scores + neuron_scores, grads):
+                score += grad.abs().sum(dim=0)
+            examples += size
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, p in model.named_parameters():
+            p.requires_grad_(trainable[name])
+        model.train(was_training)
+    if examples == 0:
+        raise ConfigError("no examples to score importance on")
+    return Importance([s.cpu() for s in head_scores], [s.cpu() for s in neuron_scores], examples)
+
+
+def plan_pruning(importance: Importance, heads: float = 0.0, ffn: float = 0.0, layers: int | None = None) -> PrunePlan:
+    """Choose the units to keep: top layers, then the top heads and neurons within each kept layer.
+
+    Args:
+        importance: Scores from ``compute_importance``.
+        heads: Fraction of each layer's heads to remove, in [0, 1); at least one stays.
+        ffn: Fraction of each layer's FFN neurons to remove, in [0, 1).
+        layers: Layers to keep (None: all), chosen by ``Importance.layer_scores``.
+
+    Raises:
+        ConfigError: a fraction outside [0, 1), or ``layers`` outside [1, number of layers].
+    """
+    for name, value in (("heads", heads), ("ffn", ffn)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{name}={value!r}: the fraction to remove must be in [0, 1)")
+    n_layers = len(importance.heads)
+    if layers is not None and not 1 <= layers <= n_layers:
+        raise ConfigError(f"layers={layers!r}: the model has {n_layers} layers; keep between 1 and {n_layers}")
+    kept_layers = list(range(n_layers))
+    if layers is not None:
+        kept_layers = sorted(torch.topk(importance.layer_scores(), layers).indices.tolist())
+
+    def top(scores: torch.Tensor, fraction: float) -> list[int]:
+        return sorted(torch.topk(scores, _keep_count(scores.numel(), fraction)).indices.tolist())
+
+    return PrunePlan(
+        layers=kept_layers,
+        heads=[top(importance.heads[i], heads) for i in kept_layers],
+        neurons=[top(importance.neurons[i], ffn) for i in kept_layers],
+    )
+
+
+def apply_pruning(model: nn.Module, plan: PrunePlan) -> None:
+    """Physically remove what ``plan`` does not keep, in place, and record it in ``model.config``.
+
+    Heads: rows of Q, K and V and columns of the attention output projection; FFN neurons: rows of the
+    intermediate projection and columns of the output projection (``prune_linear_layer``). The config gets
+    ``num_hidden_layers``, ``intermediate_size`` and ``pruned_heads`` (original head indices removed per
+    new layer index), which ``from_pretrained`` re-applies on load.
+
+    Raises:
+        ValueError: the plan keeps different FFN sizes per layer (one ``intermediate_size`` cannot say so).
+    """
+    config = model.config
+    layers = encoder_layers(model)
+    if len({len(n) for n in plan.neurons}) != 1:
+        raise ValueError("every kept layer must keep the same number of FFN neurons")
+    original_heads = config.num_attention_heads
+    already_pruned = {int(k): set(v) for k, v in (config.pruned_heads or {}).items()}
+    kept_modules, pruned_heads = [], {}
+    for new_index, (old_index, heads, neurons) in enumerate(zip(plan.layers, plan.heads, plan.neurons)):
+        layer = layers[old_index]
+        attention, ffn_in, ffn_out = layer.attention, layer.intermediate, layer.output
+        # original indices of the heads the layer still has, in the order their weights are stored
+        remaining = [h for h in range(original_heads) if h not in already_pruned.get(old_index, set())]
+        if len(heads) < len(remaining):
+            size = attention.self.attention_head_size
+            index = torch.cat([torch.arange(p * size, (p + 1) * size) for p in heads])
+            for name in ("query", "key", "value"):
+                setattr(attention.self, name, prune_linear_layer(getattr(attention.self, name), index, dim=0))
+            attention.output.dense = prune_linear_layer(attention.output.dense, index, dim=1)
+            attention.self.num_attention_heads = len(heads)
+            attention.self.all_head_size = len(heads) * size
+        removed = set(range(original_heads)) - {remaining[p] for p in heads}
+        attention.pruned_heads = removed
+        if removed:
+            pruned_heads[new_index] = sorted(removed)
+        if len(neurons) < ffn_in.dense.out_features:
+            index = torch.tensor(neurons, dtype=torch.long)
+            ffn_in.dense = prune_linear_layer(ffn_in.dense, index, dim=0)
+            ffn_out.dense = prune_linear_layer(ffn_out.dense, index, dim=1)
+        kept_modules.append(layer)
+    model.base_model.encoder.layer = nn.ModuleList(kept_modules)
+    config.num_hidden_layers = len(kept_modules)
+    config.intermediate_size = len(plan.neurons[0])
+    config.pruned_heads = pruned_heads
+
+
+def _fraction_for_speedup(model: nn.Module, kept_layers: list[int], speedup: float) -> float:
+    """Smallest equal head/FFN fraction (in steps of 0.01) whose FLOPs reduction reaches ``speedup``."""
+    all_shapes = _layer_shapes(model)
+    shapes = [all_shapes[i] for i in kept_layers]
+    hidden, before = model.config.hidden_size, count_flops(model, batch_size=1)
+    fixed = _non_encoder_flops(model, FLOPS_SEQ_LEN)
+    for step in range(round(1 / _SPEEDUP_STEP)):
+        fraction = step * _SPEEDUP_STEP
+        after = fixed + sum(
+            _layer_flops(hidden, _keep_count(h, fraction), d, _keep_count(i, fraction), FLOPS_SEQ_LEN)
+            for h, d, i in shapes
+        )
+        if before / after >= speedup:
+            return fraction
+    raise ConfigError(
+        f"speedup={speedup:g} cannot be reached by removing heads and FFN neurons alone; "
+        "ask for less, or also remove layers with --layers"
+    )
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
+    """``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))``.
+
+    The ``T^2`` factor keeps the soft-target gradients on the same scale as the hard ones whatever the
+    temperature (Hinton et al. 2015). ``student`` and ``teacher`` are (B, C) logits, ``labels`` (B,).
+    """
+    hard = F.cross_entropy(student, labels)
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, dim=-1), F.log_softmax(teacher / temperature, dim=-1),
+        reduction="batchmean", log_target=True,
+    )  # fmt: skip
+    return alpha * hard + (1.0 - alpha) * temperature**2 * soft
+
+
+class DistillationTrainer(Trainer):
+    """Trainer whose loss is ``distillation_loss`` against a frozen teacher (the unpruned model)."""
+
+    def __init__(self, *args: Any, teacher: nn.Module, temperature: float, alpha: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.temperature = temperature
+        self.alpha = alpha
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        features = {k: v for k, v in inputs.items() if k != "labels"}
+        outputs = model(**features)
+        with torch.no_grad():
+            teacher_logits = self.teacher(**features).logits  # (B, C)
+        loss = distillation_loss(
+            outputs.logits.float(), teacher_logits.float(), inputs["labels"], self.temperature, self.alpha
+        )
+        return (loss, outputs) if return_outputs else loss
+
+
+def _evaluate(model: nn.Module, tokenizer: Any, dataset: Any, labels: list[str], batch_size: int) -> dict[str, Any]:
+    """classification_metrics of an in-memory model on an encoded dataset (eval mode, no grad)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
+    device = next(model.parameters()).device
+    model.eval()
+    y_true, y_pred = [], []
+    with torch.inference_mode():
+        for batch in loader:
+            y_true.append(batch.pop("labels").numpy())
+            y_pred.append(model(**batch.to(device)).logits.argmax(dim=-1).cpu().numpy())  # (B,)
+    return classification_metrics(np.concatenate(y_true), np.concatenate(y_pred), labels)
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "n": report["n"]}
+
+
+def _recover(
+    student: nn.Module, teacher: nn.Module, tokenizer: Any, train_set: Any, eval_set: Any,
+    cfg: PruneConfig, labels: list[str], max_length: int, device: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Distillation fine-tuning with finetune's Trainer setup; leaves the best epoch's weights in ``student``."""
+    work_dir = Path(tempfile.mkdtemp(prefix="edgesent-prune-checkpoints-"))
+    try:
+        trainer, recorder = build_trainer(
+            student, tokenizer, train_set, eval_set, cfg.train_config(max_length), labels, work_dir, device,
+            DistillationTrainer, teacher=teacher, temperature=cfg.temperature, alpha=cfg.alpha,
+        )  # fmt: skip
+        result = trainer.train()
+        history = epoch_history(trainer, recorder)
+        checkpoint = trainer.state.best_model_checkpoint
+        best = best_entry(history, int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return {
+        "epochs": history,
+        "best_epoch": best["epoch"],
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+    }
+
+
+def prune_model(cfg: PruneConfig) -> dict[str, Any]:
+    """Score, prune, (optionally) recover with distillation, and save a smaller PyTorch model directory.
+
+    Returns:
+        The manifest written to ``<out>/edgesent.json`` plus ``out_dir``. Its ``pruning`` section records
+        the targets, what was removed, parameters and FLOPs before/after, and accuracy before pruning,
+        after pruning and after recovery; ``metrics`` is the final model's full report on ``eval_data``.
+
+    Raises:
+        ModelError: the source is not an edgesent PyTorch directory or not a BERT-style encoder.
+        DataError: unusable data or labels the model does not know.
+        ConfigError: invalid targets (checked before training), or an unwritable/existing ``out``.
+    """
+    started = time.perf_counter()
+    source = read_manifest(cfg.model_dir)
+    if source.get("kind") != KIND_PYTORCH:
+        raise ModelError(f"{cfg.model_dir}: prune needs a PyTorch model directory, got kind {source.get('kind')!r}")
+    labels = source["labels"]
+    max_length = cfg.max_length or source.get("max_length", 128)
+    train_data = load_dataset(cfg.data, cfg.text_column, cfg.label_column, cfg.skip_empty)
+    eval_data = load_dataset(cfg.eval_data, cfg.text_column, cfg.label_column, cfg.skip_empty)
+    encode_labels(train_data, labels)
+    encode_labels(eval_data, labels)
+    device = resolve_device(cfg.device)
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp_dir:
+        torch.manual_seed(cfg.seed)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model_dir)
+        teacher = AutoModelForSequenceClassification.from_pretrained(cfg.model_dir).to(device).eval()
+        layers_before = _layer_shapes(teacher)  # also rejects unsupported architectures
+        if cfg.layers is not None and cfg.layers > len(layers_before):
+            raise ConfigError(f"layers={cfg.layers}: the model has only {len(layers_before)} layers")
+        student = copy.deepcopy(teacher)
+        train_set = encode_texts(tokenizer, train_data, labels, max_length)
+        eval_set = encode_texts(tokenizer, eval_data, labels, max_length)
+
+        rows = random.Random(cfg.seed).sample(range(len(train_set)), min(cfg.score_samples, len(train_set)))
+        score_loader = torch.utils.data.DataLoader(
+            [train_set[i] for i in rows], batch_size=cfg.batch_size, collate_fn=DataCollatorWithPadding(tokenizer)
+        )
+        importance = compute_importance(student, score_loader)
+        heads, ffn = cfg.heads, cfg.ffn
+        if cfg.speedup is not None:
+            kept = plan_pruning(importance, layers=cfg.layers).layers
+            heads = ffn = _fraction_for_speedup(student, kept, cfg.speedup)
+        plan = plan_pruning(importance, heads, ffn, cfg.layers)
+
+        before = {"parameters": count_parameters(teacher), "flops": count_flops(teacher)}
+        accuracy = {"before": _summary(_evaluate(teacher, tokenizer, eval_set, labels, cfg.eval_batch_size))}
+        apply_pruning(student, plan)
+        after = {"parameters": count_parameters(student), "flops": count_flops(student)}
+        final = _evaluate(student, tokenizer, eval_set, labels, cfg.eval_batch_size)
+        accuracy["pruned"] = _summary(final)
+        logger.info("pruned: %s -> %s parameters, accuracy %.4f -> %.4f", before["parameters"],
+                    after["parameters"], accuracy["before"]["accuracy"], accuracy["pruned"]["accuracy"])  # fmt: skip
+        recovery = None
+        if cfg.recovery:
+            recovery = _recover(student, teacher, tokenizer, train_set, eval_set, cfg, labels, max_length, device)
+            final = _evaluate(student, tokenizer, eval_set, labels, cfg.eval_batch_size)
+            accuracy["recovered"] = _summary(final)
+        student.save_pretrained(tmp_dir)
+        tokenizer.save_pretrained(tmp_dir)
+        layers_after = _layer_shapes(student)
+        manifest = write_manifest(tmp_dir, KIND_PYTORCH, {
+            "task": source.get("task", "text-classification"),
+            "labels": labels,
+            "max_length": max_length,
+            "base_model": source.get("base_model"),
+            "source": {"model_dir": str(cfg.model_dir), "manifest_sha256": manifest_sha256(cfg.model_dir)},
+            "pruning": {
+                "config": cfg.to_dict(),
+                "fractions": {"heads": heads, "ffn": ffn},
+                "layers_kept": plan.layers,
+                "layers_removed": sorted(set(range(len(layers_before))) - set(plan.layers)),
+                "heads_per_layer": {"before": [s[0] for s in layers_before], "after": [s[0] for s in layers_after]},
+                "heads_removed": {str(k): v for k, v in student.config.pruned_heads.items()},
+                "head_size": layers_before[0][1],
+                "ffn_per_layer": {"before": [s[2] for s in layers_before], "after": [s[2] for s in layers_after]},
+                "importance": {
+                    "examples": importance.examples,
+                    "heads_normalized": [[round(float(v), 4) for v in h] for h in importance.normalized_heads()],
+                    "layer_scores": [round(float(v), 4) for v in importance.layer_scores()],
+                },
+                "parameters": {**{k: v["parameters"] for k, v in (("before", before), ("after", after))},
+                               "ratio": before["parameters"] / after["parameters"]},
+                "flops": {**{k: v["flops"] for k, v in (("before", before), ("after", after))},
+                          "ratio": before["flops"] / after["flops"], "batch_size": FLOPS_BATCH_SIZE,
+                          "seq_len": FLOPS_SEQ_LEN},
+                "accuracy": accuracy,
+            },
+            "recovery": recovery,
+            "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint()},
+            "metrics": {k: final[k] for k in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "n")},
+            "wall_time_s": round(time.perf_counter() - started, 2),
+            "device": {"type": device, "torch_threads": torch.get_num_threads()},
+        })  # fmt: skip
+    return {**manifest, "out_dir": str(Path(cfg.out))}
