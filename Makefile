@@ -11,7 +11,7 @@ setup:
 
 demo: setup
 	$(BIN)/edgesent finetune --overwrite
-	$(BIN)/edgesent export $(DEMO) --int8 --out $(DEMO)-int8 --overwrite
+	$(BIN)/edgesent export $(DEMO) --int8 --out $(DEMO)-int8 --parity-data edgesent/demo/eval.csv --overwrite
 	$(BIN)/edgesent predict $(DEMO)-int8 "The battery died after two days." "Check-in was quick and the staff were lovely." "The parcel arrived on Tuesday."
 
 test: setup
