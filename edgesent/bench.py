@@ -44,6 +44,7 @@ from edgesent.artifacts import (
     verify_files,
 )
 from edgesent.errors import BenchmarkGateError, ConfigError, DataError, MissingDependencyError, ModelError
+from edgesent.flops import count_flops
 
 
 logger = logging.getLogger(__name__)
@@ -241,44 +242,6 @@ def summarize_latencies(samples_ns: Sequence[int], batch_size: int) -> dict[str,
         "max_ms": float(ms.max()),
         "throughput": batch_size * 1000.0 / mean if mean > 0 else math.inf,
     }
-
-
-def count_flops(hf_config: dict[str, Any], batch_size: int, seq_len: int) -> int | None:
-    """Analytic FLOPs (2 per multiply-add) of one forward pass of a BERT-family classifier.
-
-    Counts the matrix products, which are >95% of the work: per layer Q/K/V and output projections
-    (2*T*in*out each, T = batch*length tokens), attention scores and context (2*2*B*S*S*A) and the
-    FFN (2*2*T*H*I); plus pooler and classifier. Pruned models (``edgesent prune``) are described by
-    the same fields Hugging Face reloads them from: fewer ``num_hidden_layers``, a smaller
-    ``intermediate_size`` and ``pruned_heads`` (layer -> removed heads), which shrinks A per layer.
-
-    Args:
-        hf_config: config.json as a dict (BERT names, or DistilBERT's dim/n_layers/n_heads/hidden_dim).
-        batch_size: B.
-        seq_len: S.
-
-    Returns:
-        FLOPs, or None when the config lacks the sizes (not a BERT-family encoder).
-    """
-    hidden = hf_config.get("hidden_size", hf_config.get("dim"))
-    layers = hf_config.get("num_hidden_layers", hf_config.get("n_layers"))
-    heads = hf_config.get("num_attention_heads", hf_config.get("n_heads"))
-    intermediate = hf_config.get("intermediate_size", hf_config.get("hidden_dim"))
-    if not all(isinstance(v, int) and v > 0 for v in (hidden, layers, heads, intermediate)):
-        return None
-    head_dim = hidden // heads
-    pruned_heads = {int(k): v for k, v in (hf_config.get("pruned_heads") or {}).items()}
-    num_labels = len(hf_config.get("id2label") or {}) or 2
-    tokens = batch_size * seq_len
-    total = 0
-    for layer in range(layers):
-        attn = (heads - len(pruned_heads.get(layer, ()))) * head_dim
-        total += 3 * 2 * tokens * hidden * attn  # Q, K, V: (T, H) @ (H, A)
-        total += 2 * 2 * batch_size * seq_len * seq_len * attn  # Q K^T and softmax(.) V
-        total += 2 * tokens * attn * hidden  # output projection (T, A) @ (A, H)
-        total += 2 * 2 * tokens * hidden * intermediate  # FFN up (H -> I) and down (I -> H)
-    total += 2 * batch_size * hidden * (hidden + num_labels)  # pooler / pre-classifier, classifier
-    return total
 
 
 # ------------------------------------------------------------------------------------------- variants

@@ -1,15 +1,19 @@
 """Evaluate any edgesent model directory (PyTorch or exported ONNX) on labelled data.
 
 One entry point for both kinds, so fp32, int8 and pruned variants are compared on the same data
-with the same metrics. ONNX directories go through the runtime predictor (no torch needed).
+with the same metrics. ONNX directories go through the runtime predictor (no torch needed); PyTorch
+models through ``iter_torch_logits``, which imports torch only when it runs.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from edgesent.artifacts import KIND_ONNX, KIND_PYTORCH, read_manifest
 from edgesent.data import encode_labels, load_dataset
@@ -17,23 +21,53 @@ from edgesent.errors import ModelError
 from edgesent.metrics import classification_metrics
 
 
-def torch_logits(model_dir: Path, texts: list[str], batch_size: int = 64, max_length: int | None = None) -> np.ndarray:
-    """(N, C) logits of a PyTorch model directory, batched by length so padding stays small."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def iter_torch_logits(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    batches: Iterable[Sequence[int]],
+    max_length: int,
+    desc: str | None = None,
+) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Run a PyTorch classifier on groups of texts, each group tokenized as one padded batch.
 
-    manifest = read_manifest(model_dir)
-    max_length = max_length or manifest.get("max_length", 128)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    The one PyTorch inference loop of the library: evaluation, pruning's accuracy checks and the parity
+    gate's reference all go through it, so they see the same tokenization.
+
+    Args:
+        model: A sequence-classification model in eval mode, on any device.
+        tokenizer: Its tokenizer.
+        texts: All texts; ``batches`` index into them.
+        batches: Text indices of each batch.
+        max_length: Tokens per text (longer texts are truncated).
+        desc: Progress bar label (shown on a terminal only).
+
+    Yields:
+        (inputs, logits) per batch: the tokenized batch as (B, T) int64 arrays, only the inputs the model's
+        ``forward`` accepts (exactly what its ONNX export is fed), and its (B, C) float32 logits.
+    """
+    import torch
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    device = next(model.parameters()).device
+    for rows in tqdm(batches, desc=desc, disable=None, leave=False):
+        encoded = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="np")  # fmt: skip
+        inputs = {k: v.astype(np.int64) for k, v in encoded.items() if k in accepted}  # (B, T) each
+        with torch.inference_mode():  # per batch: a generator must not leave the mode on between yields
+            logits = model(**{k: torch.from_numpy(v).to(device) for k, v in inputs.items()}).logits  # (B, C)
+        yield inputs, logits.float().cpu().numpy()
+
+
+def torch_logits(
+    model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 64, max_length: int = 128
+) -> np.ndarray:
+    """(N, C) logits of a PyTorch classifier in input order, batched by length so padding stays small."""
     order = np.argsort([len(t) for t in texts], kind="stable")
+    batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")  # fmt: skip
-            out[idx] = model(**batch).logits.float().numpy()  # (B, C)
+    for rows, (_, logits) in zip(batches, iter_torch_logits(model, tokenizer, texts, batches, max_length)):
+        out[rows] = logits
     return out
 
 
@@ -73,7 +107,11 @@ def evaluate_model(
         from edgesent._imports import require_train_extra
 
         require_train_extra("evaluate")
-        logits = torch_logits(model_dir, data.texts, batch_size)
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        logits = torch_logits(model, tokenizer, data.texts, batch_size, manifest.get("max_length", 128))
     else:
         raise ModelError(f"{model_dir}: unknown model kind {kind!r} in manifest")
     report = classification_metrics(y_true, logits.argmax(axis=-1), labels)

@@ -10,7 +10,6 @@ failure with its measured value and bound (optimum's ``_run_validation`` pattern
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Callable
@@ -20,13 +19,13 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from edgesent.artifacts import KIND_PYTORCH, MANIFEST_NAME, read_manifest, verify_files
 from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
+from edgesent.evaluate import iter_torch_logits
 
 
 logger = logging.getLogger(__name__)
@@ -280,22 +279,14 @@ class TorchReference:
         self.max_length = int(cfg.max_length or manifest.get("max_length") or 128)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.rows = self._plan(probes=self.source == "probe texts")
-        self.batches: list[dict[str, np.ndarray]] = []
         model = AutoModelForSequenceClassification.from_pretrained(self.model_dir).eval()
-        accepted = set(inspect.signature(model.forward).parameters)
+        self.batches: list[dict[str, np.ndarray]] = []  # (B, T) inputs per batch, fed to the ONNX model as is
         outputs = []
-        with torch.inference_mode():
-            for rows in tqdm(self.rows, desc="parity: pytorch", disable=None, leave=False):
-                encoded = self.tokenizer(
-                    [self.texts[i] for i in rows],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="np",
-                )
-                batch = {k: v.astype(np.int64) for k, v in encoded.items() if k in accepted}  # (B, T) each
-                self.batches.append(batch)
-                outputs.append(model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy())
+        for batch, logits in iter_torch_logits(
+            model, self.tokenizer, self.texts, self.rows, self.max_length, desc="parity: pytorch"
+        ):
+            self.batches.append(batch)
+            outputs.append(logits)
         self.logits = np.concatenate(outputs)  # (R, C), R = rows over all batches
         self.row_text = np.concatenate([np.asarray(r) for r in self.rows])  # (R,) text index of each row
 

@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,11 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 from transformers.pytorch_utils import prune_linear_layer
 
+from edgesent import flops
 from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, manifest_sha256, read_manifest, write_manifest
-from edgesent.data import encode_labels, load_dataset
+from edgesent.data import LabelledTexts, encode_labels, load_dataset
 from edgesent.errors import ConfigError, ModelError
+from edgesent.evaluate import torch_logits
 from edgesent.metrics import classification_metrics
 from edgesent.train import TrainConfig, best_entry, build_trainer, encode_texts, epoch_history, resolve_device
 
@@ -222,15 +225,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _layer_flops(hidden: int, heads: int, head_size: int, intermediate: int, seq_len: int) -> int:
-    """FLOPs (2 per multiply-add) of one encoder layer on one sequence of ``seq_len`` tokens."""
-    inner = heads * head_size
-    projections = 4 * 2 * seq_len * hidden * inner  # Q, K, V: (T, H) @ (H, h*d); output: (T, h*d) @ (h*d, H)
-    attention = 2 * 2 * heads * seq_len * seq_len * head_size  # scores Q K^T and context P V, per head (T, T, d)
-    ffn = 2 * 2 * seq_len * hidden * intermediate  # (T, H) @ (H, I) and (T, I) @ (I, H)
-    return projections + attention + ffn
-
-
 def _layer_shapes(model: nn.Module) -> list[tuple[int, int, int]]:
     """(heads, head_size, intermediate) of every encoder layer."""
     return [
@@ -240,27 +234,17 @@ def _layer_shapes(model: nn.Module) -> list[tuple[int, int, int]]:
     ]  # fmt: skip
 
 
-def _non_encoder_flops(model: nn.Module, seq_len: int) -> int:
-    """Linear layers outside the encoder: per token under the embeddings, else once per sequence (pooler, head)."""
-    encoder = model.base_model.encoder
-    encoder_ids = {id(m) for m in encoder.modules()}
-    total = 0
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and id(module) not in encoder_ids:
-            tokens = seq_len if "embeddings" in name else 1
-            total += 2 * tokens * module.in_features * module.out_features
-    return total
-
-
 def count_flops(model: nn.Module, seq_len: int = FLOPS_SEQ_LEN, batch_size: int = FLOPS_BATCH_SIZE) -> int:
-    """Analytic FLOPs of one forward pass: every linear layer plus the attention matmuls.
+    """Analytic FLOPs of one forward pass (``edgesent.flops.count_flops``) of a model this stage can prune.
 
-    Embedding lookups, softmax, LayerNorm and activations are left out: they are small next to the
-    matmuls and do not change with head or neuron counts.
+    Counted from ``model.config``, which ``apply_pruning`` keeps in step with the weights, so the figure
+    is the one ``edgesent bench`` reports for the saved directory.
+
+    Raises:
+        ModelError: an architecture pruning does not support.
     """
-    hidden = model.config.hidden_size
-    per_sequence = sum(_layer_flops(hidden, h, d, i, seq_len) for h, d, i in _layer_shapes(model))
-    return batch_size * (per_sequence + _non_encoder_flops(model, seq_len))
+    encoder_layers(model)  # the architecture check
+    return flops.count_flops(model.config.to_dict(), batch_size, seq_len)
 
 
 def _keep_count(total: int, fraction: float) -> int:
@@ -414,15 +398,18 @@ def apply_pruning(model: nn.Module, plan: PrunePlan) -> None:
 
 def _fraction_for_speedup(model: nn.Module, kept_layers: list[int], speedup: float) -> float:
     """Smallest equal head/FFN fraction (in steps of 0.01) whose FLOPs reduction reaches ``speedup``."""
-    all_shapes = _layer_shapes(model)
-    shapes = [all_shapes[i] for i in kept_layers]
-    hidden, before = model.config.hidden_size, count_flops(model, batch_size=1)
-    fixed = _non_encoder_flops(model, FLOPS_SEQ_LEN)
+    hidden, shapes = model.config.hidden_size, _layer_shapes(model)
+
+    def encoder_flops(layers: Iterable[tuple[int, int, int]]) -> int:
+        return sum(flops.layer_flops(hidden, h * d, i, FLOPS_BATCH_SIZE, FLOPS_SEQ_LEN) for h, d, i in layers)
+
+    before = count_flops(model)
+    fixed = before - encoder_flops(shapes)  # embeddings, pooler and classifier: pruning leaves them alone
     for step in range(round(1 / _SPEEDUP_STEP)):
         fraction = step * _SPEEDUP_STEP
-        after = fixed + sum(
-            _layer_flops(hidden, _keep_count(h, fraction), d, _keep_count(i, fraction), FLOPS_SEQ_LEN)
-            for h, d, i in shapes
+        after = fixed + encoder_flops(
+            (_keep_count(shapes[k][0], fraction), shapes[k][1], _keep_count(shapes[k][2], fraction))
+            for k in kept_layers
         )
         if before / after >= speedup:
             return fraction
@@ -468,17 +455,12 @@ class DistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _evaluate(model: nn.Module, tokenizer: Any, dataset: Any, labels: list[str], batch_size: int) -> dict[str, Any]:
-    """classification_metrics of an in-memory model on an encoded dataset (eval mode, no grad)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
-    device = next(model.parameters()).device
-    model.eval()
-    y_true, y_pred = [], []
-    with torch.inference_mode():
-        for batch in loader:
-            y_true.append(batch.pop("labels").numpy())
-            y_pred.append(model(**batch.to(device)).logits.argmax(dim=-1).cpu().numpy())  # (B,)
-    return classification_metrics(np.concatenate(y_true), np.concatenate(y_pred), labels)
+def _evaluate(
+    model: nn.Module, tokenizer: Any, data: LabelledTexts, labels: list[str], batch_size: int, max_length: int
+) -> dict[str, Any]:
+    """classification_metrics of an in-memory model on labelled texts (eval mode, no grad)."""
+    logits = torch_logits(model.eval(), tokenizer, data.texts, batch_size, max_length)  # (N, C)
+    return classification_metrics(np.asarray(encode_labels(data, labels)), logits.argmax(axis=-1), labels)
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -556,17 +538,19 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         plan = plan_pruning(importance, heads, ffn, cfg.layers)
 
         before = {"parameters": count_parameters(teacher), "flops": count_flops(teacher)}
-        accuracy = {"before": _summary(_evaluate(teacher, tokenizer, eval_set, labels, cfg.eval_batch_size))}
+        evaluate = partial(_evaluate, tokenizer=tokenizer, data=eval_data, labels=labels,
+                           batch_size=cfg.eval_batch_size, max_length=max_length)  # fmt: skip
+        accuracy = {"before": _summary(evaluate(teacher))}
         apply_pruning(student, plan)
         after = {"parameters": count_parameters(student), "flops": count_flops(student)}
-        final = _evaluate(student, tokenizer, eval_set, labels, cfg.eval_batch_size)
+        final = evaluate(student)
         accuracy["pruned"] = _summary(final)
         logger.info("pruned: %s -> %s parameters, accuracy %.4f -> %.4f", before["parameters"],
                     after["parameters"], accuracy["before"]["accuracy"], accuracy["pruned"]["accuracy"])  # fmt: skip
         recovery = None
         if cfg.recovery:
             recovery = _recover(student, teacher, tokenizer, train_set, eval_set, cfg, labels, max_length, device)
-            final = _evaluate(student, tokenizer, eval_set, labels, cfg.eval_batch_size)
+            final = evaluate(student)
             accuracy["recovered"] = _summary(final)
         student.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)

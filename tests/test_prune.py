@@ -175,6 +175,16 @@ def test_flops_match_torch_flop_counter_before_and_after(tiny_model_dir: Path) -
     assert after - head == (before - head) // 2  # every encoder matmul is linear in heads or neurons
 
 
+def test_flops_count_the_embedding_projection_of_electra() -> None:
+    config = transformers.ElectraConfig(vocab_size=60, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=140,
+                                        num_labels=3, attn_implementation="eager")  # fmt: skip
+    model = transformers.ElectraForSequenceClassification(config).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(input_ids=torch.ones(1, 128, dtype=torch.long))
+    assert count_flops(model) == counter.get_total_flops()
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"heads": 1.0}, "heads=1.0: the fraction to remove must be in [0, 1)"),
     ({"ffn": -0.1}, "ffn=-0.1: the fraction to remove must be in [0, 1)"),
@@ -215,21 +225,18 @@ def test_help(runner: CliRunner) -> None:
     assert "--heads" in result.output and "--no-recovery" in result.output
 
 
-def test_cli_refuses_removing_every_head(runner: CliRunner, tiny_model_dir: Path, tiny_data, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("target", "message"), [
+    (["--heads", "1"], "Error: heads=1.0: the fraction to remove must be in [0, 1)"),  # refused by the config
+    (["--layers", "5"], "Error: layers=5: the model has only 2 layers"),  # refused once the model is loaded
+])  # fmt: skip
+def test_cli_refuses_impossible_targets(
+    runner: CliRunner, tiny_model_dir: Path, tiny_data, tmp_path: Path, target: list[str], message: str
+) -> None:
     train, dev = tiny_data
     result = runner.invoke(cli, ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev),
-                                 "--out", str(tmp_path / "out"), "--heads", "1"])  # fmt: skip
+                                 "--out", str(tmp_path / "out"), *target])  # fmt: skip
     assert result.exit_code == 2
-    assert "Error: heads=1.0: the fraction to remove must be in [0, 1)" in result.output
-    assert not (tmp_path / "out").exists()
-
-
-def test_cli_refuses_more_layers_than_the_model_has(runner, tiny_model_dir: Path, tiny_data, tmp_path: Path) -> None:
-    train, dev = tiny_data
-    result = runner.invoke(cli, ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev),
-                                 "--out", str(tmp_path / "out"), "--layers", "5"])  # fmt: skip
-    assert result.exit_code == 2
-    assert "Error: layers=5: the model has only 2 layers" in result.output
+    assert message in result.output
     assert not (tmp_path / "out").exists()
 
 

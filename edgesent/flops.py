@@ -1,0 +1,68 @@
+"""Analytic FLOPs of BERT-family classifiers, from the config alone.
+
+One count serves the stage that shrinks models (``prune`` records FLOPs before and after, and searches
+for a ``--speedup`` target) and the stage that times them (``bench`` reports achieved GOP/s), so a
+pruned model's FLOPs ratio and its measured speed-up are computed on the same terms. It reads only
+config fields, so it needs the stdlib alone: ``bench`` stays free of torch, and the count of a pruned
+directory comes from the same fields Hugging Face rebuilds the model from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def layer_flops(hidden: int, attention_width: int, intermediate: int, batch_size: int, seq_len: int) -> int:
+    """FLOPs (2 per multiply-add) of one encoder layer on ``batch_size`` sequences of ``seq_len`` tokens.
+
+    Args:
+        hidden: H, the model width.
+        attention_width: A = heads the layer has * head size (smaller than H once heads are pruned).
+        intermediate: I, the FFN width.
+        batch_size: B.
+        seq_len: S.
+    """
+    tokens = batch_size * seq_len  # T
+    projections = 4 * 2 * tokens * hidden * attention_width  # Q, K, V: (T, H) @ (H, A); output: (T, A) @ (A, H)
+    attention = 2 * 2 * batch_size * seq_len * seq_len * attention_width  # Q K^T and softmax(.) V, (B, S, S) per head
+    ffn = 2 * 2 * tokens * hidden * intermediate  # up (T, H) @ (H, I) and down (T, I) @ (I, H)
+    return projections + attention + ffn
+
+
+def count_flops(hf_config: dict[str, Any], batch_size: int, seq_len: int) -> int | None:
+    """Analytic FLOPs (2 per multiply-add) of one forward pass of a BERT-family classifier.
+
+    Counts the matrix products, which are >95% of the work: every encoder layer (``layer_flops``), the
+    per-token embedding projection of models whose ``embedding_size`` differs from the width (ELECTRA),
+    and the pooler (or pre-classifier) and classifier once per sequence. Embedding lookups, softmax,
+    LayerNorm and activations are left out: they are small next to the matmuls and do not change with
+    head or neuron counts. Pruned models (``edgesent prune``) are described by the same fields Hugging
+    Face reloads them from: fewer ``num_hidden_layers``, a smaller ``intermediate_size`` and
+    ``pruned_heads`` (layer -> removed heads), which narrows that layer's attention.
+
+    Args:
+        hf_config: config.json as a dict (BERT names, or DistilBERT's dim/n_layers/n_heads/hidden_dim).
+        batch_size: B.
+        seq_len: S.
+
+    Returns:
+        FLOPs, or None when the config lacks the sizes (not a BERT-family encoder).
+    """
+    hidden = hf_config.get("hidden_size", hf_config.get("dim"))
+    layers = hf_config.get("num_hidden_layers", hf_config.get("n_layers"))
+    heads = hf_config.get("num_attention_heads", hf_config.get("n_heads"))
+    intermediate = hf_config.get("intermediate_size", hf_config.get("hidden_dim"))
+    if not all(isinstance(v, int) and v > 0 for v in (hidden, layers, heads, intermediate)):
+        return None
+    head_dim = hidden // heads
+    pruned_heads = {int(k): v for k, v in (hf_config.get("pruned_heads") or {}).items()}  # JSON keys are strings
+    num_labels = len(hf_config.get("id2label") or {}) or 2
+    total = sum(
+        layer_flops(hidden, (heads - len(pruned_heads.get(layer, ()))) * head_dim, intermediate, batch_size, seq_len)
+        for layer in range(layers)
+    )
+    embedding = hf_config.get("embedding_size")
+    if isinstance(embedding, int) and embedding != hidden:
+        total += 2 * batch_size * seq_len * embedding * hidden  # (T, E) @ (E, H) into the encoder's width
+    total += 2 * batch_size * hidden * (hidden + num_labels)  # pooler / pre-classifier, classifier
+    return total
