@@ -28,7 +28,7 @@ TEMPERATURE=${TEMPERATURE:-2.0}
 ALPHA=${ALPHA:-0.5}
 SEED=${SEED:-42}
 EXPORT_ARGS=${EXPORT_ARGS:-"--int8"}
-BENCH_ARGS=${BENCH_ARGS:-"--batch-size 1 --seq-length 128 --threads 1"}
+BENCH_ARGS=${BENCH_ARGS:-"--batch-sizes 1 --seq-lens 128 --threads 1 --runs 300"}
 EDGESENT=${EDGESENT:-edgesent}
 
 mkdir -p "$OUT"
