@@ -1,16 +1,19 @@
-"""Shared fixtures: a tiny random BERT (2 layers, hidden 32) and a WordPiece tokenizer built offline.
+"""Shared fixtures: a tiny random BERT (2 layers, hidden 32), a WordPiece tokenizer built offline, its ONNX exports.
 
-Built once per session, then copied per test, so every test can write to its own model directory.
+Built once per session. The PyTorch model is copied per test, so every test can write to its own model directory;
+the ONNX exports are shared read-only, and a test that changes files takes a copy (``short_onnx_copy``, or its own).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import random
 import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 
 LABELS = ["negative", "neutral", "positive"]
@@ -19,6 +22,9 @@ _WORDS = {
     "neutral": ["okay", "average", "arrived", "tuesday", "ordinary", "fine", "standard", "plain"],
     "positive": ["great", "excellent", "love", "friendly", "fast", "best", "perfect", "happy"],
 }
+# Below the tokenizer's model_max_length (64): tests see truncation at the manifest's max_length, not the tokenizer's.
+SHORT_MAX_LENGTH = 32
+LONG_TEXT = " ".join(["the service was really great and the staff friendly"] * 20)
 _FILLER = ["the", "service", "was", "food", "phone", "hotel", "and", "really", "quite", "staff", "it", "is", "a"]
 
 
@@ -86,3 +92,59 @@ def tiny_data(tmp_path: Path) -> tuple[Path, Path]:
     train = write_csv(tmp_path / "train.csv", make_texts(20, seed=1))
     dev = write_csv(tmp_path / "eval.csv", make_texts(6, seed=2))
     return train, dev
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> None:
+    """Tiny models gain nothing from threads, and on a shared machine OpenMP's spinning makes 2 threads ~40x slower.
+
+    Applies to every test; torch is imported only where installed, so torch-free tests still run without it.
+    """
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _export(model_dir: Path, out: Path, **settings: object) -> Path:
+    pytest.importorskip("optimum.exporters.onnx")
+    from edgesent.export import ExportConfig, export_model
+
+    export_model(model_dir, out, ExportConfig(**settings))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model exported by ``export_model`` with the default ExportConfig (fp32, max_length 64). Read-only."""
+    return _export(_tiny_model_master, tmp_path_factory.mktemp("onnx") / "fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model exported to int8 with the fixed avx512_vnni preset (not this CPU's detection). Read-only."""
+    from edgesent.quantize import QuantizeConfig
+
+    return _export(
+        _tiny_model_master,
+        tmp_path_factory.mktemp("onnx") / "int8",
+        precision="int8",
+        quantize=QuantizeConfig.avx512_vnni(),
+    )
+
+
+@pytest.fixture(scope="session")
+def short_onnx_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An fp32 export with max_length ``SHORT_MAX_LENGTH`` (for the predictor's truncation tests). Read-only."""
+    return _export(_tiny_model_master, tmp_path_factory.mktemp("onnx") / "short", max_length=SHORT_MAX_LENGTH)
+
+
+@pytest.fixture
+def short_onnx_copy(short_onnx_dir: Path, tmp_path: Path) -> Path:
+    """A copy of ``short_onnx_dir`` that one test may tamper with."""
+    return Path(shutil.copytree(short_onnx_dir, tmp_path / "onnx"))

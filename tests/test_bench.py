@@ -7,7 +7,6 @@ and gates and the baseline are evaluated on result rows with fixed numbers.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_texts, write_csv
 
-from edgesent.artifacts import KIND_ONNX, read_manifest, write_manifest
 from edgesent.bench import (
     BenchConfig,
     BenchResult,
@@ -48,33 +46,10 @@ MACHINE = {"gpus": [], "cpu_model": "test cpu"}
 # ------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def onnx_dirs(_tiny_model_master: Path, tmp_path_factory) -> dict[str, Path]:
-    """fp32 and int8 ONNX directories of the tiny model.
-
-    Stands in for ``export_model`` (issue 3, written concurrently) so these tests do not depend on it;
-    the lead may switch this fixture to the real exporter once it lands.
-    """
-    pytest.importorskip("optimum.exporters.onnx")
-    from onnxruntime.quantization import quantize_dynamic
-    from optimum.exporters.onnx import main_export
-
-    root = tmp_path_factory.mktemp("bench-onnx")
-    labels = read_manifest(_tiny_model_master)["labels"]
-    fp32 = root / "onnx-fp32"
-    main_export(str(_tiny_model_master), fp32, task="text-classification", do_validation=False)
-    int8 = Path(shutil.copytree(fp32, root / "int8"))
-    quantize_dynamic(fp32 / "model.onnx", int8 / "model.onnx")
-    for out, precision in ((fp32, "fp32"), (int8, "int8")):
-        write_manifest(
-            out, KIND_ONNX, {"labels": labels, "max_length": 64, "onnx_file": "model.onnx", "precision": precision}
-        )
-    return {"fp32": fp32, "int8": int8}
-
-
 @pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
+def onnx_dirs(tiny_onnx_dir: Path, tiny_int8_dir: Path) -> dict[str, Path]:
+    """The session's fp32 and int8 exports of the tiny model, by precision."""
+    return {"fp32": tiny_onnx_dir, "int8": tiny_int8_dir}
 
 
 def _row(

@@ -16,7 +16,6 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
 from conftest import LABELS, make_texts, write_csv  # noqa: E402
 
 from edgesent import export as export_module  # noqa: E402
@@ -40,34 +39,6 @@ EXPORT_FILES = {
 }
 TEXTS = ["great food", "the service was slow and the staff were rude", "", "okay"]
 real_main_export = export_module.main_export
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared machine OpenMP's spinning makes 2 threads ~40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture(scope="module")
-def fp32_export(_tiny_model_master: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("exports") / "fp32"
-    export_model(_tiny_model_master, out, ExportConfig())
-    return out
-
-
-@pytest.fixture(scope="module")
-def int8_export(_tiny_model_master: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("exports") / "int8"
-    export_model(_tiny_model_master, out, ExportConfig(precision="int8", quantize=QuantizeConfig.avx512_vnni()))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +107,8 @@ def no_leftovers(parent: Path, name: str) -> bool:
 # --- fp32 -----------------------------------------------------------------------------------------------------
 
 
-def test_fp32_export_passes_parity_with_default_thresholds(fp32_export: Path, _tiny_model_master: Path):
-    manifest = read_manifest(fp32_export)
+def test_fp32_export_passes_parity_with_default_thresholds(tiny_onnx_dir: Path, _tiny_model_master: Path):
+    manifest = read_manifest(tiny_onnx_dir)
     assert manifest["kind"] == "onnx" and manifest["precision"] == "fp32" and manifest["verified"] is True
     parity = manifest["parity"]
     assert parity["passed"] and parity["thresholds"] == DEFAULT_THRESHOLDS["fp32"]
@@ -147,21 +118,21 @@ def test_fp32_export_passes_parity_with_default_thresholds(fp32_export: Path, _t
     assert manifest["source"]["manifest_sha256"] == manifest_sha256(_tiny_model_master)
 
 
-def test_export_dir_holds_exactly_what_a_predictor_needs_and_hashes_match(fp32_export: Path):
-    manifest = read_manifest(fp32_export)
-    assert {p.name for p in fp32_export.iterdir()} == EXPORT_FILES
+def test_export_dir_holds_exactly_what_a_predictor_needs_and_hashes_match(tiny_onnx_dir: Path):
+    manifest = read_manifest(tiny_onnx_dir)
+    assert {p.name for p in tiny_onnx_dir.iterdir()} == EXPORT_FILES
     assert set(manifest["files"]) == EXPORT_FILES - {"edgesent.json"}
     for name, entry in manifest["files"].items():
-        assert sha256_file(fp32_export / name) == entry["sha256"]
-        assert (fp32_export / name).stat().st_size == entry["bytes"]
-    verify_files(fp32_export, manifest)
-    assert json.loads((fp32_export / "config.json").read_text())["id2label"] == {
+        assert sha256_file(tiny_onnx_dir / name) == entry["sha256"]
+        assert (tiny_onnx_dir / name).stat().st_size == entry["bytes"]
+    verify_files(tiny_onnx_dir, manifest)
+    assert json.loads((tiny_onnx_dir / "config.json").read_text())["id2label"] == {
         str(i): lab for i, lab in enumerate(LABELS)
     }
 
 
-def test_onnx_io_names_and_dynamic_axes(fp32_export: Path):
-    model = onnx.load(str(fp32_export / "model.onnx"))
+def test_onnx_io_names_and_dynamic_axes(tiny_onnx_dir: Path):
+    model = onnx.load(str(tiny_onnx_dir / "model.onnx"))
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     assert inputs == {
         name: ["batch_size", "sequence_length"] for name in ("input_ids", "attention_mask", "token_type_ids")
@@ -174,15 +145,15 @@ def test_onnx_io_names_and_dynamic_axes(fp32_export: Path):
     ]
 
 
-def test_fp32_logits_match_pytorch(fp32_export: Path, _tiny_model_master: Path):
-    assert np.allclose(onnx_logits(fp32_export, TEXTS), torch_logits(_tiny_model_master, TEXTS), atol=1e-5)
+def test_fp32_logits_match_pytorch(tiny_onnx_dir: Path, _tiny_model_master: Path):
+    assert np.allclose(onnx_logits(tiny_onnx_dir, TEXTS), torch_logits(_tiny_model_master, TEXTS), atol=1e-5)
 
 
-def test_loads_with_optimum_ortmodel_and_gives_the_same_logits(fp32_export: Path, _tiny_model_master: Path):
+def test_loads_with_optimum_ortmodel_and_gives_the_same_logits(tiny_onnx_dir: Path, _tiny_model_master: Path):
     from optimum.onnxruntime import ORTModelForSequenceClassification
 
-    model = ORTModelForSequenceClassification.from_pretrained(fp32_export)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(fp32_export)
+    model = ORTModelForSequenceClassification.from_pretrained(tiny_onnx_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_onnx_dir)
     logits = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.detach().numpy()
     assert np.allclose(logits, torch_logits(_tiny_model_master, TEXTS), atol=1e-5)
     assert model.config.id2label == dict(enumerate(LABELS))
@@ -191,20 +162,20 @@ def test_loads_with_optimum_ortmodel_and_gives_the_same_logits(fp32_export: Path
 # --- int8 -----------------------------------------------------------------------------------------------------
 
 
-def test_int8_export_is_quantized_and_agrees(int8_export: Path, fp32_export: Path, _tiny_model_master: Path):
-    manifest = read_manifest(int8_export)
+def test_int8_export_is_quantized_and_agrees(tiny_int8_dir: Path, tiny_onnx_dir: Path, _tiny_model_master: Path):
+    manifest = read_manifest(tiny_int8_dir)
     assert manifest["precision"] == "int8" and manifest["verified"] and manifest["parity"]["passed"]
     assert manifest["parity"]["thresholds"] == DEFAULT_THRESHOLDS["int8"]
     assert manifest["export"]["quantize"]["target"] == "avx512_vnni" and manifest["export"]["remedy"] is None
-    counts = op_types(int8_export / "model.onnx")
+    counts = op_types(tiny_int8_dir / "model.onnx")
     # 2 layers x 6 weight MatMuls + pooler + classifier: every weight MatMul became an integer MatMul.
     assert counts.get("MatMulInteger", 0) == 14 and counts.get("DynamicQuantizeLinear", 0) > 0
-    model = onnx.load(str(int8_export / "model.onnx"))
+    model = onnx.load(str(tiny_int8_dir / "model.onnx"))
     int8_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
     assert len(int8_weights) >= 14
-    assert manifest["files"]["model.onnx"]["bytes"] < read_manifest(fp32_export)["files"]["model.onnx"]["bytes"]
+    assert manifest["files"]["model.onnx"]["bytes"] < read_manifest(tiny_onnx_dir)["files"]["model.onnx"]["bytes"]
     assert np.array_equal(
-        onnx_logits(int8_export, TEXTS).argmax(-1), torch_logits(_tiny_model_master, TEXTS).argmax(-1)
+        onnx_logits(tiny_int8_dir, TEXTS).argmax(-1), torch_logits(_tiny_model_master, TEXTS).argmax(-1)
     )
 
 
@@ -255,8 +226,8 @@ def test_int8_failing_every_remedy_exits_1_and_writes_nothing(
     assert "nothing was written" in message and no_leftovers(tmp_path, "out")
 
 
-def test_sensitive_nodes_find_embeddings_and_classifier_head(fp32_export: Path):
-    model = onnx.load(str(fp32_export / "model.onnx"))
+def test_sensitive_nodes_find_embeddings_and_classifier_head(tiny_onnx_dir: Path):
+    model = onnx.load(str(tiny_onnx_dir / "model.onnx"))
     embeddings = sensitive_nodes(model, ["embeddings"])
     head = sensitive_nodes(model, ["head"])
     assert sorted(embeddings) == sorted(n for n in embeddings if "embeddings" in n) and len(embeddings) == 3
@@ -387,11 +358,11 @@ def test_keep_unverified_keeps_the_model_marked_unverified(tiny_model_dir: Path,
 
 
 def test_failed_export_leaves_an_existing_output_untouched(
-    fp32_export: Path, tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch
+    tiny_onnx_dir: Path, tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch
 ):
     import shutil
 
-    out = Path(shutil.copytree(fp32_export, tmp_path / "out"))
+    out = Path(shutil.copytree(tiny_onnx_dir, tmp_path / "out"))
     before = read_manifest(out)["files"]
     _export_a_different_model(monkeypatch, tmp_path)
     result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out), "--overwrite"])

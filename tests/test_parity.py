@@ -14,47 +14,23 @@ pytest.importorskip("torch")
 pytest.importorskip("optimum.exporters.onnx")
 
 import onnx  # noqa: E402
-import torch  # noqa: E402
 import transformers  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
 from conftest import LABELS, make_texts, write_csv  # noqa: E402
 
 from edgesent.cli import cli  # noqa: E402
 from edgesent.errors import ConfigError, ParityError  # noqa: E402
-from edgesent.export import ExportConfig, export_model  # noqa: E402
 from edgesent.parity import DEFAULT_THRESHOLDS, PROBE_TEXTS, ParityConfig, check_parity  # noqa: E402
 
 
 REPORT_KEYS = {"max_abs_diff", "mean_abs_diff", "agreement", "accuracy_torch", "accuracy_onnx", "passed"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared machine OpenMP's spinning makes 2 threads ~40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture(scope="module")
-def onnx_dir(_tiny_model_master: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("parity") / "fp32"
-    export_model(_tiny_model_master, out, ExportConfig())
-    return out
-
-
-@pytest.fixture
-def broken_copy(onnx_dir: Path, tmp_path: Path):
+def broken_copy(tiny_onnx_dir: Path, tmp_path: Path):
     """Copy the export and let a test damage its model.onnx."""
 
     def make(damage) -> Path:
-        copy = Path(shutil.copytree(onnx_dir, tmp_path / "broken"))
+        copy = Path(shutil.copytree(tiny_onnx_dir, tmp_path / "broken"))
         model = onnx.load(str(copy / "model.onnx"))
         damage(model)
         onnx.save(model, str(copy / "model.onnx"))
@@ -83,8 +59,8 @@ def test_probe_texts_cover_the_edges(_tiny_model_master: Path):
     assert len(tokenizer(texts["far_over_max_length"])["input_ids"]) > 512
 
 
-def test_check_parity_passes_and_reports_every_check(onnx_dir: Path, _tiny_model_master: Path):
-    report = check_parity(_tiny_model_master, onnx_dir)
+def test_check_parity_passes_and_reports_every_check(tiny_onnx_dir: Path, _tiny_model_master: Path):
+    report = check_parity(_tiny_model_master, tiny_onnx_dir)
     assert report.passed and report.failures == [] and report.precision == "fp32"
     assert report.n_texts == len(PROBE_TEXTS) and report.n_rows == 2 * len(PROBE_TEXTS)  # mixed batch + one by one
     assert report.thresholds == DEFAULT_THRESHOLDS["fp32"]
@@ -99,24 +75,25 @@ def test_check_parity_passes_and_reports_every_check(onnx_dir: Path, _tiny_model
     assert set(json.loads(json.dumps(report.to_dict()))) >= REPORT_KEYS
 
 
-def test_parity_cli_json(onnx_dir: Path, _tiny_model_master: Path, runner):
-    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(onnx_dir), "--json"])
+def test_parity_cli_json(tiny_onnx_dir: Path, _tiny_model_master: Path, runner):
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(tiny_onnx_dir), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert set(report) >= REPORT_KEYS and report["passed"] is True and report["max_abs_diff"] <= 1e-4
-    human = runner.invoke(cli, ["parity", str(_tiny_model_master), str(onnx_dir)])
+    human = runner.invoke(cli, ["parity", str(_tiny_model_master), str(tiny_onnx_dir)])
     assert human.exit_code == 0 and human.output.startswith("parity passed on 13 texts from probe texts")
 
 
-def test_labelled_data_adds_accuracy(onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path, runner):
+def test_labelled_data_adds_accuracy(tiny_onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path, runner):
     data = write_csv(tmp_path / "dev.csv", make_texts(5))
-    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(onnx_dir), "--data", str(data), "--json"])
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(tiny_onnx_dir), "--data", str(data), "--json"])
     report = json.loads(result.output)
     assert result.exit_code == 0 and report["n_texts"] == 15 and report["source"] == str(data)
     assert report["accuracy_torch"] == report["accuracy_onnx"] and report["accuracy_delta"] == 0.0
     assert "accuracy_drop" in {c["name"] for c in report["checks"]}
     unlabelled = runner.invoke(
-        cli, ["parity", str(_tiny_model_master), str(onnx_dir), "--data", str(data), "--label-column", "", "--json"]
+        cli,
+        ["parity", str(_tiny_model_master), str(tiny_onnx_dir), "--data", str(data), "--label-column", "", "--json"],
     )
     assert json.loads(unlabelled.output)["accuracy_torch"] is None
 
@@ -153,8 +130,8 @@ def test_flipped_predictions_are_named(broken_copy, _tiny_model_master: Path):
         report.raise_if_failed()
 
 
-def test_a_wrong_tokenizer_is_caught(onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path):
-    copy = Path(shutil.copytree(onnx_dir, tmp_path / "copy"))
+def test_a_wrong_tokenizer_is_caught(tiny_onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path):
+    copy = Path(shutil.copytree(tiny_onnx_dir, tmp_path / "copy"))
     tokenizer = json.loads((copy / "tokenizer.json").read_text())
     vocab = tokenizer["model"]["vocab"]
     vocab["great"], vocab["awful"] = vocab["awful"], vocab["great"]
@@ -173,15 +150,15 @@ def test_a_model_that_cannot_run_is_a_failure_not_a_crash(broken_copy, _tiny_mod
     assert report.failures[0].startswith("onnxruntime cannot run model.onnx")
 
 
-def test_bad_inputs_exit_2(onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path, runner):
+def test_bad_inputs_exit_2(tiny_onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path, runner):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(empty)])
     assert result.exit_code == 2 and "no model.onnx" in result.output
-    result = runner.invoke(cli, ["parity", str(onnx_dir), str(onnx_dir)])
+    result = runner.invoke(cli, ["parity", str(tiny_onnx_dir), str(tiny_onnx_dir)])
     assert result.exit_code == 2 and "manifest kind is 'onnx', not 'pytorch'" in result.output
     data = write_csv(tmp_path / "d.csv", [("fine", "neutral"), ("hm", "unknown")])
-    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(onnx_dir), "--data", str(data)])
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(tiny_onnx_dir), "--data", str(data)])
     assert result.exit_code == 2 and "'unknown' not among the training labels" in result.output
 
 

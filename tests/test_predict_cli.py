@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner, Result
-from conftest import LABELS, make_texts, write_csv
-from test_runtime import LONG_TEXT, build_onnx_export
+from conftest import LABELS, LONG_TEXT, make_texts, write_csv
 
 from edgesent.cli import cli
 from edgesent.runtime import CUDA_PROVIDER, SORT_WINDOW_BATCHES, Predictor
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_onnx_export(_tiny_model_master, tmp_path_factory.mktemp("export") / "onnx")
-
-
-@pytest.fixture(scope="module")
-def predictor(onnx_dir: Path) -> Predictor:
-    return Predictor.load(onnx_dir, provider="cpu")
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
+def predictor(short_onnx_dir: Path) -> Predictor:
+    return Predictor.load(short_onnx_dir, provider="cpu")
 
 
 def _run(runner: CliRunner, *args: object, stdin: bytes | str | None = None) -> Result:
@@ -53,9 +41,9 @@ def test_help(runner: CliRunner) -> None:
         assert option in result.output
 
 
-def test_text_arguments_as_json_lines(runner: CliRunner, onnx_dir: Path, predictor: Predictor) -> None:
+def test_text_arguments_as_json_lines(runner: CliRunner, short_onnx_dir: Path, predictor: Predictor) -> None:
     texts = ["great food", "awful rude staff", "ordinary tuesday"]
-    rows = _rows(_run(runner, onnx_dir, *texts, "--json"))
+    rows = _rows(_run(runner, short_onnx_dir, *texts, "--json"))
     assert [row["label"] for row in rows] == _labels(predictor, texts)
     for row, pred in zip(rows, predictor.predict(texts)):
         assert set(row) == {"label", "score", "scores", "truncated"}
@@ -63,9 +51,9 @@ def test_text_arguments_as_json_lines(runner: CliRunner, onnx_dir: Path, predict
         assert row["score"] == pytest.approx(pred.score)
 
 
-def test_table_output_keeps_input_order(runner: CliRunner, onnx_dir: Path, predictor: Predictor) -> None:
+def test_table_output_keeps_input_order(runner: CliRunner, short_onnx_dir: Path, predictor: Predictor) -> None:
     texts = ["great food", "awful rude staff"]
-    result = _run(runner, onnx_dir, *texts)
+    result = _run(runner, short_onnx_dir, *texts)
     assert result.exit_code == 0, result.output
     header, *lines = result.stdout.splitlines()
     assert header.split() == ["#", "label", "score", "text"]
@@ -76,16 +64,18 @@ def test_table_output_keeps_input_order(runner: CliRunner, onnx_dir: Path, predi
     assert "predicted 2 text(s)" in result.stderr
 
 
-def test_top_k(runner: CliRunner, onnx_dir: Path) -> None:
-    (row,) = _rows(_run(runner, onnx_dir, "great", "--json", "--top-k", "2"))
+def test_top_k(runner: CliRunner, short_onnx_dir: Path) -> None:
+    (row,) = _rows(_run(runner, short_onnx_dir, "great", "--json", "--top-k", "2"))
     assert len(row["scores"]) == 2 and next(iter(row["scores"])) == row["label"]
-    table = _run(runner, onnx_dir, "great", "--top-k", "2").stdout.splitlines()[1]
+    table = _run(runner, short_onnx_dir, "great", "--top-k", "2").stdout.splitlines()[1]
     assert table.count("=") == 1  # the runner-up label=probability
 
 
-def test_stdin_lines_with_empty_and_non_utf8_lines(runner: CliRunner, onnx_dir: Path, predictor: Predictor) -> None:
+def test_stdin_lines_with_empty_and_non_utf8_lines(
+    runner: CliRunner, short_onnx_dir: Path, predictor: Predictor
+) -> None:
     data = b"great food\n\n   \nbad \xff\xfe bytes\r\nawful\n"
-    result = _run(runner, onnx_dir, "--json", stdin=data)
+    result = _run(runner, short_onnx_dir, "--json", stdin=data)
     rows = _rows(result)
     assert len(rows) == 5  # one row per input line, so row i is line i
     assert [row.get("error") for row in rows] == [None, "empty text", "empty text", None, None]
@@ -99,55 +89,63 @@ def test_stdin_lines_with_empty_and_non_utf8_lines(runner: CliRunner, onnx_dir: 
 
 
 def test_undecodable_arguments_and_json_escapes_are_replaced(
-    runner: CliRunner, onnx_dir: Path, predictor: Predictor, tmp_path: Path
+    runner: CliRunner, short_onnx_dir: Path, predictor: Predictor, tmp_path: Path
 ) -> None:
-    result = _run(runner, onnx_dir, "bad \udcff byte", "great", "--json")  # how Python passes argv bytes
+    result = _run(runner, short_onnx_dir, "bad \udcff byte", "great", "--json")  # how Python passes argv bytes
     assert [row["label"] for row in _rows(result)] == _labels(predictor, ["bad \ufffd byte", "great"])
     assert "1 input(s) not valid UTF-8; bad bytes replaced with U+FFFD (argument 1)" in result.stderr
     path = tmp_path / "texts.jsonl"
     path.write_text('{"text": "great"}\n{"text": "lone \\ud800 surrogate"}\n')
-    result = _run(runner, onnx_dir, "--input", path, "--json")
+    result = _run(runner, short_onnx_dir, "--input", path, "--json")
     assert _rows(result)[1]["label"] == _labels(predictor, ["lone ? surrogate"])[0]
     assert "(line 2)" in result.stderr
 
 
-def test_over_long_text_is_truncated_and_reported(runner: CliRunner, onnx_dir: Path) -> None:
-    result = _run(runner, onnx_dir, "great", LONG_TEXT, "--json")
+def test_over_long_text_is_truncated_and_reported(runner: CliRunner, short_onnx_dir: Path) -> None:
+    result = _run(runner, short_onnx_dir, "great", LONG_TEXT, "--json")
     assert [row["truncated"] for row in _rows(result)] == [False, True]
     assert "1 text(s) longer than 32 tokens; classified on their first 32 tokens (argument 2)" in result.stderr
 
 
-def test_txt_file_with_bom_and_crlf(runner: CliRunner, onnx_dir: Path, predictor: Predictor, tmp_path: Path) -> None:
+def test_txt_file_with_bom_and_crlf(
+    runner: CliRunner, short_onnx_dir: Path, predictor: Predictor, tmp_path: Path
+) -> None:
     path = tmp_path / "texts.txt"
     path.write_bytes(b"\xef\xbb\xbfgreat food\r\nawful staff\r\n")
-    rows = _rows(_run(runner, onnx_dir, "--input", path, "--json"))
+    rows = _rows(_run(runner, short_onnx_dir, "--input", path, "--json"))
     assert [row["label"] for row in rows] == _labels(predictor, ["great food", "awful staff"])
     assert [row["score"] for row in rows] == pytest.approx(
         [p.score for p in predictor.predict(["great food", "awful staff"])]
     )
 
 
-def test_csv_file_with_quoted_fields(runner: CliRunner, onnx_dir: Path, predictor: Predictor, tmp_path: Path) -> None:
+def test_csv_file_with_quoted_fields(
+    runner: CliRunner, short_onnx_dir: Path, predictor: Predictor, tmp_path: Path
+) -> None:
     texts = ["great, really great", 'she said "awful"', "multi\nline review", ""]
     path = write_csv(tmp_path / "reviews.csv", [(t, "x") for t in texts], header=("sentence", "label"))
-    result = _run(runner, onnx_dir, "--input", path, "--json")  # --text-column text falls back to sentence
+    result = _run(runner, short_onnx_dir, "--input", path, "--json")  # --text-column text falls back to sentence
     rows = _rows(result)
     assert [row["label"] for row in rows[:3]] == _labels(predictor, texts[:3])
     assert rows[3]["error"] == "empty text"
     assert "(line 6)" in result.stderr  # the empty record's line, after the two-line record
 
 
-def test_tsv_file_quotes_are_literal(runner: CliRunner, onnx_dir: Path, predictor: Predictor, tmp_path: Path) -> None:
+def test_tsv_file_quotes_are_literal(
+    runner: CliRunner, short_onnx_dir: Path, predictor: Predictor, tmp_path: Path
+) -> None:
     path = tmp_path / "dev.tsv"
     path.write_text('label\treview\n1\t"an opening quote only\n0\tawful\n', encoding="utf-8")
-    rows = _rows(_run(runner, onnx_dir, "--input", path, "--text-column", "review", "--json"))
+    rows = _rows(_run(runner, short_onnx_dir, "--input", path, "--text-column", "review", "--json"))
     assert [row["label"] for row in rows] == _labels(predictor, ['"an opening quote only', "awful"])
 
 
-def test_jsonl_file_with_bad_lines(runner: CliRunner, onnx_dir: Path, predictor: Predictor, tmp_path: Path) -> None:
+def test_jsonl_file_with_bad_lines(
+    runner: CliRunner, short_onnx_dir: Path, predictor: Predictor, tmp_path: Path
+) -> None:
     path = tmp_path / "texts.jsonl"
     path.write_text('{"text": "great"}\nnot json\n[1, 2]\n{"text": null}\n{"text": "awful", "id": 7}\n')
-    result = _run(runner, onnx_dir, "--input", path, "--json")
+    result = _run(runner, short_onnx_dir, "--input", path, "--json")
     rows = _rows(result)
     assert [row.get("error", "").split(":")[0] for row in rows] == [
         "",
@@ -160,10 +158,10 @@ def test_jsonl_file_with_bad_lines(runner: CliRunner, onnx_dir: Path, predictor:
     assert "2 input(s) with invalid JSON, no prediction (line 2, 3)" in result.stderr
 
 
-def test_missing_text_column_fails_before_any_output(runner: CliRunner, onnx_dir: Path, tmp_path: Path) -> None:
+def test_missing_text_column_fails_before_any_output(runner: CliRunner, short_onnx_dir: Path, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "reviews.csv", [("great", "1")], header=("body", "label"))
     out = tmp_path / "out.jsonl"
-    result = _run(runner, onnx_dir, "--input", path, "--output", out)
+    result = _run(runner, short_onnx_dir, "--input", path, "--output", out)
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"Error: {path}: no text column 'text' (columns: body, label); use --text-column"
@@ -173,7 +171,7 @@ def test_missing_text_column_fails_before_any_output(runner: CliRunner, onnx_dir
 
 
 def test_large_file_is_streamed_in_windows(
-    runner: CliRunner, onnx_dir: Path, predictor: Predictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, short_onnx_dir: Path, predictor: Predictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     texts = [text for text, _ in make_texts(60, seed=4)]  # 180 texts
     path = tmp_path / "big.txt"
@@ -186,7 +184,7 @@ def test_large_file_is_streamed_in_windows(
         Predictor, "predict", lambda self, batch, *args: calls.append(len(batch)) or real_predict(self, batch, *args)
     )
 
-    result = _run(runner, onnx_dir, "--input", path, "--batch-size", "2", "--json", "--output", out)
+    result = _run(runner, short_onnx_dir, "--input", path, "--batch-size", "2", "--json", "--output", out)
 
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
@@ -198,32 +196,31 @@ def test_large_file_is_streamed_in_windows(
 
 
 def test_tampered_model_exits_2_and_no_verify_skips_the_check(
-    runner: CliRunner, onnx_dir: Path, tmp_path: Path
+    runner: CliRunner, short_onnx_copy: Path
 ) -> None:
     import onnx
 
-    model_dir = Path(shutil.copytree(onnx_dir, tmp_path / "onnx"))
-    model = onnx.load(model_dir / "model.onnx")
+    model = onnx.load(short_onnx_copy / "model.onnx")
     model.doc_string = "edited on purpose"
-    onnx.save(model, model_dir / "model.onnx")
-    result = _run(runner, model_dir, "great")
+    onnx.save(model, short_onnx_copy / "model.onnx")
+    result = _run(runner, short_onnx_copy, "great")
     assert result.exit_code == 2
     assert "model.onnx: sha256 does not match edgesent.json (modified or truncated)" in result.stderr
     assert "Traceback" not in result.output
-    assert _run(runner, model_dir, "great", "--no-verify").exit_code == 0
+    assert _run(runner, short_onnx_copy, "great", "--no-verify").exit_code == 0
 
 
 def test_user_errors_exit_2(
-    runner: CliRunner, onnx_dir: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, short_onnx_dir: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "t.txt"
     path.write_text("great\n")
-    both = _run(runner, onnx_dir, "great", "--input", path)
+    both = _run(runner, short_onnx_dir, "great", "--input", path)
     assert both.exit_code == 2 and "give TEXT arguments or --input FILE, not both" in both.stderr
     pytorch = _run(runner, tiny_model_dir, "great")
     assert pytorch.exit_code == 2 and "not an ONNX export" in pytorch.stderr
     if CUDA_PROVIDER not in ort.get_available_providers():
-        cuda = _run(runner, onnx_dir, "great", "--provider", "cuda")
+        cuda = _run(runner, short_onnx_dir, "great", "--provider", "cuda")
         assert cuda.exit_code == 2 and "pip install 'edgesent[gpu]'" in cuda.stderr
 
     class Terminal(io.BytesIO):
@@ -231,7 +228,7 @@ def test_user_errors_exit_2(
             return True
 
     monkeypatch.setattr("edgesent.cli.predict.click.get_binary_stream", lambda name: Terminal())
-    nothing = _run(runner, onnx_dir)
+    nothing = _run(runner, short_onnx_dir)
     assert (
         nothing.exit_code == 2
         and "no input: give TEXT arguments, --input FILE, or pipe texts on stdin" in nothing.stderr

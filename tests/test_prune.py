@@ -34,11 +34,6 @@ from edgesent.prune import (  # noqa: E402
 HEADS, HEAD_SIZE, FFN, LAYERS = 4, 8, 64, 2  # the tiny model's shapes (conftest)
 
 
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
 def _batches(model_dir: Path, n_per_class: int = 4, batch_size: int = 6, seed: int = 3) -> list[dict]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = make_texts(n_per_class, seed=seed)

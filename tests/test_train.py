@@ -158,7 +158,12 @@ def test_base_resolution():
 
 
 def test_unloadable_hub_id_is_one_line(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
+    # The offline switch is read at import time, so patch the module-level flags, not the environment.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
     train, dev = tiny_data
     result = CliRunner().invoke(cli, ["finetune", "--data", str(train), "--base", "no-such-org/no-such-model",
                                       "--out", str(tmp_path / "o")])  # fmt: skip
