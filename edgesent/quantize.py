@@ -99,8 +99,12 @@ class QuantizeConfig:
     # Presets (Optimum's AutoQuantizationConfig pattern), one per target; see bench/EXPORT_DEFAULTS.md.
     @classmethod
     def avx512_vnni(cls) -> QuantizeConfig:
-        """Signed per-tensor weights, full range: the fastest measured setting (7.8 ms vs 17.7 ms fp32)."""
-        return cls(target="avx512_vnni", weight_type="int8", per_channel=False, reduce_range=False)
+        """Signed per-channel weights, full range: as fast as per-tensor here, and more accurate.
+
+        Measured on the SST-2 MiniLM (bench/EXPORT_DEFAULTS.md): per-channel 14.57 ms vs per-tensor
+        14.66 ms (batch 1, length 128, one thread), dev agreement with fp32 98.4% vs 96.8%.
+        """
+        return cls(target="avx512_vnni", weight_type="int8", per_channel=True, reduce_range=False)
 
     @classmethod
     def avx2(cls) -> QuantizeConfig:

@@ -190,9 +190,8 @@ def test_int8_remedy_is_tried_and_reported(_tiny_model_master: Path, tmp_path: P
         return info
 
     monkeypatch.setattr(export_module, "quantize_model", quantize_breaking_per_tensor)
-    manifest = export_model(
-        _tiny_model_master, tmp_path / "out", ExportConfig(precision="int8", quantize=QuantizeConfig.avx512_vnni())
-    )
+    per_tensor = QuantizeConfig.for_target("avx512_vnni", per_channel=False)
+    manifest = export_model(_tiny_model_master, tmp_path / "out", ExportConfig(precision="int8", quantize=per_tensor))
     assert manifest["verified"] and manifest["export"]["remedy"] == "per_channel"
     assert manifest["export"]["quantize"]["per_channel"] is True
     attempts = manifest["export"]["attempts"]
@@ -221,7 +220,7 @@ def test_int8_failing_every_remedy_exits_1_and_writes_nothing(
     assert result.exit_code == 1, result.output
     message = result.output.strip().splitlines()[-1]
     assert message.startswith("Error: ") and "parity failed for the int8 export" in message
-    for remedy in ("per_channel", "reduce_range", "fp32_head", "fp32_embeddings_and_head"):
+    for remedy in ("per_tensor", "reduce_range", "fp32_head", "fp32_embeddings_and_head"):
         assert remedy in message
     assert "nothing was written" in message and no_leftovers(tmp_path, "out")
 
@@ -238,7 +237,7 @@ def test_quantize_presets_and_target_detection():
     assert detect_target() in TARGETS and set(TARGET_CHOICES) == {"auto", *TARGETS}
     assert set(OPTIMIZE_CHOICES) == set(OPTIMIZE_LEVELS)
     vnni, avx2, portable = QuantizeConfig.avx512_vnni(), QuantizeConfig.avx2(), QuantizeConfig.portable()
-    assert (vnni.weight_type, vnni.per_channel, vnni.reduce_range) == ("int8", False, False)
+    assert (vnni.weight_type, vnni.per_channel, vnni.reduce_range) == ("int8", True, False)
     assert avx2.reduce_range and portable.per_channel and portable.reduce_range
     assert QuantizeConfig.for_target("arm64", per_channel=True, reduce_range=None).to_dict() == {
         **QuantizeConfig.arm64().to_dict(),
