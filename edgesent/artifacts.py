@@ -11,8 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +120,9 @@ def atomic_output_dir(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     Raises ConfigError up front when ``out_dir`` exists and ``overwrite`` is false, or when its
     parent cannot be written, so no work is wasted on an output that could not be saved.
     """
+    import shutil  # imported here: the runtime reads manifests and never writes, and must start fast
+    import tempfile
+
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not overwrite:
         raise ConfigError(f"{out_dir} already exists; pass --overwrite to replace it")

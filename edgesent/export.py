@@ -498,7 +498,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
                     "config": cfg.to_dict(),
                     "wall_time_s": round(time.perf_counter() - started, 2),
                 },
-                "parity": report.to_dict(),
+                # The report ran on the model in the temporary directory: record the file's name, not that path.
+                "parity": {**report.to_dict(), "onnx_file": ONNX_FILE_NAME},
             },
         )
     if not report.passed:

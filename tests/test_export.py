@@ -126,6 +126,7 @@ def test_export_dir_holds_exactly_what_a_predictor_needs_and_hashes_match(tiny_o
         assert sha256_file(tiny_onnx_dir / name) == entry["sha256"]
         assert (tiny_onnx_dir / name).stat().st_size == entry["bytes"]
     verify_files(tiny_onnx_dir, manifest)
+    assert manifest["parity"]["onnx_file"] == "model.onnx"  # not the temporary directory it was checked in
     assert json.loads((tiny_onnx_dir / "config.json").read_text())["id2label"] == {
         str(i): lab for i, lab in enumerate(LABELS)
     }
