@@ -1,6 +1,6 @@
 """End-to-end on the real MiniLM-L6 base: finetune on the demo data, export int8 with parity, predict.
 
-Slow (about a minute on 2 CPU cores): run it alone with ``pytest -m slow``; ``make test`` includes it.
+Slow (about two minutes on 2 CPU cores): run it alone with ``pytest -m slow``; ``make test`` includes it.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ def _run(*args: str):
 
 def test_minilm_finetune_export_int8_predict(tmp_path):
     model_dir, onnx_dir = tmp_path / "demo-minilm", tmp_path / "demo-minilm-int8"
-    out = _run("finetune", "--base", "minilm-l6", "--out", str(model_dir), "--epochs", "1", "--max-length", "64",
-               "--lr", "1e-4", "--json")  # fmt: skip
+    # The default recipe (3 epochs): a shorter run leaves near-ties (margins of 0.01 logits) that int8 flips.
+    out = _run("finetune", "--base", "minilm-l6", "--out", str(model_dir), "--max-length", "64", "--json")
     trained = json.loads(out.stdout)
     assert trained["base_model"]["name"] == "minilm-l6"
-    assert trained["metrics"]["accuracy"] > 0.6  # 3 classes: chance is 0.33; one epoch reaches ~0.9
+    assert trained["metrics"]["accuracy"] > 0.8  # 3 classes: chance is 0.33; the demo run reaches ~0.97
 
     _run("export", str(model_dir), "--int8", "--out", str(onnx_dir), "--parity-data", str(DEMO_EVAL))
     exported = json.loads((onnx_dir / "edgesent.json").read_text())
