@@ -39,10 +39,11 @@ def test_minilm_finetune_export_int8_predict(tmp_path):
     exported = json.loads((onnx_dir / "edgesent.json").read_text())
     assert exported["precision"] == "int8" and exported["parity"]["passed"]
 
-    fp32 = json.loads(_run("evaluate", str(model_dir), "--data", str(DEMO_EVAL), "--json").output)
-    int8 = json.loads(_run("evaluate", str(onnx_dir), "--data", str(DEMO_EVAL), "--json").output)
+    fp32 = json.loads(_run("evaluate", str(model_dir), "--data", str(DEMO_EVAL), "--json").stdout)
+    int8 = json.loads(_run("evaluate", str(onnx_dir), "--data", str(DEMO_EVAL), "--json").stdout)
     assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.02
 
     lines = _run("predict", str(onnx_dir), "--json", "The battery died after two days and support never replied.")
-    prediction = json.loads(lines.output.strip().splitlines()[-1])
+    (line,) = lines.stdout.strip().splitlines()  # stdout: JSON Lines only; the summary goes to stderr
+    prediction = json.loads(line)
     assert prediction["label"] == "negative" and set(prediction["scores"]) == {"negative", "neutral", "positive"}
