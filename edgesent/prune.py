@@ -42,7 +42,6 @@ import copy
 import logging
 import math
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -472,18 +471,14 @@ def _recover(
     cfg: PruneConfig, labels: list[str], max_length: int, device: str,
 ) -> dict[str, Any]:  # fmt: skip
     """Distillation fine-tuning with finetune's Trainer setup; leaves the best epoch's weights in ``student``."""
-    work_dir = Path(tempfile.mkdtemp(prefix="edgesent-prune-checkpoints-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="edgesent-prune-checkpoints-") as work_dir:
         trainer, recorder = build_trainer(
-            student, tokenizer, train_set, eval_set, cfg.train_config(max_length), labels, work_dir, device,
+            student, tokenizer, train_set, eval_set, cfg.train_config(max_length), labels, Path(work_dir), device,
             DistillationTrainer, teacher=teacher, temperature=cfg.temperature, alpha=cfg.alpha,
         )  # fmt: skip
         result = trainer.train()
         history = epoch_history(trainer, recorder)
-        checkpoint = trainer.state.best_model_checkpoint
-        best = best_entry(history, int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        best = best_entry(history, trainer.state.best_global_step)
     return {
         "epochs": history,
         "best_epoch": best["epoch"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, fields
@@ -348,20 +347,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.class_weights == "auto":
             trainer_cls = WeightedLossTrainer
             extra["class_weights"] = inverse_frequency_weights([f["labels"] for f in train_set.features], len(labels))
-        work_dir = Path(tempfile.mkdtemp(prefix="edgesent-checkpoints-"))
-        try:
+        with tempfile.TemporaryDirectory(prefix="edgesent-checkpoints-") as work_dir:
             trainer, recorder = build_trainer(
-                model, tokenizer, train_set, eval_set, cfg, labels, work_dir, device, trainer_cls, **extra
+                model, tokenizer, train_set, eval_set, cfg, labels, Path(work_dir), device, trainer_cls, **extra
             )
             result = trainer.train()
             history = epoch_history(trainer, recorder)
-            best_step = int(Path(trainer.state.best_model_checkpoint).name.split("-")[-1]) \
-                if trainer.state.best_model_checkpoint else None  # fmt: skip
-            best = best_entry(history, best_step)
+            best = best_entry(history, trainer.state.best_global_step)
             trainer.model.save_pretrained(tmp_dir)
             tokenizer.save_pretrained(tmp_dir)
-        finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
         manifest = write_manifest(tmp_dir, KIND_PYTORCH, {
             "task": "text-classification",
             "labels": labels,
