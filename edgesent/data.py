@@ -80,10 +80,16 @@ def pick_text_column(path: Path, columns: list[str], text_column: str) -> str:
     raise DataError(f"{path}: no text column '{text_column}' (columns: {', '.join(columns)}); use --text-column")
 
 
+def csv_quoting(delimiter: str) -> int:
+    """csv quoting for a delimiter, shared so that training and prediction read a file alike.
+
+    TSV files (GLUE among them) do not quote fields: quotes inside a TSV text are literal characters.
+    """
+    return csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+
+
 def _rows_delimited(path: Path, content: str, delimiter: str) -> tuple[list[str], list[tuple[int, dict]]]:
-    # TSV files (GLUE among them) do not quote fields; quotes inside text are literal characters.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.DictReader(io.StringIO(content), delimiter=delimiter, quoting=quoting)
+    reader = csv.DictReader(io.StringIO(content), delimiter=delimiter, quoting=csv_quoting(delimiter))
     columns = [c.strip() for c in reader.fieldnames or []]
     reader.fieldnames = columns
     rows = []

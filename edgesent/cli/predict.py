@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from edgesent.cli._options import text_column_option
-from edgesent.data import FORMATS, cell_text, pick_text_column
+from edgesent.data import FORMATS, cell_text, csv_quoting, pick_text_column
 from edgesent.errors import ConfigError, DataError
 
 
@@ -317,9 +317,8 @@ def _read_delimited(
 ) -> Iterator[_Record]:
     # A long text is an input to report, not a csv.Error: lift the 128 KiB field limit.
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
-    # TSV files (GLUE among them) do not quote fields; quotes inside text are literal, as in edgesent.data.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader((line for _, line in _decoded(stream, report, progress)), delimiter=delimiter, quoting=quoting)
+    lines = (line for _, line in _decoded(stream, report, progress))
+    reader = csv.reader(lines, delimiter=delimiter, quoting=csv_quoting(delimiter))
     try:
         header = next(reader, None)
         if header is None:
