@@ -21,15 +21,13 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
-from edgesent.data import encode_labels, load_dataset
 from edgesent.artifacts import read_manifest
+from edgesent.bench import session_options
+from edgesent.data import encode_labels, load_dataset
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def _logits(session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
