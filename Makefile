@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := models/demo-minilm-l6
 
-.PHONY: setup demo test test-fast test-slow gate
+# The light core, type-checked by mypy: everything the runtime path imports without torch.
+CORE := edgesent/config.py edgesent/runtime.py edgesent/artifacts.py edgesent/data.py edgesent/errors.py edgesent/metrics.py edgesent/_imports.py
+
+.PHONY: setup demo test test-fast test-slow gate lint
 
 setup:
 	@bash scripts/setup.sh
@@ -25,3 +28,8 @@ test-slow: setup
 
 gate: setup
 	PATH="$(abspath $(BIN)):$$PATH" bash bench/ci_gate.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(CORE)

@@ -73,8 +73,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (exclude, per_channel) in _variants(onnx.load(str(fp32_path))).items():
             paths[name] = Path(tmp) / f"{len(paths)}.onnx"
-            quantize_dynamic(fp32_path, paths[name], weight_type=QuantType.QInt8, per_channel=per_channel,
-                             nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})  # fmt: skip
+            quantize_dynamic(
+                fp32_path,
+                paths[name],
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                nodes_to_exclude=exclude,
+                extra_options={"MatMulConstBOnly": True},
+            )
         reference = _logits(_session(fp32_path, 2), feeds).argmax(-1)
         quality = {}
         for name, path in paths.items():

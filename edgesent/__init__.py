@@ -29,7 +29,23 @@ _LAZY = {
     "EdgesentError": "edgesent.errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "BenchConfig",
+    "EdgesentError",
+    "ExportConfig",
+    "ParityConfig",
+    "Predictor",
+    "PruneConfig",
+    "QuantizeConfig",
+    "TrainConfig",
+    "__version__",
+    "check_parity",
+    "evaluate_model",
+    "export_model",
+    "prune_model",
+    "run_benchmark",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

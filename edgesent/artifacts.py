@@ -24,9 +24,18 @@ FORMAT_VERSION = 1
 KIND_PYTORCH = "pytorch"
 KIND_ONNX = "onnx"
 _VERSIONED = (
-    "edgesent", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
-    "tokenizers", "numpy", "accelerate",
-)  # fmt: skip
+    "edgesent",
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tokenizers",
+    "numpy",
+    "accelerate",
+)
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

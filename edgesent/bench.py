@@ -75,9 +75,28 @@ GEMM_SHAPE = (128, 384, 1536)
 GEMM_RUNS = 30
 # Instruction-set flags that decide int8/fp32/fp16 GEMM speed (x86 and ARM names).
 ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-    "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2",
-)  # fmt: skip
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "asimdhp",
+    "asimddp",
+    "i8mm",
+    "bf16",
+    "sve",
+    "sve2",
+)
 ROW_KEY = ("variant", "provider", "threads", "batch_size", "seq_len", "source", "mode")  # identifies a result row
 
 
@@ -637,9 +656,19 @@ def plan_cells(cfg: BenchConfig, rules: Sequence[GateRule]) -> list[Cell]:
 
 GATE_KINDS = ("speedup", "p99_over_p50", "e2e_over_session", "absolute_ms")
 _RULE_KEYS = {
-    "name", "kind", "variant", "reference", "provider", "threads", "batch_size", "seq_len", "min", "max", "stat",
+    "name",
+    "kind",
+    "variant",
+    "reference",
+    "provider",
+    "threads",
+    "batch_size",
+    "seq_len",
+    "min",
+    "max",
+    "stat",
     "hardware",
-}  # fmt: skip
+}
 _STATS = ("p50", "p90", "p99")
 
 
@@ -1038,7 +1067,11 @@ def measure_peak_rss(variant: Variant, provider: str, threads: int, batch_size: 
         code = "import sys, edgesent.bench as b; b._rss_probe(sys.argv[1])"
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, timeout=600
+                [sys.executable, "-c", code, json.dumps(spec)],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
         except subprocess.TimeoutExpired:
             logger.warning("peak RSS of %s not measured: the probe ran past 600 s", variant.name)
@@ -1131,8 +1164,21 @@ class BenchResult:
 
 def summary_table(result: BenchResult) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) of the per-cell table, as strings, shared by the terminal and the Markdown report."""
-    headers = ["variant", "provider", "threads", "batch", "seq_len", "mode", "p50 ms", "p90 ms", "p99 ms", "texts/s",
-               "speedup", "GOP/s", "% peak"]  # fmt: skip
+    headers = [
+        "variant",
+        "provider",
+        "threads",
+        "batch",
+        "seq_len",
+        "mode",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "texts/s",
+        "speedup",
+        "GOP/s",
+        "% peak",
+    ]
     rows = []
     for r in result.rows:
         rows.append(

@@ -14,6 +14,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from edgesent.errors import DataError
 
@@ -80,7 +81,7 @@ def pick_text_column(path: Path, columns: list[str], text_column: str) -> str:
     raise DataError(f"{path}: no text column '{text_column}' (columns: {', '.join(columns)}); use --text-column")
 
 
-def csv_quoting(delimiter: str) -> int:
+def csv_quoting(delimiter: str) -> Literal[0, 3]:
     """csv quoting for a delimiter, shared so that training and prediction read a file alike.
 
     TSV files (GLUE among them) do not quote fields: quotes inside a TSV text are literal characters.
@@ -99,7 +100,9 @@ def _rows_delimited(path: Path, content: str, delimiter: str) -> tuple[list[str]
                 raise DataError(f"{path}:{reader.line_num}: more fields than the header has columns")
             rows.append((reader.line_num, row))
     except csv.Error as err:
-        raise DataError(f"{path}:{reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({err})") from err
+        raise DataError(
+            f"{path}:{reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({err})"
+        ) from err
     return columns, rows
 
 
@@ -110,7 +113,7 @@ def _rows_jsonl(path: Path, content: str) -> tuple[list[str], list[tuple[int, di
             continue
         try:
             obj = json.loads(line)
-        except ValueError as err:
+        except json.JSONDecodeError as err:
             raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from err
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{number}: expected a JSON object per line")
@@ -167,7 +170,9 @@ def load_dataset(
         raise DataError(f"{path}: no data rows (only a header?)")
     text_key = pick_text_column(path, columns, text_column)
     if label_column is not None and label_column not in columns:
-        raise DataError(f"{path}: no label column '{label_column}' (columns: {', '.join(columns)}); use --label-column")
+        raise DataError(
+            f"{path}: no label column '{label_column}' (columns: {', '.join(columns)}); use --label-column"
+        )
 
     texts, labels, lines, empty_lines = [], [], [], []
     for number, row in rows:

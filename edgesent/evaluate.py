@@ -51,8 +51,9 @@ def iter_torch_logits(
     accepted = set(inspect.signature(model.forward).parameters)
     device = next(model.parameters()).device
     for rows in tqdm(batches, desc=desc, disable=None, leave=False):
-        encoded = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="np")  # fmt: skip
+        encoded = tokenizer(
+            [texts[i] for i in rows], padding=True, truncation=True, max_length=max_length, return_tensors="np"
+        )
         inputs = {k: v.astype(np.int64) for k, v in encoded.items() if k in accepted}  # (B, T) each
         with torch.inference_mode():  # per batch: a generator must not leave the mode on between yields
             logits = model(**{k: torch.from_numpy(v).to(device) for k, v in inputs.items()}).logits  # (B, C)

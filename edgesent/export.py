@@ -271,7 +271,7 @@ def _export_fp32(model_dir: Path, work_dir: Path, opset: int | None) -> tuple[Pa
     path = work_dir / "torch_onnx.onnx"
     try:
         _torch_onnx_export(model_dir, path, opset or DEFAULT_OPSET)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ExportError(
             f"{model_dir}: cannot export to ONNX: Optimum failed ({reason}), "
             f"torch.onnx.export failed ({_one_line(err)})"

@@ -159,11 +159,22 @@ class PruneConfig:
     def train_config(self, max_length: int) -> TrainConfig:
         """The recovery run's TrainConfig (validated by TrainConfig itself)."""
         return TrainConfig(
-            data=self.data, eval_data=self.eval_data, out=self.out, epochs=self.epochs, lr=self.lr,
-            batch_size=self.batch_size, eval_batch_size=self.eval_batch_size, max_length=max_length,
-            seed=self.seed, early_stopping=self.early_stopping, device=self.device, max_steps=self.max_steps,
-            text_column=self.text_column, label_column=self.label_column, skip_empty=self.skip_empty,
-        )  # fmt: skip
+            data=self.data,
+            eval_data=self.eval_data,
+            out=self.out,
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            max_length=max_length,
+            seed=self.seed,
+            early_stopping=self.early_stopping,
+            device=self.device,
+            max_steps=self.max_steps,
+            text_column=self.text_column,
+            label_column=self.label_column,
+            skip_empty=self.skip_empty,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
@@ -227,10 +238,13 @@ def count_parameters(model: nn.Module) -> int:
 def _layer_shapes(model: nn.Module) -> list[tuple[int, int, int]]:
     """(heads, head_size, intermediate) of every encoder layer."""
     return [
-        (layer.attention.self.num_attention_heads, layer.attention.self.attention_head_size,
-         layer.intermediate.dense.out_features)
+        (
+            layer.attention.self.num_attention_heads,
+            layer.attention.self.attention_head_size,
+            layer.intermediate.dense.out_features,
+        )
         for layer in encoder_layers(model)
-    ]  # fmt: skip
+    ]
 
 
 def count_flops(model: nn.Module, seq_len: int = FLOPS_SEQ_LEN, batch_size: int = FLOPS_BATCH_SIZE) -> int:
@@ -269,7 +283,7 @@ def compute_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tenso
     device = next(model.parameters()).device
     gates: dict[str, list[torch.Tensor]] = {}
 
-    def gate_heads(i: int):  # noqa: ANN202
+    def gate_heads(i: int):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
             context = args[0]  # (B, T, h*d): the heads' outputs side by side
             gate = gates["heads"][i]  # (B, h)
@@ -279,7 +293,7 @@ def compute_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tenso
 
         return hook
 
-    def gate_neurons(i: int):  # noqa: ANN202
+    def gate_neurons(i: int):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
             return (args[0] * gates["neurons"][i][:, None, :], *args[1:])  # (B, T, I) * (B, 1, I)
 
@@ -428,9 +442,11 @@ def distillation_loss(
     """
     hard = F.cross_entropy(student, labels)
     soft = F.kl_div(
-        F.log_softmax(student / temperature, dim=-1), F.log_softmax(teacher / temperature, dim=-1),
-        reduction="batchmean", log_target=True,
-    )  # fmt: skip
+        F.log_softmax(student / temperature, dim=-1),
+        F.log_softmax(teacher / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
     return alpha * hard + (1.0 - alpha) * temperature**2 * soft
 
 
@@ -443,7 +459,7 @@ class DistillationTrainer(Trainer):
         self.temperature = temperature
         self.alpha = alpha
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         features = {k: v for k, v in inputs.items() if k != "labels"}
         outputs = model(**features)
         with torch.no_grad():
@@ -467,15 +483,32 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _recover(
-    student: nn.Module, teacher: nn.Module, tokenizer: Any, train_set: Any, eval_set: Any,
-    cfg: PruneConfig, labels: list[str], max_length: int, device: str,
-) -> dict[str, Any]:  # fmt: skip
+    student: nn.Module,
+    teacher: nn.Module,
+    tokenizer: Any,
+    train_set: Any,
+    eval_set: Any,
+    cfg: PruneConfig,
+    labels: list[str],
+    max_length: int,
+    device: str,
+) -> dict[str, Any]:
     """Distillation fine-tuning with finetune's Trainer setup; leaves the best epoch's weights in ``student``."""
     with tempfile.TemporaryDirectory(prefix="edgesent-prune-checkpoints-") as work_dir:
         trainer, recorder = build_trainer(
-            student, tokenizer, train_set, eval_set, cfg.train_config(max_length), labels, Path(work_dir), device,
-            DistillationTrainer, teacher=teacher, temperature=cfg.temperature, alpha=cfg.alpha,
-        )  # fmt: skip
+            student,
+            tokenizer,
+            train_set,
+            eval_set,
+            cfg.train_config(max_length),
+            labels,
+            Path(work_dir),
+            device,
+            DistillationTrainer,
+            teacher=teacher,
+            temperature=cfg.temperature,
+            alpha=cfg.alpha,
+        )
         result = trainer.train()
         history = epoch_history(trainer, recorder)
         best = best_entry(history, trainer.state.best_global_step)
@@ -533,15 +566,26 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         plan = plan_pruning(importance, heads, ffn, cfg.layers)
 
         before = {"parameters": count_parameters(teacher), "flops": count_flops(teacher)}
-        evaluate = partial(_evaluate, tokenizer=tokenizer, data=eval_data, labels=labels,
-                           batch_size=cfg.eval_batch_size, max_length=max_length)  # fmt: skip
+        evaluate = partial(
+            _evaluate,
+            tokenizer=tokenizer,
+            data=eval_data,
+            labels=labels,
+            batch_size=cfg.eval_batch_size,
+            max_length=max_length,
+        )
         accuracy = {"before": _summary(evaluate(teacher))}
         apply_pruning(student, plan)
         after = {"parameters": count_parameters(student), "flops": count_flops(student)}
         final = evaluate(student)
         accuracy["pruned"] = _summary(final)
-        logger.info("pruned: %s -> %s parameters, accuracy %.4f -> %.4f", before["parameters"],
-                    after["parameters"], accuracy["before"]["accuracy"], accuracy["pruned"]["accuracy"])  # fmt: skip
+        logger.info(
+            "pruned: %s -> %s parameters, accuracy %.4f -> %.4f",
+            before["parameters"],
+            after["parameters"],
+            accuracy["before"]["accuracy"],
+            accuracy["pruned"]["accuracy"],
+        )
         recovery = None
         if cfg.recovery:
             recovery = _recover(student, teacher, tokenizer, train_set, eval_set, cfg, labels, max_length, device)
@@ -550,37 +594,49 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         student.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
         layers_after = _layer_shapes(student)
-        manifest = write_manifest(tmp_dir, KIND_PYTORCH, {
-            "task": source.get("task", "text-classification"),
-            "labels": labels,
-            "max_length": max_length,
-            "base_model": source.get("base_model"),
-            "source": {"model_dir": str(cfg.model_dir), "manifest_sha256": manifest_sha256(cfg.model_dir)},
-            "pruning": {
-                "config": cfg.to_dict(),
-                "fractions": {"heads": heads, "ffn": ffn},
-                "layers_kept": plan.layers,
-                "layers_removed": sorted(set(range(len(layers_before))) - set(plan.layers)),
-                "heads_per_layer": {"before": [s[0] for s in layers_before], "after": [s[0] for s in layers_after]},
-                "heads_removed": {str(k): v for k, v in student.config.pruned_heads.items()},
-                "head_size": layers_before[0][1],
-                "ffn_per_layer": {"before": [s[2] for s in layers_before], "after": [s[2] for s in layers_after]},
-                "importance": {
-                    "examples": importance.examples,
-                    "heads_normalized": [[round(float(v), 4) for v in h] for h in importance.normalized_heads()],
-                    "layer_scores": [round(float(v), 4) for v in importance.layer_scores()],
+        manifest = write_manifest(
+            tmp_dir,
+            KIND_PYTORCH,
+            {
+                "task": source.get("task", "text-classification"),
+                "labels": labels,
+                "max_length": max_length,
+                "base_model": source.get("base_model"),
+                "source": {"model_dir": str(cfg.model_dir), "manifest_sha256": manifest_sha256(cfg.model_dir)},
+                "pruning": {
+                    "config": cfg.to_dict(),
+                    "fractions": {"heads": heads, "ffn": ffn},
+                    "layers_kept": plan.layers,
+                    "layers_removed": sorted(set(range(len(layers_before))) - set(plan.layers)),
+                    "heads_per_layer": {
+                        "before": [s[0] for s in layers_before],
+                        "after": [s[0] for s in layers_after],
+                    },
+                    "heads_removed": {str(k): v for k, v in student.config.pruned_heads.items()},
+                    "head_size": layers_before[0][1],
+                    "ffn_per_layer": {"before": [s[2] for s in layers_before], "after": [s[2] for s in layers_after]},
+                    "importance": {
+                        "examples": importance.examples,
+                        "heads_normalized": [[round(float(v), 4) for v in h] for h in importance.normalized_heads()],
+                        "layer_scores": [round(float(v), 4) for v in importance.layer_scores()],
+                    },
+                    "parameters": {
+                        **{k: v["parameters"] for k, v in (("before", before), ("after", after))},
+                        "ratio": before["parameters"] / after["parameters"],
+                    },
+                    "flops": {
+                        **{k: v["flops"] for k, v in (("before", before), ("after", after))},
+                        "ratio": before["flops"] / after["flops"],
+                        "batch_size": FLOPS_BATCH_SIZE,
+                        "seq_len": FLOPS_SEQ_LEN,
+                    },
+                    "accuracy": accuracy,
                 },
-                "parameters": {**{k: v["parameters"] for k, v in (("before", before), ("after", after))},
-                               "ratio": before["parameters"] / after["parameters"]},
-                "flops": {**{k: v["flops"] for k, v in (("before", before), ("after", after))},
-                          "ratio": before["flops"] / after["flops"], "batch_size": FLOPS_BATCH_SIZE,
-                          "seq_len": FLOPS_SEQ_LEN},
-                "accuracy": accuracy,
+                "recovery": recovery,
+                "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint()},
+                "metrics": {k: final[k] for k in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "n")},
+                "wall_time_s": round(time.perf_counter() - started, 2),
+                "device": {"type": device, "torch_threads": torch.get_num_threads()},
             },
-            "recovery": recovery,
-            "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint()},
-            "metrics": {k: final[k] for k in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "n")},
-            "wall_time_s": round(time.perf_counter() - started, 2),
-            "device": {"type": device, "torch_threads": torch.get_num_threads()},
-        })  # fmt: skip
+        )
     return {**manifest, "out_dir": str(Path(cfg.out))}

@@ -294,7 +294,7 @@ def quantize_model(
             inferred = Path(work) / "inferred.onnx"
             try:
                 quant_pre_process(str(model_path), str(inferred), skip_optimization=True)
-            except Exception as err:  # noqa: BLE001 - ORT raises bare Exceptions from shape inference
+            except Exception as err:
                 raise ExportError(f"{onnx_path}: symbolic shape inference before quantization failed: {err}") from err
             model_path = inferred
         excluded = sensitive_nodes(onnx.load(str(model_path)), cfg.keep_fp32)
@@ -318,7 +318,7 @@ def quantize_model(
                     )
                 else:
                     quantize_dynamic(str(model_path), str(out_path), **common)
-        except Exception as err:  # noqa: BLE001 - the quantizer raises RuntimeError, ValueError, KeyError...
+        except Exception as err:
             raise ExportError(f"{onnx_path}: int8 quantization failed ({type(err).__name__}: {err})") from err
     counts = op_counts(onnx.load(str(out_path)))
     logger.info("quantized %s (%s): %s", out_path.name, cfg.to_dict(), counts)
@@ -363,7 +363,7 @@ def optimize_graph(onnx_path: Path, out_path: Path, level: str, num_heads: int =
             only_onnxruntime=level == "O1",
         )
         optimizer.save_model_to_file(str(out_path))
-    except Exception as err:  # noqa: BLE001 - fusion code raises assorted errors on unexpected graphs
+    except Exception as err:
         raise ExportError(f"{onnx_path}: graph optimisation {level} failed ({type(err).__name__}: {err})") from err
     fused = {k: v for k, v in optimizer.get_fused_operator_statistics().items() if v}
     logger.info("optimised %s at %s: %s", out_path.name, level, fused)
@@ -387,7 +387,7 @@ def convert_fp16(onnx_path: Path, out_path: Path) -> dict[str, int]:
     try:
         model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
         onnx.save(model, str(out_path))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ExportError(f"{onnx_path}: fp16 conversion failed ({type(err).__name__}: {err})") from err
     kinds = Counter(onnx.TensorProto.DataType.Name(init.data_type) for init in model.graph.initializer)
     return dict(sorted(kinds.items()))

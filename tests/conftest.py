@@ -68,10 +68,15 @@ def _tiny_model_master(tmp_path_factory) -> Path:
     tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=True, model_max_length=64)
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=128,
-        id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)},
-    )  # fmt: skip
+        vocab_size=len(_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
     model = transformers.BertForSequenceClassification(config).eval()
     model_dir = root / "model"
     model.save_pretrained(model_dir)

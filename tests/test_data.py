@@ -11,7 +11,7 @@ from edgesent.errors import DataError
 
 
 def test_csv_tsv_jsonl_read_the_same_rows(tmp_path):
-    rows = [("good, really \"good\"", "pos"), ("bad", "neg"), ("meh", "neu")]
+    rows = [('good, really "good"', "pos"), ("bad", "neg"), ("meh", "neu")]
     csv_path = tmp_path / "d.csv"
     csv_path.write_text('text,label\n"good, really ""good""",pos\nbad,neg\nmeh,neu\n')
     tsv_path = tmp_path / "d.tsv"
@@ -47,7 +47,11 @@ def test_string_labels_sorted_and_custom_columns(tmp_path):
         ("d.csv", "text,label\n", "no data rows"),
         ("d.csv", "body,label\nx,a\n", "no text column 'text' (columns: body, label)"),
         ("d.csv", "text,y\nx,a\n", "no label column 'label'"),
-        ("d.csv", "text,label\nx,a\n  ,b\n,c\n", "2 row(s) with empty text (line 3, 4); fix them or pass --skip-empty"),
+        (
+            "d.csv",
+            "text,label\nx,a\n  ,b\n,c\n",
+            "2 row(s) with empty text (line 3, 4); fix them or pass --skip-empty",
+        ),
         ("d.csv", "text,label\nx,\n", "d.csv:2: empty label"),
         ("d.jsonl", '{"text": "a", "label": 1}\n{oops\n', "d.jsonl:2: not valid JSON"),
         ("d.csv", "text,label\nx,a,extra\n", "d.csv:2: more fields than the header"),

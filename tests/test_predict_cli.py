@@ -195,9 +195,7 @@ def test_large_file_is_streamed_in_windows(
     assert f"predicted 180 text(s) to {out}" in result.stderr
 
 
-def test_tampered_model_exits_2_and_no_verify_skips_the_check(
-    runner: CliRunner, short_onnx_copy: Path
-) -> None:
+def test_tampered_model_exits_2_and_no_verify_skips_the_check(runner: CliRunner, short_onnx_copy: Path) -> None:
     import onnx
 
     model = onnx.load(short_onnx_copy / "model.onnx")

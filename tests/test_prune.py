@@ -11,14 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from click.testing import CliRunner  # noqa: E402
-from conftest import LABELS, make_texts  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
+from click.testing import CliRunner
+from conftest import LABELS, make_texts
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from edgesent.cli import cli  # noqa: E402
-from edgesent.errors import ConfigError, ModelError  # noqa: E402
-from edgesent.prune import (  # noqa: E402
+from edgesent.cli import cli
+from edgesent.errors import ConfigError, ModelError
+from edgesent.prune import (
     Importance,
     PruneConfig,
     PrunePlan,
@@ -28,7 +28,7 @@ from edgesent.prune import (  # noqa: E402
     count_parameters,
     distillation_loss,
     plan_pruning,
-)  # fmt: skip
+)
 
 
 HEADS, HEAD_SIZE, FFN, LAYERS = 4, 8, 64, 2  # the tiny model's shapes (conftest)
@@ -47,7 +47,7 @@ def _logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         return model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
-def _pruned(model_dir: Path, heads: float, ffn: float, layers: int | None = None):  # noqa: ANN202
+def _pruned(model_dir: Path, heads: float, ffn: float, layers: int | None = None):
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     batches = _batches(model_dir)
     plan = plan_pruning(compute_importance(model, batches), heads, ffn, layers)
@@ -91,16 +91,25 @@ def test_dead_units_score_zero_and_go_first(tiny_model_dir: Path) -> None:
     assert 5 not in plan.neurons[1] and len(plan.neurons[1]) == FFN - 1
 
 
-@pytest.mark.parametrize(("heads", "ffn", "layers", "kept_heads", "kept_ffn", "kept_layers"), [
-    (0.5, 0.5, None, 2, 32, 2),
-    (0.75, 0.25, 1, 1, 48, 1),
-    (0.9, 0.0, None, 1, 64, 2),  # rounds to zero heads: one stays
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("heads", "ffn", "layers", "kept_heads", "kept_ffn", "kept_layers"),
+    [
+        (0.5, 0.5, None, 2, 32, 2),
+        (0.75, 0.25, 1, 1, 48, 1),
+        (0.9, 0.0, None, 1, 64, 2),  # rounds to zero heads: one stays
+    ],
+)
 def test_pruning_shrinks_and_reloads_to_the_same_logits(
-    tiny_model_dir: Path, tmp_path: Path, heads: float, ffn: float, layers: int | None,
-    kept_heads: int, kept_ffn: int, kept_layers: int,
-) -> None:  # fmt: skip
-    model, plan, batches = _pruned(tiny_model_dir, heads, ffn, layers)
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    heads: float,
+    ffn: float,
+    layers: int | None,
+    kept_heads: int,
+    kept_ffn: int,
+    kept_layers: int,
+) -> None:
+    model, _plan, batches = _pruned(tiny_model_dir, heads, ffn, layers)
     encoder = model.bert.encoder.layer
     assert len(encoder) == model.config.num_hidden_layers == kept_layers
     for layer in encoder:
@@ -123,7 +132,7 @@ def test_pruning_a_pruned_model_keeps_original_head_indices(tiny_model_dir: Path
     model.save_pretrained(tmp_path / "once")
     again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "once")
     plan = PrunePlan(layers=[1], heads=[[0]], neurons=[list(range(10))])  # keep the first remaining head of layer 1
-    first_remaining = sorted(set(range(HEADS)) - set(again.config.pruned_heads[1]))[0]
+    first_remaining = min(set(range(HEADS)) - set(again.config.pruned_heads[1]))
     apply_pruning(again, plan)
     assert again.config.pruned_heads == {0: sorted(set(range(HEADS)) - {first_remaining})}
     again.save_pretrained(tmp_path / "twice")
@@ -133,8 +142,15 @@ def test_pruning_a_pruned_model_keeps_original_head_indices(tiny_model_dir: Path
 
 
 def test_roberta_layers_prune_and_reload(tmp_path: Path) -> None:
-    config = transformers.RobertaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        intermediate_size=64, max_position_embeddings=40, num_labels=2)  # fmt: skip
+    config = transformers.RobertaConfig(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        num_labels=2,
+    )
     model = transformers.RobertaForSequenceClassification(config).eval()
     importance = Importance([torch.arange(4.0)] * 2, [torch.arange(64.0)] * 2, examples=1)
     apply_pruning(model, plan_pruning(importance, heads=0.5, ffn=0.5))
@@ -171,29 +187,41 @@ def test_flops_match_torch_flop_counter_before_and_after(tiny_model_dir: Path) -
 
 
 def test_flops_count_the_embedding_projection_of_electra() -> None:
-    config = transformers.ElectraConfig(vocab_size=60, embedding_size=16, hidden_size=32, num_hidden_layers=2,
-                                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=140,
-                                        num_labels=3, attn_implementation="eager")  # fmt: skip
+    config = transformers.ElectraConfig(
+        vocab_size=60,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=140,
+        num_labels=3,
+        attn_implementation="eager",
+    )
     model = transformers.ElectraForSequenceClassification(config).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(input_ids=torch.ones(1, 128, dtype=torch.long))
     assert count_flops(model) == counter.get_total_flops()
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"heads": 1.0}, "heads=1.0: the fraction to remove must be in [0, 1)"),
-    ({"ffn": -0.1}, "ffn=-0.1: the fraction to remove must be in [0, 1)"),
-    ({"heads": 0.5, "layers": 0}, "layers=0: must keep at least 1 layer"),
-    ({"speedup": 1.0}, "speedup=1.0: must be > 1"),
-    ({"speedup": 2.0, "heads": 0.3}, "either speedup or heads/ffn"),
-    ({}, "nothing to prune"),
-    ({"heads": 0.5, "alpha": 1.5}, "alpha=1.5: must be in [0, 1]"),
-    ({"heads": 0.5, "epochs": 0}, "epochs must be > 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"heads": 1.0}, "heads=1.0: the fraction to remove must be in [0, 1)"),
+        ({"ffn": -0.1}, "ffn=-0.1: the fraction to remove must be in [0, 1)"),
+        ({"heads": 0.5, "layers": 0}, "layers=0: must keep at least 1 layer"),
+        ({"speedup": 1.0}, "speedup=1.0: must be > 1"),
+        ({"speedup": 2.0, "heads": 0.3}, "either speedup or heads/ffn"),
+        ({}, "nothing to prune"),
+        ({"heads": 0.5, "alpha": 1.5}, "alpha=1.5: must be in [0, 1]"),
+        ({"heads": 0.5, "epochs": 0}, "epochs must be > 0"),
+    ],
+)
 def test_config_refuses_invalid_targets(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        PruneConfig(model_dir=tmp_path, data=tmp_path / "t.csv", eval_data=tmp_path / "e.csv", out=tmp_path / "o",
-                    **changes)  # fmt: skip
+        PruneConfig(
+            model_dir=tmp_path, data=tmp_path / "t.csv", eval_data=tmp_path / "e.csv", out=tmp_path / "o", **changes
+        )
     assert message in str(err.value)
 
 
@@ -220,16 +248,31 @@ def test_help(runner: CliRunner) -> None:
     assert "--heads" in result.output and "--no-recovery" in result.output
 
 
-@pytest.mark.parametrize(("target", "message"), [
-    (["--heads", "1"], "Error: heads=1.0: the fraction to remove must be in [0, 1)"),  # refused by the config
-    (["--layers", "5"], "Error: layers=5: the model has only 2 layers"),  # refused once the model is loaded
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (["--heads", "1"], "Error: heads=1.0: the fraction to remove must be in [0, 1)"),  # refused by the config
+        (["--layers", "5"], "Error: layers=5: the model has only 2 layers"),  # refused once the model is loaded
+    ],
+)
 def test_cli_refuses_impossible_targets(
     runner: CliRunner, tiny_model_dir: Path, tiny_data, tmp_path: Path, target: list[str], message: str
 ) -> None:
     train, dev = tiny_data
-    result = runner.invoke(cli, ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev),
-                                 "--out", str(tmp_path / "out"), *target])  # fmt: skip
+    result = runner.invoke(
+        cli,
+        [
+            "prune",
+            str(tiny_model_dir),
+            "--data",
+            str(train),
+            "--eval-data",
+            str(dev),
+            "--out",
+            str(tmp_path / "out"),
+            *target,
+        ],
+    )
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "out").exists()
@@ -238,9 +281,28 @@ def test_cli_refuses_impossible_targets(
 def test_cli_prune_with_recovery_then_export(runner, tiny_model_dir: Path, tiny_data, tmp_path: Path) -> None:
     train, dev = tiny_data
     out = tmp_path / "pruned"
-    result = runner.invoke(cli, ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev),
-                                 "--out", str(out), "--heads", "0.5", "--ffn", "0.5", "--max-steps", "2",
-                                 "--batch-size", "8", "--json"])  # fmt: skip
+    result = runner.invoke(
+        cli,
+        [
+            "prune",
+            str(tiny_model_dir),
+            "--data",
+            str(train),
+            "--eval-data",
+            str(dev),
+            "--out",
+            str(out),
+            "--heads",
+            "0.5",
+            "--ffn",
+            "0.5",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     pruning = manifest["pruning"]
@@ -277,8 +339,22 @@ def _export_and_compare(model_dir: Path, onnx_dir: Path) -> None:
 
 def test_cli_speedup_target_without_recovery(runner, tiny_model_dir: Path, tiny_data, tmp_path: Path) -> None:
     train, dev = tiny_data
-    result = runner.invoke(cli, ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev),
-                                 "--out", str(tmp_path / "fast"), "--speedup", "1.5", "--no-recovery"])  # fmt: skip
+    result = runner.invoke(
+        cli,
+        [
+            "prune",
+            str(tiny_model_dir),
+            "--data",
+            str(train),
+            "--eval-data",
+            str(dev),
+            "--out",
+            str(tmp_path / "fast"),
+            "--speedup",
+            "1.5",
+            "--no-recovery",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "fast" / "edgesent.json").read_text())
     pruning = manifest["pruning"]

@@ -13,21 +13,32 @@ from click.testing import CliRunner
 
 
 pytest.importorskip("torch")
-from transformers import AutoModelForSequenceClassification, Trainer  # noqa: E402
+from transformers import AutoModelForSequenceClassification, Trainer
 
-from edgesent.artifacts import read_manifest, verify_files  # noqa: E402
-from edgesent.cli import cli  # noqa: E402
-from edgesent.errors import ConfigError  # noqa: E402
-from edgesent.evaluate import evaluate_model  # noqa: E402
-from edgesent.train import TrainConfig, inverse_frequency_weights, resolve_base, resolve_device  # noqa: E402
+from edgesent.artifacts import read_manifest, verify_files
+from edgesent.cli import cli
+from edgesent.errors import ConfigError
+from edgesent.evaluate import evaluate_model
+from edgesent.train import TrainConfig, inverse_frequency_weights, resolve_base, resolve_device
 
 
 QUICK = ["--epochs", "4", "--lr", "1e-2", "--batch-size", "8", "--early-stopping", "0", "--warmup-ratio", "0"]
 
 
 def _finetune(tiny_model_dir: Path, train: Path, dev: Path, out: Path, *extra: str):
-    args = ["finetune", "--data", str(train), "--eval-data", str(dev), "--base", str(tiny_model_dir),
-            "--out", str(out), *QUICK, *extra]  # fmt: skip
+    args = [
+        "finetune",
+        "--data",
+        str(train),
+        "--eval-data",
+        str(dev),
+        "--base",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        *QUICK,
+        *extra,
+    ]
     return CliRunner().invoke(cli, args)
 
 
@@ -73,8 +84,20 @@ def test_evaluate_cli_json(tiny_model_dir, tiny_data):
 def test_held_out_split_when_no_eval_data(tiny_model_dir, tiny_data, tmp_path):
     train, _ = tiny_data
     out = tmp_path / "out"
-    args = ["finetune", "--data", str(train), "--base", str(tiny_model_dir), "--out", str(out), "--max-steps", "2",
-            "--eval-split", "0.2", "--json"]  # fmt: skip
+    args = [
+        "finetune",
+        "--data",
+        str(train),
+        "--base",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--eval-split",
+        "0.2",
+        "--json",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["out_dir"] == str(out)  # stdout is pure JSON; Trainer logs go to stderr
@@ -164,9 +187,10 @@ def test_unloadable_hub_id_is_one_line(tiny_data, tmp_path, monkeypatch):
     # The offline switch is read at import time, so patch the module-level flags, not the environment.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
-    train, dev = tiny_data
-    result = CliRunner().invoke(cli, ["finetune", "--data", str(train), "--base", "no-such-org/no-such-model",
-                                      "--out", str(tmp_path / "o")])  # fmt: skip
+    train, _dev = tiny_data
+    result = CliRunner().invoke(
+        cli, ["finetune", "--data", str(train), "--base", "no-such-org/no-such-model", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: cannot load base model 'no-such-org/no-such-model'")
     assert not (tmp_path / "o").exists()

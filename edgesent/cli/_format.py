@@ -30,6 +30,8 @@ def format_metrics(report: dict[str, Any]) -> str:
         ["class", "precision", "recall", "f1", "support"],
         [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in report["per_class"].items()],
     )
-    confusion = format_table(["true \\ pred", *labels], [[lab, *row] for lab, row in zip(labels, report["confusion_matrix"])])
+    confusion = format_table(
+        ["true \\ pred", *labels], [[lab, *row] for lab, row in zip(labels, report["confusion_matrix"])]
+    )
     head = f"n={report['n']}  accuracy={report['accuracy']:.4f}  macro_f1={report['macro_f1']:.4f}"
     return f"{head}\n\n{per_class}\n\n{confusion}"

@@ -16,7 +16,7 @@ from edgesent.cli._options import (
     max_length_option,
     overwrite_option,
     text_column_option,
-)  # fmt: skip
+)
 
 
 data_path = click.Path(dir_okay=False, path_type=Path)
@@ -28,23 +28,47 @@ fraction = click.FloatRange(min=0.0)  # the upper bound [0, 1) is checked by Pru
 @click.option("--data", type=data_path, required=True, help="Training file: importance scores and recovery.")
 @click.option("--eval-data", type=data_path, required=True, help="Evaluation file: accuracy and best epoch.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output model directory.")
-@click.option("--heads", type=fraction, default=0.0, show_default=True,
-              help="Fraction of attention heads to remove in every layer, in [0, 1); one head always stays.")
-@click.option("--ffn", type=fraction, default=0.0, show_default=True,
-              help="Fraction of FFN intermediate neurons to remove in every layer, in [0, 1).")
+@click.option(
+    "--heads",
+    type=fraction,
+    default=0.0,
+    show_default=True,
+    help="Fraction of attention heads to remove in every layer, in [0, 1); one head always stays.",
+)
+@click.option(
+    "--ffn",
+    type=fraction,
+    default=0.0,
+    show_default=True,
+    help="Fraction of FFN intermediate neurons to remove in every layer, in [0, 1).",
+)
 @click.option("--layers", type=int, default=None, help="Keep this many layers (the most important ones).")
-@click.option("--speedup", type=float, default=None,
-              help="Target FLOPs reduction (e.g. 2.0) instead of --heads/--ffn: removes an equal fraction of both.")
-@click.option("--score-samples", type=int, default=2048, show_default=True,
-              help="Training examples used to score importance.")
-@click.option("--recovery/--no-recovery", default=True, show_default=True,
-              help="Fine-tune the pruned model with distillation from the unpruned one.")
+@click.option(
+    "--speedup",
+    type=float,
+    default=None,
+    help="Target FLOPs reduction (e.g. 2.0) instead of --heads/--ffn: removes an equal fraction of both.",
+)
+@click.option(
+    "--score-samples", type=int, default=2048, show_default=True, help="Training examples used to score importance."
+)
+@click.option(
+    "--recovery/--no-recovery",
+    default=True,
+    show_default=True,
+    help="Fine-tune the pruned model with distillation from the unpruned one.",
+)
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Recovery epochs.")
 @click.option("--lr", type=float, default=5e-5, show_default=True, help="Recovery peak learning rate.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--temperature", type=float, default=2.0, show_default=True, help="Distillation temperature.")
-@click.option("--alpha", type=float, default=0.5, show_default=True,
-              help="Weight of the hard-label loss; 1 - alpha weighs the distillation loss.")
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Weight of the hard-label loss; 1 - alpha weighs the distillation loss.",
+)
 @click.option("--early-stopping", type=int, default=2, show_default=True, help="Patience in epochs (0: off).")
 @click.option("--max-steps", type=int, default=0, show_default=True, help="Stop recovery after N steps (0: no cap).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -75,10 +99,15 @@ def prune(model_dir: Path, as_json: bool, **options: object) -> None:
         return
     pruning = manifest["pruning"]
     rows = [
-        [stage, pruning["parameters"]["before" if stage == "before" else "after"],
-         pruning["flops"]["before" if stage == "before" else "after"] / 1e6, acc["accuracy"], acc["macro_f1"]]
+        [
+            stage,
+            pruning["parameters"]["before" if stage == "before" else "after"],
+            pruning["flops"]["before" if stage == "before" else "after"] / 1e6,
+            acc["accuracy"],
+            acc["macro_f1"],
+        ]
         for stage, acc in pruning["accuracy"].items()
-    ]  # fmt: skip
+    ]
     click.echo(format_table(["stage", "parameters", "MFLOPs", "accuracy", "macro_f1"], rows))
     heads, ffn = pruning["heads_per_layer"], pruning["ffn_per_layer"]
     click.echo(

@@ -19,10 +19,17 @@ data_path = click.Path(dir_okay=False, path_type=Path)
 @click.command()
 @click.option("--data", type=data_path, help="Training file (CSV, TSV, JSONL). Default: the built-in demo reviews.")
 @click.option("--eval-data", type=data_path, help="Evaluation file. Default: a held-out split of --data.")
-@click.option("--base", default="minilm-l6", show_default=True,
-              help="Base model: 'minilm-l6' (installed package), a local HF model directory, or a hub id.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Output model directory. Default: models/<data>-<base>.")
+@click.option(
+    "--base",
+    default="minilm-l6",
+    show_default=True,
+    help="Base model: 'minilm-l6' (installed package), a local HF model directory, or a hub id.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output model directory. Default: models/<data>-<base>.",
+)
 @click.option("--epochs", type=float, default=3.0, show_default=True)
 @click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak learning rate.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -32,16 +39,27 @@ data_path = click.Path(dir_okay=False, path_type=Path)
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--early-stopping", type=int, default=2, show_default=True, help="Patience in epochs (0: off).")
-@click.option("--class-weights", type=click.Choice(["auto", "none"]), default="none", show_default=True,
-              help="'auto' weights the loss by inverse class frequency, for imbalanced data.")
+@click.option(
+    "--class-weights",
+    type=click.Choice(["auto", "none"]),
+    default="none",
+    show_default=True,
+    help="'auto' weights the loss by inverse class frequency, for imbalanced data.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--max-steps", type=int, default=0, show_default=True, help="Stop after N optimiser steps (0: no cap).")
-@click.option("--eval-split", type=float, default=0.1, show_default=True, help="Held-out fraction without --eval-data.")
+@click.option(
+    "--eval-split", type=float, default=0.1, show_default=True, help="Held-out fraction without --eval-data."
+)
 @text_column_option
 @label_column_option
 @click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
-@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
-              help="Batch texts of similar length together (less padding, faster).")
+@click.option(
+    "--group-by-length/--no-group-by-length",
+    default=True,
+    show_default=True,
+    help="Batch texts of similar length together (less padding, faster).",
+)
 @overwrite_option
 @json_option
 def finetune(as_json: bool, **options: object) -> None:
@@ -60,7 +78,9 @@ def finetune(as_json: bool, **options: object) -> None:
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
-    rows = [[f"{e['epoch']:g}", e["train_loss"], e["eval_loss"], e["accuracy"], e["macro_f1"]] for e in manifest["epochs"]]
+    rows = [
+        [f"{e['epoch']:g}", e["train_loss"], e["eval_loss"], e["accuracy"], e["macro_f1"]] for e in manifest["epochs"]
+    ]
     click.echo(format_table(["epoch", "train_loss", "eval_loss", "accuracy", "macro_f1"], rows))
     click.echo(f"\nbest epoch {manifest['best_epoch']:g}: " + format_metrics(manifest["metrics"]))
     click.echo(f"\nsaved {manifest['out_dir']} ({manifest['wall_time_s']:.1f} s on {manifest['device']['type']})")
@@ -83,5 +103,8 @@ def evaluate(model_dir: Path, data: Path, as_json: bool, **options: object) -> N
     from edgesent.evaluate import evaluate_model
 
     report = evaluate_model(model_dir, data, **options)
-    click.echo(json.dumps(report, indent=2) if as_json else f"{model_dir} ({report['kind']}, {report['precision']})\n"
-               + format_metrics(report))  # fmt: skip
+    click.echo(
+        json.dumps(report, indent=2)
+        if as_json
+        else f"{model_dir} ({report['kind']}, {report['precision']})\n" + format_metrics(report)
+    )

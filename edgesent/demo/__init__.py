@@ -16,4 +16,4 @@ DEMO_DIR = Path(__file__).resolve().parent
 DEMO_TRAIN = DEMO_DIR / "train.csv"
 DEMO_EVAL = DEMO_DIR / "eval.csv"
 
-__all__ = ["DEMO_DIR", "DEMO_TRAIN", "DEMO_EVAL"]
+__all__ = ["DEMO_DIR", "DEMO_EVAL", "DEMO_TRAIN"]
