@@ -38,12 +38,12 @@ from tqdm.auto import tqdm
 from edgesent.artifacts import (
     KIND_ONNX,
     KIND_PYTORCH,
+    ONNX_FILE_NAME,
     atomic_output_dir,
     library_versions,
-    read_manifest,
-    verify_files,
+    read_model_dir,
 )
-from edgesent.errors import BenchmarkGateError, ConfigError, DataError, MissingDependencyError, ModelError
+from edgesent.errors import BenchmarkGateError, ConfigError, DataError, MissingDependencyError
 from edgesent.flops import count_flops
 
 
@@ -314,22 +314,10 @@ def load_variant(model_dir: Path, name: str) -> Variant:
     Raises:
         ModelError: no manifest, an unknown kind, no config.json, or an ONNX file that does not match its hash.
     """
-    model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
-    kind = manifest.get("kind")
-    if kind not in (KIND_PYTORCH, KIND_ONNX):
-        raise ModelError(f"{model_dir}: unknown model kind {kind!r} in manifest; expected pytorch or onnx")
-    config_path = model_dir / "config.json"
-    try:
-        hf_config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{config_path}: missing or unreadable ({err}); re-run finetune/export") from err
-    if kind == KIND_ONNX:
-        onnx_file = manifest.get("onnx_file", "model.onnx")
-        verify_files(model_dir, manifest, [onnx_file])
-    pruned = bool(manifest.get("pruning") or hf_config.get("pruned_heads"))
-    precision = manifest.get("precision", "fp32")
-    return Variant(name, model_dir, kind, precision, pruned, hf_config, manifest)
+    model = read_model_dir(model_dir)
+    hf_config = model.hf_config()
+    pruned = bool(model.manifest.get("pruning") or hf_config.get("pruned_heads"))
+    return Variant(name, model.path, model.kind, model.precision, pruned, hf_config, model.manifest)
 
 
 # -------------------------------------------------------------------------------------------- runners
@@ -377,7 +365,7 @@ def _create_session(variant: Variant, provider: str, threads: int) -> ort.Infere
     providers: list[Any] = [_ORT_PROVIDER["cpu"]]
     if provider == "cuda":
         providers = [(_ORT_PROVIDER["cuda"], {"device_id": 0}), _ORT_PROVIDER["cpu"]]
-    path = variant.model_dir / variant.manifest.get("onnx_file", "model.onnx")
+    path = variant.model_dir / variant.manifest.get("onnx_file", ONNX_FILE_NAME)
     session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
     if session.get_providers()[0] != _ORT_PROVIDER[provider]:
         raise ConfigError(f"{path}: onnxruntime fell back to {session.get_providers()[0]} for provider {provider}")

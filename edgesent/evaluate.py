@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from edgesent.artifacts import KIND_ONNX, KIND_PYTORCH, read_manifest
+from edgesent.artifacts import KIND_ONNX, read_model_dir
+from edgesent.config import check_number
 from edgesent.data import encode_labels, load_dataset
-from edgesent.errors import ModelError
 from edgesent.metrics import classification_metrics
 
 
@@ -79,47 +79,51 @@ def evaluate_model(
     label_column: str = "label",
     batch_size: int = 64,
     skip_empty: bool = False,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class report and confusion matrix of a model on a labelled file.
 
     Args:
         model_dir: A directory written by ``edgesent finetune``/``prune`` (PyTorch) or ``export`` (ONNX).
         data_path: CSV, TSV or JSONL with text and label columns; labels must be among the model's.
+        text_column: column with the text (default ``text``).
+        label_column: column with the label (default ``label``).
+        batch_size: texts per forward pass (default 64).
+        skip_empty: drop rows with empty text instead of failing (default False).
+        verify: check the directory's files and manifest against their hashes first (default True).
 
     Returns:
         ``classification_metrics`` plus ``model_dir``, ``kind``, ``precision`` and ``data``.
 
     Raises:
-        ModelError: not an edgesent model directory. DataError: unusable data.
+        ModelError: not an intact edgesent model directory. DataError: unusable data. ConfigError: bad batch_size.
     """
+    check_number("batch_size", batch_size, low=1, integer=True)
     model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
-    labels = manifest.get("labels")
-    if not labels:
-        raise ModelError(f"{model_dir}: manifest has no labels")
+    model = read_model_dir(model_dir, verify=verify)
+    labels = list(model.labels)
     data = load_dataset(data_path, text_column, label_column, skip_empty)
     y_true = np.asarray(encode_labels(data, labels))
-    kind = manifest.get("kind")
+    kind = model.kind
     if kind == KIND_ONNX:
         from edgesent.runtime import Predictor
 
-        logits = Predictor.load(model_dir).predict_logits(data.texts, batch_size=batch_size)
-    elif kind == KIND_PYTORCH:
+        # verified above already: the predictor need not hash the files a second time
+        logits = Predictor.load(model_dir, verify=False).predict_logits(data.texts, batch_size=batch_size)
+    else:
         from edgesent._imports import require_train_extra
 
         require_train_extra("evaluate")
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-        logits = torch_logits(model, tokenizer, data.texts, batch_size, manifest.get("max_length", 128))
-    else:
-        raise ModelError(f"{model_dir}: unknown model kind {kind!r} in manifest")
+        torch_model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        logits = torch_logits(torch_model, tokenizer, data.texts, batch_size, model.max_length)
     report = classification_metrics(y_true, logits.argmax(axis=-1), labels)
     return {
         **report,
         "model_dir": str(model_dir),
         "kind": kind,
-        "precision": manifest.get("precision", "fp32"),
+        "precision": model.precision,
         "data": data.fingerprint(),
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import logging
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -27,18 +26,25 @@ import torch
 from optimum.exporters.onnx import main_export
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from edgesent.artifacts import KIND_ONNX, atomic_output_dir, manifest_sha256, write_manifest
+from edgesent.artifacts import (
+    KIND_ONNX,
+    KIND_PYTORCH,
+    LOGITS_OUTPUT,
+    ONNX_FILE_NAME,
+    TOKENIZER_FILE_NAME,
+    ModelDir,
+    atomic_output_dir,
+    read_model_dir,
+    scratch_dir,
+    write_manifest,
+)
 from edgesent.data import load_dataset
 from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
 from edgesent.parity import (
-    ONNX_FILE_NAME,
-    OUTPUT_NAME,
     PRECISIONS,
-    TOKENIZER_FILE_NAME,
     ParityConfig,
     ParityReport,
     TorchReference,
-    read_source_manifest,
 )
 from edgesent.quantize import (
     OPTIMIZE_LEVELS,
@@ -232,7 +238,7 @@ def _torch_onnx_export(model_dir: Path, out_path: Path, opset: int) -> None:
     # input_names bind to the traced inputs by position, i.e. in forward()'s order; the tokenizer's order
     # (input_ids, token_type_ids, attention_mask) would silently swap the mask and the segment ids.
     names = [name for name in inspect.signature(model.forward).parameters if name in sample]
-    axes = {name: _DYNAMIC_AXES for name in names} | {OUTPUT_NAME: {0: "batch_size"}}
+    axes = {name: _DYNAMIC_AXES for name in names} | {LOGITS_OUTPUT: {0: "batch_size"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about constants that are constant for this model
         torch.onnx.export(
@@ -241,7 +247,7 @@ def _torch_onnx_export(model_dir: Path, out_path: Path, opset: int) -> None:
             str(out_path),
             kwargs={name: sample[name] for name in names},
             input_names=names,
-            output_names=[OUTPUT_NAME],
+            output_names=[LOGITS_OUTPUT],
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,
@@ -282,14 +288,14 @@ def _export_fp32(model_dir: Path, work_dir: Path, opset: int | None) -> tuple[Pa
 def _graph_info(path: Path) -> dict[str, Any]:
     model = onnx.load(str(path), load_external_data=False)
     outputs = [o.name for o in model.graph.output]
-    if OUTPUT_NAME not in outputs:
-        raise ExportError(f"{path.name}: the exported graph has no '{OUTPUT_NAME}' output (outputs: {outputs})")
+    if LOGITS_OUTPUT not in outputs:
+        raise ExportError(f"{path.name}: the exported graph has no '{LOGITS_OUTPUT}' output (outputs: {outputs})")
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return {"inputs": [i.name for i in model.graph.input], "outputs": outputs, "opset": opset}
 
 
-def _resolve_max_length(cfg: ExportConfig, source: dict[str, Any], hf_config: Any, model_dir: Path) -> int:
-    max_length = int(cfg.max_length or source.get("max_length") or 128)
+def _resolve_max_length(cfg: ExportConfig, source: ModelDir, hf_config: Any, model_dir: Path) -> int:
+    max_length = int(cfg.max_length or source.max_length)
     positions = getattr(hf_config, "max_position_embeddings", None)
     if positions and max_length > positions:
         raise ConfigError(f"max_length {max_length} exceeds the {positions} positions of {model_dir}/config.json")
@@ -440,7 +446,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
     started = time.perf_counter()
     cfg = cfg or ExportConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    source = read_source_manifest(model_dir)
+    source = read_model_dir(model_dir, kind=KIND_PYTORCH)
     try:
         hf_config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as err:
@@ -448,7 +454,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
     max_length = _resolve_max_length(cfg, source, hf_config, model_dir)
     parity_cfg = replace(cfg.parity, max_length=max_length)
     calibration_texts = _calibration_texts(cfg)
-    with atomic_output_dir(out_dir, cfg.overwrite) as tmp_dir, tempfile.TemporaryDirectory(prefix="edgesent-") as tmp:
+    with atomic_output_dir(out_dir, cfg.overwrite, sources=[model_dir]) as tmp_dir, scratch_dir("export") as tmp:
         work_dir = Path(tmp)
         reference = TorchReference(model_dir, parity_cfg)
         fp32_path, exporter = _export_fp32(model_dir, work_dir, cfg.opset)
@@ -469,7 +475,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
             KIND_ONNX,
             {
                 "task": TASK,
-                "labels": source["labels"],
+                "labels": list(source.labels),
                 "max_length": max_length,
                 "onnx_file": ONNX_FILE_NAME,
                 "precision": cfg.precision,
@@ -479,8 +485,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
                 "outputs": graph["outputs"],
                 "source": {
                     "model_dir": str(model_dir.resolve()),
-                    "manifest_sha256": manifest_sha256(model_dir),
-                    "base_model": source.get("base_model"),
+                    "manifest_sha256": source.sha256,
+                    "base_model": source.manifest.get("base_model"),
                     "model_type": hf_config.model_type,
                 },
                 "export": {

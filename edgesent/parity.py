@@ -22,7 +22,15 @@ import onnxruntime as ort
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from edgesent.artifacts import KIND_PYTORCH, MANIFEST_NAME, read_manifest, verify_files
+from edgesent.artifacts import (
+    KIND_PYTORCH,
+    LOGITS_OUTPUT,
+    MANIFEST_NAME,
+    ONNX_FILE_NAME,
+    TOKENIZER_FILE_NAME,
+    read_manifest,
+    read_model_dir,
+)
 from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
 from edgesent.evaluate import iter_torch_logits
@@ -31,9 +39,6 @@ from edgesent.evaluate import iter_torch_logits
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8", "fp16")
-ONNX_FILE_NAME = "model.onnx"
-OUTPUT_NAME = "logits"
-TOKENIZER_FILE_NAME = "tokenizer.json"
 # Bounds per precision; None = not checked. fp32 must match to float rounding. int8 changes logits by
 # design, so it is judged on decisions. fp16 on a CPU runs partly through casts: looser, still strict.
 DEFAULT_THRESHOLDS: dict[str, dict[str, float | None]] = {
@@ -177,35 +182,6 @@ class ParityReport:
         return {**asdict(self), "failures": self.failures}
 
 
-def read_source_manifest(model_dir: Path) -> dict[str, Any]:
-    """Check that ``model_dir`` is an intact PyTorch model directory and return its manifest.
-
-    Raises:
-        ModelError: not a directory, no manifest, not a PyTorch directory, no config/weights/tokenizer,
-            or files that no longer match the manifest's hashes.
-    """
-    model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
-    if manifest.get("kind") != KIND_PYTORCH:
-        raise ModelError(
-            f"{model_dir}: manifest kind is {manifest.get('kind')!r}, not 'pytorch'; pass the PyTorch model "
-            "directory (written by edgesent finetune)"
-        )
-    if not manifest.get("labels"):
-        raise ModelError(f"{model_dir}: the manifest lists no labels")
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(f"{model_dir}: no config.json; is this a Hugging Face model directory?")
-    if not any((model_dir / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
-        raise ModelError(f"{model_dir}: no model weights (model.safetensors); re-run edgesent finetune")
-    if not (model_dir / TOKENIZER_FILE_NAME).is_file():
-        raise ModelError(
-            f"{model_dir}: no {TOKENIZER_FILE_NAME} (fast tokenizer); save one with "
-            "AutoTokenizer.from_pretrained(...).save_pretrained(model_dir)"
-        )
-    verify_files(model_dir, manifest)
-    return manifest
-
-
 def load_parity_texts(cfg: ParityConfig, labels: list[str]) -> tuple[list[str], list[str] | None, str]:
     """The texts (and raw labels) parity runs on: ``cfg.data`` or the probe texts.
 
@@ -253,15 +229,15 @@ class TorchReference:
         """Tokenize the texts and run the PyTorch model on them.
 
         Args:
-            model_dir: The PyTorch source directory (checked with ``read_source_manifest``).
+            model_dir: The PyTorch source directory (checked with ``artifacts.read_model_dir``).
             cfg: Data, max_length and batch size; ``texts``/``labels`` given here take precedence.
             texts: Texts to compare on; None: ``cfg.data`` or the probe texts.
             labels: Raw label strings, one per text (accuracy is compared when given).
         """
         self.model_dir = Path(model_dir)
         self.cfg = cfg
-        manifest = read_source_manifest(self.model_dir)
-        self.labels_vocab: list[str] = manifest["labels"]
+        source = read_model_dir(self.model_dir, kind=KIND_PYTORCH)
+        self.labels_vocab: list[str] = list(source.labels)
         if texts is None:
             texts, labels, self.source = load_parity_texts(cfg, self.labels_vocab)
         else:
@@ -276,7 +252,7 @@ class TorchReference:
         if unknown:
             raise DataError(f"labels {unknown!r} are not among the model's ({', '.join(self.labels_vocab)})")
         self.y_true = np.asarray([index[label] for label in labels]) if labels is not None else None
-        self.max_length = int(cfg.max_length or manifest.get("max_length") or 128)
+        self.max_length = int(cfg.max_length or source.max_length)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.rows = self._plan(probes=self.source == "probe texts")
         model = AutoModelForSequenceClassification.from_pretrained(self.model_dir).eval()
@@ -368,10 +344,10 @@ class TorchReference:
             missing = [n for n in names if n not in self.batches[0]]
             if missing:
                 raise ValueError(f"inputs {missing} are not produced by the tokenizer")
-            if OUTPUT_NAME not in [o.name for o in session.get_outputs()]:
-                raise ValueError(f"no output named '{OUTPUT_NAME}'")
+            if LOGITS_OUTPUT not in [o.name for o in session.get_outputs()]:
+                raise ValueError(f"no output named '{LOGITS_OUTPUT}'")
             outputs = [
-                session.run([OUTPUT_NAME], {n: batch[n] for n in names})[0]
+                session.run([LOGITS_OUTPUT], {n: batch[n] for n in names})[0]
                 for batch in tqdm(self.batches, desc="parity: onnx", disable=None, leave=False)
             ]
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types; all mean "cannot run"

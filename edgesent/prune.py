@@ -42,7 +42,6 @@ import copy
 import logging
 import math
 import random
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -59,7 +58,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from transformers.pytorch_utils import prune_linear_layer
 
 from edgesent import flops
-from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, manifest_sha256, read_manifest, write_manifest
+from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_model_dir, scratch_dir, write_manifest
 from edgesent.data import LabelledTexts, encode_labels, load_dataset
 from edgesent.errors import ConfigError, ModelError
 from edgesent.evaluate import torch_logits
@@ -494,7 +493,7 @@ def _recover(
     device: str,
 ) -> dict[str, Any]:
     """Distillation fine-tuning with finetune's Trainer setup; leaves the best epoch's weights in ``student``."""
-    with tempfile.TemporaryDirectory(prefix="edgesent-prune-checkpoints-") as work_dir:
+    with scratch_dir("prune-checkpoints") as work_dir:
         trainer, recorder = build_trainer(
             student,
             tokenizer,
@@ -533,17 +532,17 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         ConfigError: invalid targets (checked before training), or an unwritable/existing ``out``.
     """
     started = time.perf_counter()
-    source = read_manifest(cfg.model_dir)
-    if source.get("kind") != KIND_PYTORCH:
-        raise ModelError(f"{cfg.model_dir}: prune needs a PyTorch model directory, got kind {source.get('kind')!r}")
-    labels = source["labels"]
-    max_length = cfg.max_length or source.get("max_length", 128)
+    source = read_model_dir(cfg.model_dir, kind=KIND_PYTORCH)
+    labels = list(source.labels)
+    max_length = cfg.max_length or source.max_length
     train_data = load_dataset(cfg.data, cfg.text_column, cfg.label_column, cfg.skip_empty)
     eval_data = load_dataset(cfg.eval_data, cfg.text_column, cfg.label_column, cfg.skip_empty)
     encode_labels(train_data, labels)
     encode_labels(eval_data, labels)
     device = resolve_device(cfg.device)
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp_dir:
+    with atomic_output_dir(
+        cfg.out, overwrite=cfg.overwrite, sources=[cfg.model_dir, cfg.data, cfg.eval_data]
+    ) as tmp_dir:
         torch.manual_seed(cfg.seed)
         tokenizer = AutoTokenizer.from_pretrained(cfg.model_dir)
         teacher = AutoModelForSequenceClassification.from_pretrained(cfg.model_dir).to(device).eval()
@@ -598,11 +597,11 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
             tmp_dir,
             KIND_PYTORCH,
             {
-                "task": source.get("task", "text-classification"),
+                "task": source.task,
                 "labels": labels,
                 "max_length": max_length,
-                "base_model": source.get("base_model"),
-                "source": {"model_dir": str(cfg.model_dir), "manifest_sha256": manifest_sha256(cfg.model_dir)},
+                "base_model": source.manifest.get("base_model"),
+                "source": {"model_dir": str(cfg.model_dir), "manifest_sha256": source.sha256},
                 "pruning": {
                     "config": cfg.to_dict(),
                     "fractions": {"heads": heads, "ffn": ffn},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
@@ -28,6 +27,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from edgesent.artifacts import scratch_dir
 from edgesent.errors import ConfigError, ExportError
 
 
@@ -288,7 +288,7 @@ def quantize_model(
     """
     if cfg.static and not calibration:
         raise ConfigError("static quantization needs calibration data; pass --calibration-data FILE")
-    with tempfile.TemporaryDirectory(prefix="edgesent-quantize-") as work:
+    with scratch_dir("quantize") as work:
         model_path = Path(onnx_path)
         if _has_contrib_ops(onnx.load(str(model_path), load_external_data=False)):
             inferred = Path(work) / "inferred.onnx"

@@ -25,14 +25,13 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from edgesent.artifacts import KIND_ONNX, read_manifest, verify_files
+from edgesent.artifacts import KIND_ONNX, TOKENIZER_FILE_NAME, read_model_dir
 from edgesent.errors import ConfigError, DataError, ModelError
 from edgesent.metrics import softmax
 
 
 logger = logging.getLogger(__name__)
 
-TOKENIZER_FILE_NAME = "tokenizer.json"
 DEFAULT_BATCH_SIZE = 32
 PROVIDERS = ("auto", "cpu", "cuda")
 GRAPH_OPTIMIZATION_LEVELS = {
@@ -227,8 +226,9 @@ class Predictor:
                 ``"cpu"`` or ``"cuda"`` (fails if CUDA is not available rather than silently running on CPU).
             threads: ONNX Runtime intra-op threads (default None: ONNX Runtime's choice, one per core).
             graph_optimization: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"`` (default).
-            verify: check the model file's and tokenizer.json's sha256 against the manifest (default True).
-                Skip it only for a model you changed on purpose; a modified or truncated file is refused.
+            verify: check every file's sha256 and the manifest's own content hash (labels included) against
+                the manifest (default True). Skip it only for a model you changed on purpose; a modified or
+                truncated file, or an edited label map, is refused.
 
         Returns:
             A ready predictor.
@@ -239,34 +239,15 @@ class Predictor:
                 cannot load the model.
         """
         cfg = PredictorConfig(provider=provider, threads=threads, graph_optimization=graph_optimization, verify=verify)
-        model_dir = Path(path)
-        manifest = read_manifest(model_dir)
-        if manifest.get("kind") != KIND_ONNX:
-            raise ModelError(
-                f"{model_dir}: a {manifest.get('kind')!r} model directory, not an ONNX export; "
-                "export it first with: edgesent export"
-            )
-        labels, max_length = manifest.get("labels"), manifest.get("max_length")
-        onnx_file = str(manifest.get("onnx_file", "model.onnx"))
-        if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
-            raise ModelError(f"{model_dir}: manifest 'labels' is {labels!r}, not a list of names; re-export the model")
-        if not isinstance(max_length, int) or not _is_positive_int(max_length):
-            raise ModelError(f"{model_dir}: manifest 'max_length' is {max_length!r}; re-export the model")
-        if cfg.verify:
-            # The model, its external weights if the exporter split them off (model.onnx_data), and the tokenizer.
-            weights = [
-                name
-                for name in manifest.get("files", {})
-                if name.startswith((f"{onnx_file}_data", f"{onnx_file}.data"))
-            ]
-            verify_files(model_dir, manifest, [onnx_file, *weights, TOKENIZER_FILE_NAME])
+        info = read_model_dir(path, kind=KIND_ONNX, verify=cfg.verify)
+        model_dir, manifest, labels, max_length = info.path, info.manifest, list(info.labels), info.max_length
         tokenizer, pad_id, pad_right = _load_tokenizer(model_dir, max_length)
-        session = _create_session(model_dir / onnx_file, cfg)
+        session = _create_session(info.model_path, cfg)
         predictor = cls(session, tokenizer, labels, max_length, pad_id, pad_right, model_dir, manifest)
         logger.info(
             "loaded %s (%s, %d labels, max_length %d) on %s",
             model_dir,
-            manifest.get("precision", "?"),
+            info.precision,
             len(labels),
             max_length,
             predictor.provider,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,7 +25,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, write_manifest
+from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, scratch_dir, write_manifest
 from edgesent.data import LabelledTexts, encode_labels, label_list, load_dataset, stratified_split
 from edgesent.errors import ConfigError, MissingDependencyError
 from edgesent.metrics import classification_metrics
@@ -350,7 +349,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     base_path = resolve_base(cfg.base)
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.out or default_out_dir(cfg))
-    with atomic_output_dir(out_dir, overwrite=cfg.overwrite) as tmp_dir:
+    sources = [path for path in (cfg.data, cfg.eval_data, Path(base_path)) if path is not None and path.exists()]
+    with atomic_output_dir(out_dir, overwrite=cfg.overwrite, sources=sources) as tmp_dir:
         torch.manual_seed(cfg.seed)
         tokenizer, model = load_base(base_path, labels)
         train_set = encode_texts(tokenizer, train_data, labels, cfg.max_length)
@@ -360,7 +360,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.class_weights == "auto":
             trainer_cls = WeightedLossTrainer
             extra["class_weights"] = inverse_frequency_weights([f["labels"] for f in train_set.features], len(labels))
-        with tempfile.TemporaryDirectory(prefix="edgesent-checkpoints-") as work_dir:
+        with scratch_dir("checkpoints") as work_dir:
             trainer, recorder = build_trainer(
                 model, tokenizer, train_set, eval_set, cfg, labels, Path(work_dir), device, trainer_cls, **extra
             )

@@ -372,7 +372,7 @@ def test_cli_refuses_onnx_dirs_and_unknown_labels(runner, tiny_model_dir: Path, 
     args = ["--data", str(train), "--eval-data", str(dev), "--out", str(tmp_path / "out"), "--heads", "0.5"]
     result = runner.invoke(cli, ["prune", str(onnx_dir), *args])
     assert result.exit_code == 2
-    assert "prune needs a PyTorch model directory, got kind 'onnx'" in result.output
+    assert "manifest kind is 'onnx', not 'pytorch'" in result.output  # the one message every stage gives
     other = tmp_path / "other.csv"
     other.write_text("text,label\ngreat hotel,delighted\nrude staff,negative\n")
     result = runner.invoke(cli, ["prune", str(tiny_model_dir), *args[:2], "--eval-data", str(other), *args[4:]])

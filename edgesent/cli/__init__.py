@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
+import types
 from typing import Any
 
 import click
@@ -63,6 +65,12 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _exit_on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+    """SIGTERM (timeout, container stop, CI cancel) unwinds like Ctrl-C, so temporary outputs are removed."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cli(prog_name="edgesent")

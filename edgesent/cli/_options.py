@@ -22,3 +22,8 @@ text_column_option = click.option(
 label_column_option = click.option(
     "--label-column", default="label", show_default=True, help="Column holding the label."
 )
+no_verify_option = click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip the sha256 check of the model's files and manifest (only for a model you changed on purpose).",
+)

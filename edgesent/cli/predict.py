@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from edgesent.cli._options import text_column_option
+from edgesent.cli._options import no_verify_option, text_column_option
 from edgesent.data import FORMATS, cell_text, csv_quoting, pick_text_column
 from edgesent.errors import ConfigError, DataError
 
@@ -107,7 +107,7 @@ class _Report:
     help="Execution provider; 'auto' uses CUDA when onnxruntime-gpu sees a GPU.",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads (default: all cores).")
-@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the model files (for a model you changed).")
+@no_verify_option
 def predict(
     model_dir: Path,
     texts: tuple[str, ...],

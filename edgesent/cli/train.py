@@ -6,11 +6,18 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgesent.cli._format import format_metrics, format_table
-from edgesent.cli._options import json_option, label_column_option, overwrite_option, text_column_option
+from edgesent.cli._options import (
+    json_option,
+    label_column_option,
+    no_verify_option,
+    overwrite_option,
+    text_column_option,
+)
 
 
 data_path = click.Path(dir_okay=False, path_type=Path)
@@ -91,10 +98,11 @@ def finetune(as_json: bool, **options: object) -> None:
 @click.option("--data", type=data_path, required=True, help="Labelled file (CSV, TSV, JSONL).")
 @text_column_option
 @label_column_option
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
+@no_verify_option
 @json_option
-def evaluate(model_dir: Path, data: Path, as_json: bool, **options: object) -> None:
+def evaluate(model_dir: Path, data: Path, as_json: bool, no_verify: bool, **options: Any) -> None:
     """Accuracy, macro-F1, per-class report and confusion matrix of MODEL_DIR on --data.
 
     MODEL_DIR may be a PyTorch directory (finetune, prune) or an ONNX directory (export), so fp32,
@@ -102,7 +110,7 @@ def evaluate(model_dir: Path, data: Path, as_json: bool, **options: object) -> N
     """
     from edgesent.evaluate import evaluate_model
 
-    report = evaluate_model(model_dir, data, **options)
+    report = evaluate_model(model_dir, data, verify=not no_verify, **options)
     click.echo(
         json.dumps(report, indent=2)
         if as_json
