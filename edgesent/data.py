@@ -6,21 +6,29 @@ happen before any model is loaded so a bad file costs seconds, not a training ru
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
 import json
 import random
+import re
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import IO, Any, Literal
 
 from edgesent.errors import DataError
 
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 TEXT_FALLBACK = "sentence"  # GLUE files (SST-2) call the text column "sentence"
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: "²".isdigit() is True, int("²") fails
+
+# A long text is an input like any other, not a malformed file: lift csv's 128 KiB field limit once, for every
+# reader in the process, so whether a file loads never depends on what ran before.
+csv.field_size_limit(1 << 30)
 
 
 @dataclass
@@ -64,14 +72,6 @@ class LabelledTexts:
         )
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: bytes that are not UTF-8 ({err.reason}); re-save the file as UTF-8") from err
-
-
 def pick_text_column(path: Path, columns: list[str], text_column: str) -> str:
     """The text column to read: ``text_column``, or ``sentence`` when the default ``text`` is absent."""
     if text_column in columns:
@@ -89,39 +89,6 @@ def csv_quoting(delimiter: str) -> Literal[0, 3]:
     return csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
 
 
-def _rows_delimited(path: Path, content: str, delimiter: str) -> tuple[list[str], list[tuple[int, dict]]]:
-    reader = csv.DictReader(io.StringIO(content), delimiter=delimiter, quoting=csv_quoting(delimiter))
-    columns = [c.strip() for c in reader.fieldnames or []]
-    reader.fieldnames = columns
-    rows = []
-    try:
-        for row in reader:
-            if None in row:  # more fields than the header
-                raise DataError(f"{path}:{reader.line_num}: more fields than the header has columns")
-            rows.append((reader.line_num, row))
-    except csv.Error as err:
-        raise DataError(
-            f"{path}:{reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({err})"
-        ) from err
-    return columns, rows
-
-
-def _rows_jsonl(path: Path, content: str) -> tuple[list[str], list[tuple[int, dict]]]:
-    rows, columns = [], {}
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object per line")
-        columns.update(dict.fromkeys(obj))
-        rows.append((number, obj))
-    return list(columns), rows
-
-
 def cell_text(value: object) -> str:
     """A cell as a string: None is empty, and integral JSON numbers lose their ``.0`` (label 1.0 is "1")."""
     if value is None:
@@ -131,13 +98,248 @@ def cell_text(value: object) -> str:
     return str(value).strip() if not isinstance(value, str) else value
 
 
+@dataclass
+class Record:
+    """One input record: where it starts, its text and raw label, or why it cannot be used.
+
+    Attributes:
+        line: 1-based line of the file where the record starts (argument number for command-line texts).
+        text: the text ("" when the record is unusable).
+        label: the raw label as a string ("" when no label column is read).
+        error: why the record has no usable text (lenient reading only), else None.
+        replaced: bytes that were not UTF-8 (or lone surrogates) were replaced with U+FFFD.
+    """
+
+    line: int
+    text: str
+    label: str = ""
+    error: str | None = None
+    replaced: bool = False
+
+
+@dataclass
+class ReadStats:
+    """What a reader saw, filled in while it streams: the file's sha256 and the lines it had to repair."""
+
+    sha256: str = ""
+    replaced_lines: list[int] = field(default_factory=list)
+
+
+def repair_text(text: str) -> str | None:
+    """``text`` with characters that are not valid Unicode replaced by U+FFFD; None when it is valid.
+
+    Command-line arguments keep undecodable bytes as lone surrogates, and JSON can spell them ("\\ud800");
+    tokenizers refuses both, so they are replaced like undecodable bytes in a file.
+    """
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # bytes Python could not decode
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "replace")  # other lone surrogates
+    return raw.decode("utf-8", errors="replace")
+
+
+def _lines(path: Path, stream: IO[bytes], strict: bool, stats: ReadStats, progress: Any) -> Iterator[tuple[int, str]]:
+    """(line number, text) per line, split on ``\n`` only: U+2028 or U+0085 inside a JSON string or a CSV
+    field is text, not a line break. Undecodable bytes are an error (strict) or replaced and recorded."""
+    digest = hashlib.sha256()
+    for number, raw in enumerate(stream, start=1):
+        digest.update(raw)
+        if progress is not None:
+            progress.update(len(raw))
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if strict:
+                raise DataError(
+                    f"{path}:{number}: bytes that are not UTF-8 ({err.reason}); re-save the file as UTF-8"
+                ) from err
+            line = raw.decode("utf-8", errors="replace")
+            stats.replaced_lines.append(number)
+        yield number, line
+    stats.sha256 = digest.hexdigest()
+
+
+def _unique_columns(path: Path, names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise DataError(
+                f"{path}: column '{name}' appears twice in the header (columns {seen[name]} and {position}); "
+                "rename one"
+            )
+        seen[name] = position
+    return names
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    duplicate = next((key for key in keys if keys.count(key) > 1), None)
+    if duplicate is not None:
+        raise ValueError(f"key '{duplicate}' appears twice")
+    return dict(pairs)
+
+
+def _delimited(
+    path: Path, lines: Iterator[tuple[int, str]], delimiter: str, keys: tuple[str, str | None], strict: bool
+) -> Iterator[Record]:
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    # strict=True: a quote that is never closed, or text after a closing quote, is an error, not a silent merge
+    reader = csv.reader((line for _, line in lines), delimiter=delimiter, quoting=csv_quoting(delimiter), strict=True)
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        columns = _unique_columns(path, [name.strip() for name in header])
+        text_at = columns.index(pick_text_column(path, columns, keys[0]))
+        label_at = None
+        if keys[1] is not None:
+            if keys[1] not in columns:
+                raise DataError(
+                    f"{path}: no label column '{keys[1]}' (columns: {', '.join(columns)}); use --label-column"
+                )
+            label_at = columns.index(keys[1])
+        start = reader.line_num + 1
+        for row in reader:
+            if not row:  # a blank line between records
+                start = reader.line_num + 1
+                continue
+            if len(row) != len(columns):
+                more = "more" if len(row) > len(columns) else "fewer"
+                problem = f"{more} fields than the header has columns ({len(row)} for {len(columns)})"
+                if strict:
+                    raise DataError(f"{path}:{start}: {problem}; fix the quoting or the delimiters")
+                yield Record(start, "", error=f"wrong field count: {problem}")
+            else:
+                yield Record(start, row[text_at], row[label_at] if label_at is not None else "")
+            start = reader.line_num + 1
+    except csv.Error as err:
+        if "unexpected end of data" in str(err):
+            raise DataError(
+                f"{path}:{start}: a quoted field that starts in this record is never closed; fix the quoting"
+            ) from err
+        raise DataError(f"{path}:{start}: malformed {kind} ({err}); fix the quoting") from err
+
+
+def _jsonl(
+    path: Path, lines: Iterator[tuple[int, str]], keys: tuple[str, str | None], strict: bool
+) -> Iterator[Record]:
+    text_key: str | None = None
+    for number, line in lines:
+        if not line.strip():
+            if not strict:
+                yield Record(number, "", error="empty text")
+            continue
+        try:
+            obj = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+        except ValueError as err:  # JSONDecodeError, or a duplicate key
+            problem = f"invalid JSON: {getattr(err, 'msg', err)}"
+        else:
+            problem = "" if isinstance(obj, dict) else "invalid JSON: not an object"
+        if problem:
+            if strict:
+                raise DataError(f"{path}:{number}: {problem}")
+            yield Record(number, "", error=problem)
+            continue
+        if text_key is None:  # the first object fixes the columns, as a header would
+            text_key = pick_text_column(path, list(obj), keys[0])
+            if keys[1] is not None and keys[1] not in obj:
+                raise DataError(f"{path}: no label column '{keys[1]}' (columns: {', '.join(obj)}); use --label-column")
+        label = cell_text(obj.get(keys[1])) if keys[1] is not None else ""
+        yield Record(number, cell_text(obj.get(text_key)), label)
+
+
+def iter_records(
+    source: str | Path,
+    text_column: str = "text",
+    label_column: str | None = None,
+    *,
+    strict: bool = True,
+    stats: ReadStats | None = None,
+    progress: bool = False,
+) -> Iterator[Record]:
+    """Stream the records of a CSV, TSV, JSONL or text file, one per input record, in order.
+
+    The one reader behind training, evaluation, parity and prediction, so every stage reads a file alike.
+    Memory stays constant: the file is read line by line.
+
+    Args:
+        source: the file; .csv, .tsv, .jsonl/.ndjson by extension; with ``strict=False`` any other
+            extension is plain text, one record per line.
+        text_column: column with the text; ``text`` falls back to ``sentence`` (GLUE) when absent.
+        label_column: column with the label, or None to read no label.
+        strict: raise DataError at the first unusable record (training); with False, an unusable record
+            (invalid JSON, wrong field count) is yielded with ``error`` set, and bytes that are not UTF-8
+            are replaced (prediction: one output row per input record).
+        stats: filled in while streaming: the file's sha256 (once exhausted) and the repaired lines.
+        progress: show a byte-count progress bar on stderr (tqdm hides it when stderr is not a terminal).
+
+    Yields:
+        Record per input record; a blank line in a text file is a record with empty text.
+
+    Raises:
+        DataError: missing or unreadable file, unknown format (strict), duplicate or missing columns, a quote
+            that is never closed, and (strict) any malformed record. The message names file and line.
+    """
+    path = Path(source)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None and strict:
+        raise DataError(f"{path}: unknown format '{path.suffix}'; use .csv, .tsv or .jsonl")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    stats = stats if stats is not None else ReadStats()
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed in the finally below, once the generator is done
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror or err})") from err
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, disable=None, file=sys.stderr)
+    try:
+        lines = _lines(path, stream, strict, stats, bar)
+        keys = (text_column, label_column)
+        if fmt == "jsonl":
+            records = _jsonl(path, lines, keys, strict)
+        elif fmt is None:
+            records = (Record(number, line.rstrip("\r\n")) for number, line in lines)
+        else:
+            records = _delimited(path, lines, "," if fmt == "csv" else "\t", keys, strict)
+        for record in records:
+            if record.line in stats.replaced_lines:
+                record.replaced = True
+            if not strict and (repaired := repair_text(record.text)) is not None:
+                record.text, record.replaced = repaired, True
+            yield record
+    finally:
+        stream.close()
+        if bar is not None:
+            bar.close()
+
+
+def iter_lines(stream: IO[bytes], stats: ReadStats | None = None) -> Iterator[Record]:
+    """One record per line of a byte stream (stdin), leniently: undecodable bytes replaced and recorded."""
+    stats = stats if stats is not None else ReadStats()
+    for number, line in _lines(Path("<stdin>"), stream, False, stats, None):
+        text = line.rstrip("\r\n")
+        yield Record(number, text, replaced=bool(stats.replaced_lines) and stats.replaced_lines[-1] == number)
+
+
 def load_dataset(
     path: str | Path,
     text_column: str = "text",
     label_column: str | None = "label",
     skip_empty: bool = False,
 ) -> LabelledTexts:
-    """Read a CSV, TSV or JSONL file of texts (and labels) into memory.
+    """Read a CSV, TSV or JSONL file of texts (and labels) into memory, strictly.
 
     Args:
         path: The file; its extension picks the format (.csv, .tsv, .jsonl/.ndjson).
@@ -149,45 +351,26 @@ def load_dataset(
         LabelledTexts with labels as strings ("" for every row when ``label_column`` is None).
 
     Raises:
-        DataError: missing file, unknown format, undecodable bytes, missing column, empty file,
-            empty texts (unless skipped), missing labels. The message names file and line.
+        DataError: missing file, unknown format, undecodable bytes, missing or duplicate column, empty file,
+            a malformed record, empty texts (unless skipped), missing labels. The message names file and line.
     """
     path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if fmt is None:
-        raise DataError(f"{path}: unknown format '{path.suffix}'; use .csv, .tsv or .jsonl")
-    raw = path.read_bytes()
-    content = _decode(path, raw)
-    if not content.strip():
-        raise DataError(f"{path}: the file is empty")
-    if fmt == "jsonl":
-        columns, rows = _rows_jsonl(path, content)
-    else:
-        columns, rows = _rows_delimited(path, content, "," if fmt == "csv" else "\t")
-    if not rows:
-        raise DataError(f"{path}: no data rows (only a header?)")
-    text_key = pick_text_column(path, columns, text_column)
-    if label_column is not None and label_column not in columns:
-        raise DataError(
-            f"{path}: no label column '{label_column}' (columns: {', '.join(columns)}); use --label-column"
-        )
-
+    stats = ReadStats()
     texts, labels, lines, empty_lines = [], [], [], []
-    for number, row in rows:
-        text = cell_text(row.get(text_key))
-        if not text.strip():
-            empty_lines.append(number)
+    for record in iter_records(path, text_column, label_column, strict=True, stats=stats):
+        if not record.text.strip():
+            empty_lines.append(record.line)
             continue
-        label = ""
-        if label_column is not None:
-            label = cell_text(row.get(label_column)).strip()
-            if not label:
-                raise DataError(f"{path}:{number}: empty label in column '{label_column}'")
-        texts.append(text)
+        label = record.label.strip()
+        if label_column is not None and not label:
+            raise DataError(f"{path}:{record.line}: empty label in column '{label_column}'")
+        texts.append(record.text)
         labels.append(label)
-        lines.append(number)
+        lines.append(record.line)
+    if not texts and not empty_lines:
+        if path.stat().st_size == 0 or not path.read_bytes().strip():
+            raise DataError(f"{path}: the file is empty")
+        raise DataError(f"{path}: no data rows (only a header?)")
     if empty_lines and not skip_empty:
         shown = ", ".join(map(str, empty_lines[:5])) + (", ..." if len(empty_lines) > 5 else "")
         raise DataError(
@@ -199,7 +382,7 @@ def load_dataset(
         texts=texts,
         labels=labels,
         path=path,
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=stats.sha256,
         skipped_empty=len(empty_lines),
         source=str(path),
         line_numbers=lines,
@@ -215,7 +398,7 @@ def label_list(data: LabelledTexts) -> list[str]:
     unique = set(data.labels)
     if len(unique) < 2:
         raise DataError(f"{data.source or data.path}: needs at least two classes, found {sorted(unique)}")
-    if all(label.lstrip("-").isdigit() for label in unique):
+    if all(_INTEGER.fullmatch(label) for label in unique):
         return sorted(unique, key=int)
     return sorted(unique)
 

@@ -14,9 +14,10 @@ Typical use::
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -46,6 +47,7 @@ CPU_PROVIDER = "CPUExecutionProvider"
 # Texts are tokenized and length-sorted this many batches at a time: enough for batches of similar lengths,
 # small enough that a million-text call never holds a million encodings at once.
 SORT_WINDOW_BATCHES = 16
+EMPTY_TEXT = "empty text"
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -98,16 +100,39 @@ class Prediction:
         scores: label -> probability; every label in class-id order, or with ``top_k`` the k most
             probable labels, most probable first.
         truncated: the text was longer than ``max_length`` tokens and only its start was classified.
+        unknown_tokens: tokens the vocabulary does not know (``[UNK]``): a rising count in production means
+            the input language or domain moved away from what the model was trained on.
+        error: why the input got no prediction (:meth:`Predictor.predict_stream` only: empty text, not a
+            string); label and score are then None.
     """
 
-    label: str
-    score: float
+    label: str | None
+    score: float | None
     scores: dict[str, float]
     truncated: bool = False
+    unknown_tokens: int = 0
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, error: str) -> Prediction:
+        """The row of an input that could not be predicted."""
+        return cls(None, None, {}, error=error)
 
     def to_dict(self) -> dict[str, Any]:
-        """The prediction as a JSON-able dict (a copy: mutating it leaves the prediction alone)."""
-        return {"label": self.label, "score": self.score, "scores": dict(self.scores), "truncated": self.truncated}
+        """The prediction as a JSON-able dict (a copy: mutating it leaves the prediction alone).
+
+        ``error`` appears only on a row that has one, as in ``edgesent predict --json``.
+        """
+        row: dict[str, Any] = {
+            "label": self.label,
+            "score": self.score,
+            "scores": dict(self.scores),
+            "truncated": self.truncated,
+            "unknown_tokens": self.unknown_tokens,
+        }
+        if self.error is not None:
+            row["error"] = self.error
+        return row
 
 
 def resolve_providers(provider: str, available: Sequence[str]) -> list[str]:
@@ -187,6 +212,8 @@ class Predictor:
         self._tokenizer = tokenizer
         self._pad_id = pad_id
         self._pad_right = pad_right
+        unk_token = getattr(tokenizer.model, "unk_token", None)
+        self._unk_id = tokenizer.token_to_id(unk_token) if isinstance(unk_token, str) else None
         where = model_dir or "model"
         self._inputs: list[tuple[str, type]] = []
         for node in session.get_inputs():
@@ -282,23 +309,55 @@ class Predictor:
         single = isinstance(texts, str)
         batch = [texts] if isinstance(texts, str) else _as_text_list(texts)
         k = self._check_top_k(top_k)
-        logits, truncated = self._infer(batch, batch_size)
+        logits, truncated, unknown = self._infer(batch, batch_size)
         probs = softmax(logits.astype(np.float32, copy=False))
+        flags = zip(truncated.tolist(), unknown.tolist())
         if k is None:
             best = probs.argmax(axis=1).tolist()
-            rows = probs.tolist()
             preds = [
-                Prediction(self.labels[b], row[b], dict(zip(self.labels, row)), cut)
-                for b, row, cut in zip(best, rows, truncated.tolist())
+                Prediction(self.labels[b], row[b], dict(zip(self.labels, row)), cut, unk)
+                for b, row, (cut, unk) in zip(best, probs.tolist(), flags)
             ]
         else:
             order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
             top = np.take_along_axis(probs, order, axis=1).tolist()
             preds = [
-                Prediction(self.labels[idx[0]], vals[0], {self.labels[i]: v for i, v in zip(idx, vals)}, cut)
-                for idx, vals, cut in zip(order.tolist(), top, truncated.tolist())
+                Prediction(self.labels[idx[0]], vals[0], {self.labels[i]: v for i, v in zip(idx, vals)}, cut, unk)
+                for idx, vals, (cut, unk) in zip(order.tolist(), top, flags)
             ]
         return preds[0] if single else preds
+
+    def predict_stream(
+        self, texts: Iterable[Any], batch_size: int = DEFAULT_BATCH_SIZE, top_k: int | None = None
+    ) -> Iterator[Prediction]:
+        """Classify a stream of untrusted inputs: one Prediction per input, in input order, in constant memory.
+
+        The one prediction loop behind ``edgesent predict``, the server and the distributed engines. Inputs are
+        read a window at a time (``batch_size * SORT_WINDOW_BATCHES``), length-sorted and batched inside it
+        as :meth:`predict` does, so a billion-row iterator never sits in memory. An input that cannot be
+        classified (None, not a string, empty or whitespace only, lone surrogates) gets a Prediction with
+        ``error`` set and no label, and never reaches the model; it does not stop the stream.
+
+        Args:
+            texts: any iterable (a generator, a file reader, a pandas column).
+            batch_size: texts per ONNX Runtime call (default 32).
+            top_k: as in :meth:`predict`.
+
+        Yields:
+            One Prediction per input.
+
+        Raises:
+            ConfigError: a bad batch_size or top_k (before anything is read).
+        """
+        self._check_top_k(top_k)
+        if not _is_positive_int(batch_size):
+            raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        for window in _windows(texts, batch_size * SORT_WINDOW_BATCHES):
+            problems = [input_problem(text) for text in window]
+            usable = [text for text, problem in zip(window, problems) if problem is None]
+            predictions = iter(self.predict(usable, batch_size, top_k) if usable else [])
+            for problem in problems:
+                yield Prediction.failed(problem) if problem else next(predictions)
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Raw model outputs, for parity checks and calibration.
@@ -314,7 +373,7 @@ class Predictor:
             ConfigError: a bad batch_size.
             DataError: an item of ``texts`` is not a string.
         """
-        logits, _ = self._infer(_as_text_list(texts), batch_size)
+        logits, _, _ = self._infer(_as_text_list(texts), batch_size)
         return logits.astype(np.float32, copy=False)
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -347,26 +406,28 @@ class Predictor:
             raise ConfigError(f"top_k={top_k!r} must be a positive integer or None")
         return min(top_k, len(self.labels))
 
-    def _infer(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(N, C) logits and (N,) truncated flags, in input order."""
+    def _infer(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, C) logits, (N,) truncated flags and (N,) unknown-token counts, in input order."""
         if not _is_positive_int(batch_size):
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
         n = len(texts)
         if n == 1:  # the latency path: no sorting, no scatter
             encodings = self._tokenize(texts)
-            return self._run(self._pad(encodings)), self._truncated(encodings)
+            return self._run(self._pad(encodings)), self._truncated(encodings), self._unknown(encodings)
         logits = np.empty((n, len(self.labels)), dtype=np.float32)
         truncated = np.zeros(n, dtype=bool)
+        unknown = np.zeros(n, dtype=np.int64)
         window = batch_size * SORT_WINDOW_BATCHES
         for start in range(0, n, window):
             encodings = self._tokenize(texts[start : start + window], start)
             truncated[start : start + len(encodings)] = self._truncated(encodings)
+            unknown[start : start + len(encodings)] = self._unknown(encodings)
             # Stable sort: equal lengths keep input order, so results do not depend on the window size.
             order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
             for first in range(0, len(order), batch_size):
                 rows = order[first : first + batch_size]
                 logits[[start + i for i in rows]] = self._run(self._pad([encodings[i] for i in rows]))
-        return logits, truncated
+        return logits, truncated, unknown
 
     def _tokenize(self, texts: list[str], offset: int = 0) -> list[Encoding]:
         """Unpadded, truncated encodings; DataError (not a bare TypeError) for text that is not valid Unicode."""
@@ -380,6 +441,11 @@ class Predictor:
                 f"texts[{offset + index}] is not valid Unicode (lone surrogate characters, e.g. from undecodable "
                 "bytes); decode the input with errors='replace'"
             ) from err
+
+    def _unknown(self, encodings: list[Encoding]) -> np.ndarray:
+        if self._unk_id is None:
+            return np.zeros(len(encodings), dtype=np.int64)
+        return np.array([e.ids.count(self._unk_id) for e in encodings], dtype=np.int64)
 
     def _truncated(self, encodings: list[Encoding]) -> np.ndarray:
         # Only a text that fills max_length can have been cut; overflowing is built only for those.
@@ -428,6 +494,26 @@ def _is_utf8_encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def input_problem(text: Any) -> str | None:
+    """Why an input cannot be classified (None when it can): the per-item rule of every untrusted stream."""
+    if text is None:
+        return "no text"
+    if not isinstance(text, str):
+        return f"not a string ({type(text).__name__})"
+    if not text.strip():
+        return EMPTY_TEXT
+    if not _is_utf8_encodable(text):
+        return "not valid Unicode (lone surrogates)"
+    return None
+
+
+def _windows(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of at most ``size`` items, reading the iterable lazily."""
+    iterator = iter(items)
+    while window := list(itertools.islice(iterator, size)):
+        yield window
 
 
 def _is_positive_int(value: Any) -> bool:

@@ -53,7 +53,7 @@ def test_string_labels_sorted_and_custom_columns(tmp_path):
             "2 row(s) with empty text (line 3, 4); fix them or pass --skip-empty",
         ),
         ("d.csv", "text,label\nx,\n", "d.csv:2: empty label"),
-        ("d.jsonl", '{"text": "a", "label": 1}\n{oops\n', "d.jsonl:2: not valid JSON"),
+        ("d.jsonl", '{"text": "a", "label": 1}\n{oops\n', "d.jsonl:2: invalid JSON"),
         ("d.csv", "text,label\nx,a,extra\n", "d.csv:2: more fields than the header"),
     ],
 )

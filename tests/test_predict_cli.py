@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import onnxruntime as ort
@@ -46,7 +50,7 @@ def test_text_arguments_as_json_lines(runner: CliRunner, short_onnx_dir: Path, p
     rows = _rows(_run(runner, short_onnx_dir, *texts, "--json"))
     assert [row["label"] for row in rows] == _labels(predictor, texts)
     for row, pred in zip(rows, predictor.predict(texts)):
-        assert set(row) == {"label", "score", "scores", "truncated"}
+        assert set(row) == {"label", "score", "scores", "truncated", "unknown_tokens"}
         assert list(row["scores"]) == LABELS
         assert row["score"] == pytest.approx(pred.score)
 
@@ -231,3 +235,54 @@ def test_user_errors_exit_2(
         nothing.exit_code == 2
         and "no input: give TEXT arguments, --input FILE, or pipe texts on stdin" in nothing.stderr
     )
+
+
+def test_an_unclosed_quote_is_one_error_at_its_line_and_no_output(
+    runner: CliRunner, short_onnx_dir: Path, tmp_path: Path
+) -> None:
+    rows = [f"review {i} was great" for i in range(100)]
+    rows[3] = '"review 3 opens a quote'
+    path = tmp_path / "texts.csv"
+    path.write_text("text\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = _run(runner, short_onnx_dir, "--input", path, "--output", out, "--json")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"Error: {path}:5: a quoted field")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["texts.csv"]
+
+
+def test_foreign_text_is_reported_as_unknown_tokens(runner: CliRunner, short_onnx_dir: Path) -> None:
+    result = _run(runner, short_onnx_dir, "great food", "这个手机很好", "--json")
+    assert [row["unknown_tokens"] > 0 for row in _rows(result)] == [False, True]
+    assert "1 text(s) hold tokens the model's vocabulary does not know (argument 2)" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_leaves_no_partial_output(short_onnx_dir: Path, tmp_path: Path, sig: int) -> None:
+    source = tmp_path / "texts.txt"
+    source.write_text("the service was great and the staff friendly\n" * 200_000)
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgesent",
+            "predict",
+            str(short_onnx_dir),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.jsonl.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]

@@ -101,7 +101,13 @@ def test_predict_single_text_returns_one_prediction_with_every_label(predictor: 
     assert pred.label == max(pred.scores, key=pred.scores.get)
     assert pred.score == pred.scores[pred.label]
     assert pred.truncated is False
-    assert pred.to_dict() == {"label": pred.label, "score": pred.score, "scores": pred.scores, "truncated": False}
+    assert pred.to_dict() == {
+        "label": pred.label,
+        "score": pred.score,
+        "scores": pred.scores,
+        "truncated": False,
+        "unknown_tokens": 0,
+    }
 
 
 def test_predict_list_matches_softmax_of_logits(predictor: Predictor) -> None:
@@ -392,3 +398,46 @@ def test_predicting_imports_neither_torch_nor_transformers(short_onnx_dir: Path)
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_predict_stream_keeps_order_and_gives_per_item_errors(predictor: Predictor) -> None:
+    texts = ["great food", "", None, "awful rude staff", "   ", 7, "ordinary tuesday"]
+    rows = list(predictor.predict_stream(texts, batch_size=2))
+    assert [row.error for row in rows] == [
+        None,
+        "empty text",
+        "no text",
+        None,
+        "empty text",
+        "not a string (int)",
+        None,
+    ]
+    good = [t for t in texts if isinstance(t, str) and t.strip()]
+    assert [row.label for row in rows if row.error is None] == [p.label for p in predictor.predict(good)]
+    assert all(row.label is None and row.score is None for row in rows if row.error)
+
+
+def test_predict_stream_reads_one_window_at_a_time(predictor: Predictor) -> None:
+    consumed = 0
+
+    def endless() -> object:
+        nonlocal consumed
+        while True:
+            consumed += 1
+            yield "great food"
+
+    stream = predictor.predict_stream(endless(), batch_size=2)
+    first = next(stream)
+    assert first.label in LABELS
+    assert consumed <= 2 * runtime.SORT_WINDOW_BATCHES + 1  # one window read ahead, never the whole input
+
+
+def test_predict_stream_validates_before_reading(predictor: Predictor) -> None:
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        next(predictor.predict_stream(iter(["a"]), batch_size=0))
+
+
+def test_unknown_tokens_are_counted_per_text(predictor: Predictor) -> None:
+    known, foreign = predictor.predict(["great food", "这个手机很好"])
+    assert known.unknown_tokens == 0
+    assert foreign.unknown_tokens > 0  # the tiny vocabulary has no CJK: a language shift is visible
