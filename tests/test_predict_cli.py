@@ -283,6 +283,7 @@ def test_a_signal_mid_run_leaves_no_partial_output(short_onnx_dir: Path, tmp_pat
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode != 0
-    assert "Traceback" not in stderr.decode()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]
+    message = stderr.decode()
+    assert proc.returncode != 0, message
+    assert "Traceback" not in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"], message
