@@ -281,7 +281,7 @@ def test_access_log_is_json_without_texts(server, client) -> None:
 
 
 def test_sigterm_finishes_requests_in_flight(tiny_onnx_dir, tmp_path, predictor) -> None:
-    srv = _start(tiny_onnx_dir, tmp_path, "--max-wait-ms", "400", "--max-batch", "256")
+    srv = _start(tiny_onnx_dir, tmp_path, "--max-wait-ms", "3000", "--max-batch", "256")
     results: dict[int, object] = {}
 
     def call(i: int) -> None:
@@ -299,7 +299,12 @@ def test_sigterm_finishes_requests_in_flight(tiny_onnx_dir, tmp_path, predictor)
     threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()
-    time.sleep(0.2)  # every request is waiting for its batch (max-wait 400 ms) when SIGTERM arrives
+    route = "/v1/models/{name}/predict"
+    deadline = time.monotonic() + 20
+    with httpx.Client(base_url=srv.url, headers=AUTH) as c:  # SIGTERM once all 8 wait for their batch (3 s)
+        while _value(_metrics(c)["edgesent_requests_in_flight"], "edgesent_requests_in_flight", route=route) < 8:
+            assert time.monotonic() < deadline, "requests never reached the server"
+            time.sleep(0.02)
     assert _stop(srv) == 0, srv.log()
     for thread in threads:
         thread.join(30)

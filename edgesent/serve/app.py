@@ -322,11 +322,13 @@ class _ObserveMiddleware:
                 status = message["status"]
             await send(message)
 
+        route = _route_of(scope["path"])
+        self._metrics.in_flight.labels(route).inc()
         try:
             await self.app(scope, receive, send_status)
         finally:
+            self._metrics.in_flight.labels(route).dec()
             seconds = time.perf_counter() - started
-            route = _route_of(scope["path"])
             self._metrics.requests.labels(route, scope["method"], str(status)).inc()
             self._metrics.latency.labels(route).observe(seconds)
             if access_logger.isEnabledFor(logging.INFO):

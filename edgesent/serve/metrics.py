@@ -36,6 +36,9 @@ class ServeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.in_flight = Gauge(
+            "edgesent_requests_in_flight", "HTTP requests being handled, by route.", ["route"], registry=r
+        )
         self.batch_size = Histogram(
             "edgesent_batch_size", "Texts per model call.", ["model"], buckets=_BATCH_BUCKETS, registry=r
         )
