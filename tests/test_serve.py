@@ -449,3 +449,13 @@ def test_cli_help(runner) -> None:
 
     result = runner.invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0 and "--max-batch" in result.output and "--api-key-file" in result.output
+
+
+def test_listening_socket_is_tcp_so_asyncio_sets_nodelay() -> None:
+    from edgesent.serve.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # else Nagle + delayed ACK: ~40 ms on every response
+    finally:
+        sock.close()
