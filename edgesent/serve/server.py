@@ -50,31 +50,31 @@ def serve_models(models: Sequence[str | Path], cfg: ServeConfig) -> None:
         "timeout_graceful_shutdown": cfg.shutdown_timeout_s,
         "lifespan": "on",
     }
+    sock = _bind(cfg.host, cfg.port)
     if cfg.workers > 1:
         # Each worker process builds its own app (and metrics) from the spec; the check above already passed.
+        from uvicorn.supervisors import Multiprocess
+
         os.environ[SPEC_ENV] = json.dumps({"models": [str(m) for m in models], "config": cfg.to_dict()})
         del app
-        uvicorn.run(
-            "edgesent.serve.server:app_from_env",
-            factory=True,
-            host=cfg.host,
-            port=cfg.port,
-            workers=cfg.workers,
-            **common,
-        )
+        worker_cfg = uvicorn.Config("edgesent.serve.server:app_from_env", factory=True, workers=cfg.workers, **common)
+        try:
+            Multiprocess(worker_cfg, sockets=[sock]).run()
+        finally:
+            sock.close()
         return
-    sock = _bind(cfg.host, cfg.port)
     server = uvicorn.Server(uvicorn.Config(app, **common))
     host, port = sock.getsockname()[:2]
     _event("start", models=list(app.state.models), url=f"http://{host}:{port}", pid=os.getpid())
     # uvicorn re-raises the signal it caught once it has shut down, to let the previous handler act on it. With
-    # the default SIGTERM handler that kills the process (exit -15) after a clean shutdown; a no-op handler in its
-    # place lets serve_models return, and the process exit 0.
-    previous = signal.signal(signal.SIGTERM, _ignore_signal)
+    # the default handlers that kills the process (SIGTERM: exit -15) or raises KeyboardInterrupt (SIGINT) after a
+    # clean shutdown; a no-op handler in their place lets serve_models return, and the process exit 0.
+    previous = {sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run(sockets=[sock])
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sock.close()
     _event("stop", pid=os.getpid())
 
