@@ -27,6 +27,7 @@ _COMMANDS = {
     "predict": "edgesent.cli.predict:predict",
     "bench": "edgesent.cli.bench:bench",
     "prune": "edgesent.cli.prune:prune",
+    "serve": "edgesent.cli.serve:serve",
 }
 
 

@@ -1,0 +1,461 @@
+"""``edgesent serve``: a real server process on a free loopback port, called with a real HTTP client.
+
+One server per module (started once, stopped with SIGTERM at the end, which must exit 0); a second short-lived one
+for the SIGTERM-with-requests-in-flight test; queue-full (429) and timeout (503) run in process on a slow fake model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+httpx = pytest.importorskip("httpx")
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgesent.errors import ConfigError
+from edgesent.serve import ServeConfig
+
+
+KEY = "s3cret-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MODEL = "tiny"
+TEXTS = ["great food and friendly staff", "", "awful", "   ", "the phone arrived on tuesday", "héllo wörld ✓"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Server:
+    def __init__(self, proc: subprocess.Popen, url: str, log_path: Path) -> None:
+        self.proc, self.url, self.log_path = proc, url, log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def _start(model_dir: Path, tmp: Path, *options: str) -> _Server:
+    port = _free_port()
+    key_file = tmp / "keys.txt"
+    key_file.write_text(f"# operators\nother-key\n{KEY}\n")
+    log_path = tmp / f"server-{port}.log"
+    cmd = [sys.executable, "-m", "edgesent", "serve", f"{MODEL}={model_dir}", "--port", str(port)]
+    cmd += ["--api-key-file", str(key_file), "--threads", "1", *options]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return _Server(proc, url, log_path)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"server not ready in 60 s: {log_path.read_text()}")
+
+
+def _stop(server: _Server) -> int:
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        return server.proc.wait(timeout=30)
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    limits = ["--max-wait-ms", "20", "--max-texts", "8", "--max-chars", "200", "--max-body-bytes", "2048"]
+    srv = _start(tiny_onnx_dir, tmp_path_factory.mktemp("serve"), *limits)
+    yield srv
+    assert _stop(srv) == 0, srv.log()
+
+
+@pytest.fixture(scope="module")
+def client(server: _Server):
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_onnx_dir: Path):
+    from edgesent.runtime import Predictor
+
+    return Predictor.load(tiny_onnx_dir, threads=1)
+
+
+def _expected(predictor, texts: list[str], top_k: int | None = None) -> list[dict]:
+    rows = iter(predictor.predict([t for t in texts if t.strip()], top_k=top_k))
+    empty = {"label": None, "score": None, "scores": {}, "truncated": False, "error": "empty text"}
+    return [next(rows).to_dict() if t.strip() else empty for t in texts]
+
+
+def _assert_same(got: list[dict], want: list[dict]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys()
+        assert g["label"] == w["label"] and g["truncated"] == w["truncated"] and g.get("error") == w.get("error")
+        assert list(g["scores"]) == list(w["scores"])
+        assert g["scores"] == pytest.approx(w["scores"], abs=1e-5)
+
+
+def _metrics(client) -> dict[str, list]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {family.name: family.samples for family in text_string_to_metric_families(response.text)}
+
+
+def _value(samples: list, name: str, **labels: str) -> float:
+    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_predictions_equal_predictor(client, predictor, top_k) -> None:
+    texts = [*TEXTS, "a " * 99]  # the last one is 99 tokens: truncated to 64
+    response = client.post(f"/v1/models/{MODEL}/predict", json={"texts": texts, "top_k": top_k})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == MODEL
+    _assert_same(body["results"], _expected(predictor, texts, top_k))
+    assert body["results"][-1]["truncated"] is True
+
+
+def test_models_probes_and_openapi(server, client, tiny_onnx_dir) -> None:
+    from edgesent.artifacts import manifest_sha256, read_manifest
+
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}  # no key needed
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    (model,) = client.get("/v1/models").json()["models"]
+    manifest = read_manifest(tiny_onnx_dir)
+    assert model == {
+        "name": MODEL,
+        "task": manifest.get("task", "classify"),
+        "labels": manifest["labels"],
+        "precision": manifest.get("precision"),
+        "max_length": manifest["max_length"],
+        "manifest_sha256": manifest_sha256(tiny_onnx_dir),
+    }
+    schema = client.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.") and "/v1/models/{name}/predict" in schema["paths"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
+@pytest.mark.parametrize("path", ["/v1/models", "/metrics", "/openapi.json"])
+def test_auth_refuses_missing_or_wrong_key(server, headers, path) -> None:
+    response = httpx.get(f"{server.url}{path}", headers=headers)
+    assert response.status_code == 401
+    assert "API key" in response.json()["error"]
+    assert httpx.get(f"{server.url}{path}", headers=AUTH).status_code == 200
+    assert httpx.get(f"{server.url}{path}", headers={"Authorization": "Bearer other-key"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "malformed JSON"),
+        (b"[1, 2]", 422, "JSON object"),
+        (b'{"texts": "one"}', 422, "list of strings"),
+        (b'{"texts": ["a", 3]}', 422, "texts[1] must be a string"),
+        (b'{"texts": ["a"], "top_k": 0}', 422, "top_k"),
+        (b'{"texts": ["a"], "top_k": "2"}', 422, "top_k"),
+        (b'{"texts": ["a"], "tokens": 1}', 422, "unknown field"),
+        (json.dumps({"texts": ["a"] * 9}).encode(), 413, "limit is 8"),
+        (json.dumps({"texts": ["a", "b" * 201]}).encode(), 413, "texts[1] has 201 characters"),
+        (json.dumps({"texts": ["a " * 1100]}).encode(), 413, "2048 bytes"),
+    ],
+)
+def test_limits_and_malformed_input(client, body, status, message) -> None:
+    response = client.post(f"/v1/models/{MODEL}/predict", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"] and response.json()["status"] == status
+    assert client.post(f"/v1/models/{MODEL}/predict", json={"texts": ["still serving"]}).status_code == 200
+
+
+def test_unknown_model_route_and_method(client) -> None:
+    response = client.post("/v1/models/nope/predict", json={"texts": ["a"]})
+    assert response.status_code == 404 and "unknown model 'nope'" in response.json()["error"]
+    assert client.get("/v2/anything").status_code == 404
+    assert client.get(f"/v1/models/{MODEL}/predict").status_code == 405
+
+
+def test_chunked_body_over_limit_and_lone_surrogate(client, predictor) -> None:
+    chunks = iter([b'{"texts": ["', b"a" * 1500, b"a" * 1500, b'"]}'])
+    response = client.post(f"/v1/models/{MODEL}/predict", content=chunks)  # no Content-Length
+    assert response.status_code == 413
+    response = client.post(
+        f"/v1/models/{MODEL}/predict",
+        content=b'{"texts": ["bad \\ud800 text"]}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200 and response.json()["results"][0]["label"] in predictor.labels
+
+
+def test_batching_merges_concurrent_requests_and_returns_own_rows(client, predictor) -> None:
+    before = _metrics(client)["edgesent_batch_size"]
+    requests = [[f"great food {i}", "awful " * (i % 3 + 1), f"okay {i} phone"][: i % 3 + 1] for i in range(16)]
+    results: dict[int, list] = {}
+    barrier = threading.Barrier(len(requests))
+
+    def call(i: int) -> None:
+        barrier.wait()
+        response = client.post(f"/v1/models/{MODEL}/predict", json={"texts": requests[i]})
+        results[i] = response.json()["results"] if response.status_code == 200 else response.text
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for i, texts in enumerate(requests):
+        _assert_same(results[i], _expected(predictor, texts))
+    after = _metrics(client)["edgesent_batch_size"]
+    calls = _value(after, "edgesent_batch_size_count") - _value(before, "edgesent_batch_size_count")
+    texts = _value(after, "edgesent_batch_size_sum") - _value(before, "edgesent_batch_size_sum")
+    assert texts == sum(map(len, requests))
+    assert calls < len(requests)  # some requests shared a model call
+    assert _value(after, "edgesent_batch_size_bucket", le="1.0") < _value(after, "edgesent_batch_size_count")
+
+
+def test_metrics_parse_and_move(client, predictor) -> None:
+    before = _metrics(client)
+    texts = ["great food", "awful", "", "okay"]
+    assert client.post(f"/v1/models/{MODEL}/predict", json={"texts": texts}).status_code == 200
+    assert client.post("/v1/models/nope/predict", json={"texts": ["a"]}).status_code == 404
+    after = _metrics(client)
+    route = "/v1/models/{name}/predict"
+    for status, moved in (("200", 1), ("404", 1)):
+        name = "edgesent_requests_total"
+        delta = _value(after["edgesent_requests"], name, route=route, status=status) - _value(
+            before["edgesent_requests"], name, route=route, status=status
+        )
+        assert delta == moved
+    delta = _value(after["edgesent_texts_predicted"], "edgesent_texts_predicted_total", model=MODEL) - _value(
+        before["edgesent_texts_predicted"], "edgesent_texts_predicted_total", model=MODEL
+    )
+    assert delta == 3
+    labels = [p.label for p in predictor.predict(["great food", "awful", "okay"])]
+    for label in set(labels):
+        name = "edgesent_predictions_total"
+        moved = _value(after["edgesent_predictions"], name, model=MODEL, label=label) - _value(
+            before["edgesent_predictions"], name, model=MODEL, label=label
+        )
+        assert moved == labels.count(label)
+    assert _value(after["edgesent_text_errors"], "edgesent_text_errors_total", model=MODEL) >= 1
+    assert (
+        _value(after["edgesent_request_duration_seconds"], "edgesent_request_duration_seconds_count", route=route) > 0
+    )
+    assert _value(after["edgesent_model_load_seconds"], "edgesent_model_load_seconds", model=MODEL) > 0
+    assert [s.labels["model"] for s in after["edgesent_queue_depth"]] == [MODEL]
+    assert _value(after["edgesent_ready"], "edgesent_ready") == 1
+
+
+def test_access_log_is_json_without_texts(server, client) -> None:
+    secret = "confidential words"
+    assert client.post(f"/v1/models/{MODEL}/predict", json={"texts": [secret]}).status_code == 200
+    time.sleep(0.2)
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    predicts = [line for line in lines if line.get("path") == f"/v1/models/{MODEL}/predict" and line["status"] == 200]
+    assert predicts and predicts[-1]["n_texts"] == 1 and predicts[-1]["model"] == MODEL and predicts[-1]["ms"] >= 0
+    assert secret not in server.log()
+
+
+def test_sigterm_finishes_requests_in_flight(tiny_onnx_dir, tmp_path, predictor) -> None:
+    srv = _start(tiny_onnx_dir, tmp_path, "--max-wait-ms", "3000", "--max-batch", "256")
+    results: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        try:
+            response = httpx.post(
+                f"{srv.url}/v1/models/{MODEL}/predict",
+                json={"texts": [f"great {i}", "awful"]},
+                headers=AUTH,
+                timeout=30,
+            )
+            results[i] = response.json()["results"] if response.status_code == 200 else response.status_code
+        except httpx.HTTPError as err:
+            results[i] = repr(err)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    route = "/v1/models/{name}/predict"
+    deadline = time.monotonic() + 20
+    with httpx.Client(base_url=srv.url, headers=AUTH) as c:  # SIGTERM once all 8 wait for their batch (3 s)
+        while _value(_metrics(c)["edgesent_requests_in_flight"], "edgesent_requests_in_flight", route=route) < 8:
+            assert time.monotonic() < deadline, "requests never reached the server"
+            time.sleep(0.02)
+    assert _stop(srv) == 0, srv.log()
+    for thread in threads:
+        thread.join(30)
+    for i in range(8):
+        _assert_same(results[i], _expected(predictor, [f"great {i}", "awful"]))  # type: ignore[arg-type]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{srv.url}/healthz", timeout=2)
+
+
+def test_tampered_model_stops_the_start(short_onnx_copy: Path) -> None:
+    model = short_onnx_copy / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-16] + b"\0" * 16)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgesent", "serve", str(short_onnx_copy), "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("Error: ") and "sha256 does not match" in result.stderr
+
+
+def test_busy_port_is_one_line(tiny_onnx_dir) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "edgesent", "serve", str(tiny_onnx_dir), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2 and result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}")
+
+
+def test_server_core_imports_no_torch(tiny_onnx_dir) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import edgesent.serve
+        assert not [m for m in ("torch", "transformers") if m in sys.modules]
+        app = edgesent.serve.create_app([{str(tiny_onnx_dir)!r}], api_keys=[])
+        heavy = [m for m in ("torch", "transformers", "optimum") if m in sys.modules]
+        assert not heavy, heavy
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+class _SlowPredictor:
+    """A stand-in model that takes ``delay`` seconds per call, to fill the queue and time requests out."""
+
+    max_length = 16
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.labels = ["negative", "positive"]
+        self.manifest = {"precision": "fake"}
+
+    def predict(self, texts, batch_size=32, top_k=None):
+        from edgesent.runtime import Prediction
+
+        time.sleep(self.delay)
+        return [Prediction("positive", 0.75, {"negative": 0.25, "positive": 0.75}) for _ in texts]
+
+
+def _in_process(app, scenario):
+    async def run():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:
+                return await scenario(c)
+
+    return asyncio.run(run())
+
+
+def test_full_queue_is_429_with_retry_after() -> None:
+    from edgesent.serve import create_app
+
+    cfg = ServeConfig(max_batch=1, max_queue=2, max_texts=2, max_wait_ms=0)
+    app = create_app({"slow": _SlowPredictor(0.4)}, cfg, api_keys=[])
+
+    async def scenario(c):
+        first = asyncio.create_task(c.post("/v1/models/slow/predict", json={"texts": ["a"]}))
+        await asyncio.sleep(0.1)  # the first request is in the model; the queue is empty
+        second = asyncio.create_task(c.post("/v1/models/slow/predict", json={"texts": ["b", "c"]}))
+        await asyncio.sleep(0.05)  # the queue now holds 2 texts: full
+        third = await c.post("/v1/models/slow/predict", json={"texts": ["d"]})
+        return await first, await second, third, await c.post("/v1/models/slow/predict", json={"texts": ["e"]})
+
+    first, second, third, later = _in_process(app, scenario)
+    assert third.status_code == 429 and third.headers["Retry-After"] == "1" and "retry" in third.json()["error"]
+    assert first.status_code == second.status_code == later.status_code == 200
+    assert len(second.json()["results"]) == 2
+
+
+def test_request_timeout_is_503_and_server_recovers() -> None:
+    from edgesent.serve import create_app
+
+    app = create_app({"slow": _SlowPredictor(0.3)}, ServeConfig(timeout_s=0.1), api_keys=[])
+
+    async def scenario(c):
+        late = await c.post("/v1/models/slow/predict", json={"texts": ["a"]})
+        ready = await c.get("/readyz")
+        await asyncio.sleep(0.3)
+        return late, ready, await c.post("/v1/models/slow/predict", json={"texts": ["a"]}, timeout=5)
+
+    late, ready, _ = _in_process(app, scenario)
+    assert late.status_code == 503 and "no result within 0.1 s" in late.json()["error"]
+    assert ready.status_code == 200
+
+
+def test_serve_config_validates() -> None:
+    with pytest.raises(ConfigError, match="max_batch must be"):
+        ServeConfig(max_batch=0)
+    with pytest.raises(ConfigError, match="max_queue=4 is below max_texts=8"):
+        ServeConfig(max_queue=4, max_texts=8)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        ServeConfig.from_dict({"max_bach": 3})
+    assert ServeConfig.from_dict(ServeConfig(port=9000).to_dict()) == ServeConfig(port=9000)
+
+
+def test_missing_extra_is_one_line(monkeypatch) -> None:
+    import importlib.util
+
+    from edgesent.errors import MissingDependencyError
+    from edgesent.serve import require_serve_extra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "uvicorn" else real(name))
+    with pytest.raises(MissingDependencyError, match=r"missing: uvicorn.*pip install 'edgesent\[serve\]'"):
+        require_serve_extra("edgesent serve")
+
+
+def test_cli_help(runner) -> None:
+    from edgesent.cli import cli
+
+    result = runner.invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0 and "--max-batch" in result.output and "--api-key-file" in result.output
+
+
+def test_listening_socket_is_tcp_so_asyncio_sets_nodelay() -> None:
+    from edgesent.serve.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # else Nagle + delayed ACK: ~40 ms on every response
+    finally:
+        sock.close()
