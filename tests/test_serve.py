@@ -106,9 +106,10 @@ def predictor(tiny_onnx_dir: Path):
 
 
 def _expected(predictor, texts: list[str], top_k: int | None = None) -> list[dict]:
-    rows = iter(predictor.predict([t for t in texts if t.strip()], top_k=top_k))
-    empty = {"label": None, "score": None, "scores": {}, "truncated": False, "error": "empty text"}
-    return [next(rows).to_dict() if t.strip() else empty for t in texts]
+    """What the in-process predictor gives for the same texts, per-item errors included."""
+    rows = [p.to_dict() for p in predictor.predict_stream(texts, top_k=top_k)]
+    assert [row.get("error") for row in rows] == [None if t.strip() else "empty text" for t in texts]
+    return rows
 
 
 def _assert_same(got: list[dict], want: list[dict]) -> None:
@@ -374,6 +375,9 @@ class _SlowPredictor:
 
         time.sleep(self.delay)
         return [Prediction("positive", 0.75, {"negative": 0.25, "positive": 0.75}) for _ in texts]
+
+    def predict_stream(self, texts, batch_size=32, top_k=None):
+        return iter(self.predict(list(texts), batch_size, top_k))
 
 
 def _in_process(app, scenario):

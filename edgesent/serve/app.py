@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("edgesent.serve.access")
 
-EMPTY_TEXT = "empty text"
 DEFAULT_TASK = "classify"
 WARMUP_TEXT = "warm-up"
 RETRY_AFTER_S = 1
@@ -194,7 +193,8 @@ def _make_batcher(model: ServedModel, cfg: ServeConfig, metrics: ServeMetrics) -
     predictor, name = model.predictor, model.name
 
     def predict(texts: list[str]) -> list[dict[str, Any]]:
-        return [prediction.to_dict() for prediction in predictor.predict(texts, batch_size=cfg.max_batch)]
+        # predict_stream: the runtime's per-item rule (empty text -> an error row) serves HTTP as it serves files
+        return [prediction.to_dict() for prediction in predictor.predict_stream(texts, batch_size=cfg.max_batch)]
 
     return DynamicBatcher(
         name,
@@ -250,31 +250,25 @@ class _Routes:
         facts["n_texts"] = len(req.texts)
         if self.cfg.log_texts:
             facts["texts"] = req.texts
-        wanted = [i for i, text in enumerate(req.texts) if text.strip()]
-        results: list[dict[str, Any]] = [
-            {"label": None, "score": None, "scores": {}, "truncated": False, "error": EMPTY_TEXT}
-        ] * len(req.texts)
-        if len(wanted) < len(req.texts):
-            self.metrics_.text_errors.labels(name, EMPTY_TEXT).inc(len(req.texts) - len(wanted))
-        if wanted:
-            try:
-                future = model.batcher.submit([req.texts[i] for i in wanted])
-            except QueueFullError as err:
-                self.metrics_.rejected.labels(name, "queue_full").inc()
-                return error_response(429, f"{err}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
-            except BatcherClosedError as err:
-                return error_response(503, str(err))
-            try:
-                rows = await asyncio.wait_for(future, self.cfg.timeout_s)
-            except asyncio.TimeoutError:
-                self.metrics_.rejected.labels(name, "timeout").inc()
-                return error_response(503, f"no result within {self.cfg.timeout_s:g} s; the server is overloaded")
-            except Exception as err:  # noqa: BLE001 - the model failed on the batch; the batcher logged it
-                return error_response(500, f"prediction failed: {type(err).__name__}: {err}")
-            k = None if req.top_k is None else min(req.top_k, len(model.predictor.labels))
-            results = list(results)
-            for index, row in zip(wanted, rows):
-                results[index] = _top_k(row, k)
+        try:
+            future = model.batcher.submit(req.texts)
+        except QueueFullError as err:
+            self.metrics_.rejected.labels(name, "queue_full").inc()
+            return error_response(429, f"{err}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+        except BatcherClosedError as err:
+            return error_response(503, str(err))
+        try:
+            rows = await asyncio.wait_for(future, self.cfg.timeout_s)
+        except asyncio.TimeoutError:
+            self.metrics_.rejected.labels(name, "timeout").inc()
+            return error_response(503, f"no result within {self.cfg.timeout_s:g} s; the server is overloaded")
+        except Exception as err:  # noqa: BLE001 - the model failed on the batch; the batcher logged it
+            return error_response(500, f"prediction failed: {type(err).__name__}: {err}")
+        for row in rows:
+            if row.get("error"):
+                self.metrics_.text_errors.labels(name, row["error"]).inc()
+        k = None if req.top_k is None else min(req.top_k, len(model.predictor.labels))
+        results = [_top_k(row, k) for row in rows]
         return JSONResponse({"model": name, "results": results})
 
 

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgesent.data import repair_text
+
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -76,13 +78,4 @@ def parse_predict(body: bytes, max_texts: int, max_chars: int) -> PredictRequest
     top_k = obj.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise RequestError(422, f"'top_k' must be a positive integer or null, got {top_k!r}")
-    return PredictRequest([_valid_unicode(text) for text in texts], top_k)
-
-
-def _valid_unicode(text: str) -> str:
-    """``text`` with lone surrogates (JSON can spell ``"\\ud800"``) replaced by U+FFFD; the tokenizer refuses them."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
+    return PredictRequest([repair_text(text) or text for text in texts], top_k)

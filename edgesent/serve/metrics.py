@@ -80,13 +80,14 @@ class ServeMetrics:
             self.labels.labels(name, label)
 
     def observe_batch(self, name: str, size: int, seconds: float, rows: Sequence[dict[str, Any]]) -> None:
-        """Record one model call: its size, duration, and each text's top label."""
+        """Record one model call: its size, duration, and each predicted text's top label (error rows aside)."""
         self.batch_size.labels(name).observe(size)
         self.batch_seconds.labels(name).observe(seconds)
-        self.texts.labels(name).inc(size)
         counts: dict[str, int] = {}
         for row in rows:
-            counts[row["label"]] = counts.get(row["label"], 0) + 1
+            if row["label"] is not None:
+                counts[row["label"]] = counts.get(row["label"], 0) + 1
+        self.texts.labels(name).inc(sum(counts.values()))
         for label, count in counts.items():
             self.labels.labels(name, label).inc(count)
 
