@@ -21,17 +21,18 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
-from edgesent.artifacts import read_manifest
-from edgesent.bench import session_options
+from edgesent.artifacts import KIND_ONNX, LOGITS_OUTPUT, TOKENIZER_FILE_NAME, read_model_dir
+from edgesent.bench.runners import create_bench_session
 from edgesent.data import encode_labels, load_dataset
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    """A CPU session with the settings of ``edgesent bench`` (edgesent.sessions via bench.runners)."""
+    return create_bench_session(path, "cpu", threads)
 
 
 def _logits(session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
-    return np.concatenate([session.run(["logits"], feed)[0] for feed in feeds])  # (N, C)
+    return np.concatenate([session.run([LOGITS_OUTPUT], feed)[0] for feed in feeds])  # (N, C)
 
 
 def _variants(model: onnx.ModelProto) -> dict[str, tuple[list[str], bool]]:
@@ -52,12 +53,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     args = parser.parse_args()
 
-    manifest = read_manifest(args.onnx_dir)
-    fp32_path = args.onnx_dir / manifest.get("onnx_file", "model.onnx")
+    model = read_model_dir(args.onnx_dir, kind=KIND_ONNX)
+    fp32_path = model.model_path
     data = load_dataset(args.data)
-    y = np.asarray(encode_labels(data, manifest["labels"]))
-    tokenizer = Tokenizer.from_file(str(args.onnx_dir / "tokenizer.json"))
-    tokenizer.enable_truncation(manifest["max_length"])
+    y = np.asarray(encode_labels(data, list(model.labels)))
+    tokenizer = Tokenizer.from_file(str(model.path / TOKENIZER_FILE_NAME))
+    tokenizer.enable_truncation(model.max_length)
     tokenizer.no_padding()
     names = [i.name for i in _session(fp32_path, 1).get_inputs()]
 

@@ -4,7 +4,8 @@ Measures, for an ONNX export directory (the int8 SST-2 MiniLM) and the PyTorch m
 
 1. Cold start and peak RSS, each in a fresh child process, one child at a time, interleaved across variants:
    - ``predictor``: ``edgesent.runtime.Predictor.load(dir).predict(text)``;
-   - ``bare``: onnxruntime + tokenizers by hand, the floor the predictor is measured against;
+   - ``bare``: tokenizers by hand and a session from ``edgesent.sessions.create_session`` (the predictor's
+     settings), the floor the predictor is measured against;
    - ``pipeline``: Transformers ``pipeline("text-classification")`` on the PyTorch model.
    Cold start = wall time from spawning the child to the child reporting its first prediction (interpreter
    start, imports, model load, first call). Peak RSS = the child's ``ru_maxrss`` from ``os.wait4``.
@@ -60,18 +61,16 @@ _CHILDREN = {
         import json, sys, time
         t0 = time.perf_counter()
         import numpy as np
-        import onnxruntime as ort
         from tokenizers import Tokenizer
+        from edgesent.artifacts import MANIFEST_NAME, ONNX_FILE_NAME, TOKENIZER_FILE_NAME
+        from edgesent.sessions import create_session
         t1 = time.perf_counter()
-        manifest = json.load(open(sys.argv[1] + "/edgesent.json"))
-        tokenizer = Tokenizer.from_file(sys.argv[1] + "/tokenizer.json")
+        manifest = json.load(open(sys.argv[1] + "/" + MANIFEST_NAME))
+        tokenizer = Tokenizer.from_file(sys.argv[1] + "/" + TOKENIZER_FILE_NAME)
         tokenizer.no_padding()
         tokenizer.enable_truncation(manifest["max_length"])
-        options = ort.SessionOptions()
-        if THREADS:
-            options.intra_op_num_threads = THREADS
-        session = ort.InferenceSession(sys.argv[1] + "/" + manifest.get("onnx_file", "model.onnx"), options,
-                                       providers=["CPUExecutionProvider"])
+        # The predictor's own session settings, so "bare" differs from "predictor" only by the predictor's code.
+        session = create_session(sys.argv[1] + "/" + manifest.get("onnx_file", ONNX_FILE_NAME), "cpu", THREADS)
         names = [i.name for i in session.get_inputs()]
         t2 = time.perf_counter()
         enc = tokenizer.encode(sys.argv[3])

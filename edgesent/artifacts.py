@@ -379,6 +379,26 @@ def _check_replaceable(out_dir: Path, sources: Iterable[str | Path]) -> None:
             )
 
 
+def check_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[str | Path] = ()) -> Path:
+    """The checks :func:`atomic_output_dir` makes before any work, for a command to make them before a long run.
+
+    Returns:
+        ``out_dir`` resolved.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, exists without ``overwrite``, or may not be replaced (not an
+            edgesent artifact, the current directory, or one of ``sources`` or a parent of them).
+    """
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a directory")
+    if out_dir.exists() and not overwrite:
+        raise ConfigError(f"{out_dir} already exists; pass --overwrite to replace it")
+    if out_dir.exists():
+        _check_replaceable(out_dir, sources)
+    return out_dir
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out_dir`` only if the block succeeds.
@@ -396,13 +416,7 @@ def atomic_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[
     import shutil  # imported here: the runtime reads manifests and never writes, and must start fast
     import tempfile
 
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} exists and is not a directory")
-    if out_dir.exists() and not overwrite:
-        raise ConfigError(f"{out_dir} already exists; pass --overwrite to replace it")
-    if out_dir.exists():
-        _check_replaceable(out_dir, sources)
+    out_dir = check_output_dir(out_dir, overwrite, sources)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(out_dir)

@@ -29,6 +29,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgesent.artifacts import scratch_dir
 from edgesent.errors import ConfigError, ExportError
+from edgesent.sessions import cpu_info
 
 
 logger = logging.getLogger(__name__)
@@ -161,17 +162,6 @@ class QuantizeConfig:
         return cls(**{**values, "keep_fp32": tuple(values.get("keep_fp32", ()))})
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def detect_target() -> str:
     """The quantization target of this machine: ``arm64`` by architecture, else from the CPU flags.
 
@@ -181,7 +171,7 @@ def detect_target() -> str:
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
-    flags = _cpu_flags()
+    flags = set(cpu_info().flags)
     if flags & {"avx512_vnni", "avx_vnni"}:
         return "avx512_vnni"
     if "avx2" in flags:

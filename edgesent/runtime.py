@@ -27,23 +27,21 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from edgesent.artifacts import KIND_ONNX, TOKENIZER_FILE_NAME, read_model_dir
+from edgesent.config import ConfigBase, check_bool, check_choice, check_number
 from edgesent.errors import ConfigError, DataError, ModelError
 from edgesent.metrics import softmax
+from edgesent.sessions import (
+    GRAPH_OPTIMIZATION_LEVELS,
+    PROVIDERS,
+    create_session,
+    run_on_device,
+    session_device,
+)
 
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
-PROVIDERS = ("auto", "cpu", "cuda")
-GRAPH_OPTIMIZATION_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
-GPU_EXTRA = "pip install 'edgesent[gpu]'"
-CUDA_PROVIDER = "CUDAExecutionProvider"
-CPU_PROVIDER = "CPUExecutionProvider"
 # Texts are tokenized and length-sorted this many batches at a time: enough for batches of similar lengths,
 # small enough that a million-text call never holds a million encodings at once.
 SORT_WINDOW_BATCHES = 16
@@ -53,41 +51,31 @@ _INT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 @dataclass
-class PredictorConfig:
+class PredictorConfig(ConfigBase):
     """How the predictor runs a model; validated so a typo fails at load, not at the first prediction.
 
     Args:
         provider: ``"auto"`` (CUDA when onnxruntime-gpu sees a GPU, else CPU), ``"cpu"`` or ``"cuda"``.
         threads: ONNX Runtime intra-op threads; None lets ONNX Runtime use every physical core.
         graph_optimization: ONNX Runtime graph optimisation level: disable, basic, extended or all.
-        verify: check the model file and tokenizer.json against the manifest's sha256 before loading.
+        verify: check every file and the manifest against their hashes before loading.
+        spinning: let ONNX Runtime's threads spin between calls (lowest latency for back-to-back calls;
+            turn it off on a shared machine, where spinning threads steal cores from other work).
     """
 
     provider: str = "auto"
     threads: int | None = None
     graph_optimization: str = "all"
     verify: bool = True
+    spinning: bool = True
 
     def __post_init__(self) -> None:
-        if self.provider not in PROVIDERS:
-            raise ConfigError(f"provider={self.provider!r} is not one of {', '.join(PROVIDERS)}")
-        if self.threads is not None and not _is_positive_int(self.threads):
-            raise ConfigError(f"threads={self.threads!r} must be a positive integer or None")
-        if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ConfigError(
-                f"graph_optimization={self.graph_optimization!r} is not one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}"
-            )
-        if not isinstance(self.verify, bool):
-            raise ConfigError(f"verify={self.verify!r} must be True or False")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as plain JSON-able values."""
-        return {
-            "provider": self.provider,
-            "threads": self.threads,
-            "graph_optimization": self.graph_optimization,
-            "verify": self.verify,
-        }
+        check_choice("provider", self.provider, PROVIDERS)
+        if self.threads is not None:
+            check_number("threads", self.threads, low=1, integer=True)
+        check_choice("graph_optimization", self.graph_optimization, GRAPH_OPTIMIZATION_LEVELS)
+        check_bool("verify", self.verify)
+        check_bool("spinning", self.spinning)
 
 
 @dataclass(frozen=True)
@@ -133,31 +121,6 @@ class Prediction:
         if self.error is not None:
             row["error"] = self.error
         return row
-
-
-def resolve_providers(provider: str, available: Sequence[str]) -> list[str]:
-    """The ONNX Runtime execution providers to ask for, best first.
-
-    CPU always comes last so ONNX Runtime can place nodes the CUDA provider lacks. Kept separate from
-    session creation so the choice is testable on a machine without onnxruntime-gpu.
-
-    Args:
-        provider: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        available: what ``onnxruntime.get_available_providers()`` reports.
-
-    Raises:
-        ConfigError: ``"cuda"`` was asked for and the installed onnxruntime has no CUDA provider.
-    """
-    if provider == "cpu":
-        return [CPU_PROVIDER]
-    if CUDA_PROVIDER in available:
-        return [CUDA_PROVIDER, CPU_PROVIDER]
-    if provider == "cuda":
-        raise ConfigError(
-            f"provider='cuda' but this onnxruntime has no {CUDA_PROVIDER} (available: {', '.join(available)}); "
-            f"install the GPU build with: {GPU_EXTRA}, or use provider 'cpu'"
-        )
-    return [CPU_PROVIDER]
 
 
 class Predictor:
@@ -231,7 +194,7 @@ class Predictor:
                 f"{where}: the model outputs {width} classes but the manifest lists {len(self.labels)} labels"
             )
         self._output_names = [logits.name]
-        self.provider = "cuda" if session.get_providers()[0] == CUDA_PROVIDER else "cpu"
+        self.provider = session_device(session)
         # On CUDA, bind inputs and outputs to device buffers ourselves (one copy each way per batch);
         # on CPU the plain run() already works on the numpy arrays in place.
         self._io_binding = self.provider == "cuda"
@@ -244,6 +207,7 @@ class Predictor:
         threads: int | None = None,
         graph_optimization: str = "all",
         verify: bool = True,
+        spinning: bool = True,
     ) -> Predictor:
         """Load an export directory (``model.onnx``, ``tokenizer.json``, ``edgesent.json``).
 
@@ -256,6 +220,8 @@ class Predictor:
             verify: check every file's sha256 and the manifest's own content hash (labels included) against
                 the manifest (default True). Skip it only for a model you changed on purpose; a modified or
                 truncated file, or an edited label map, is refused.
+            spinning: ONNX Runtime threads spin-wait between calls (default True: lowest latency); False on a
+                shared machine.
 
         Returns:
             A ready predictor.
@@ -265,11 +231,11 @@ class Predictor:
             ModelError: not an ONNX export directory, a file is missing, modified or truncated, or ONNX Runtime
                 cannot load the model.
         """
-        cfg = PredictorConfig(provider=provider, threads=threads, graph_optimization=graph_optimization, verify=verify)
+        cfg = PredictorConfig(provider, threads, graph_optimization, verify, spinning)
         info = read_model_dir(path, kind=KIND_ONNX, verify=cfg.verify)
         model_dir, manifest, labels, max_length = info.path, info.manifest, list(info.labels), info.max_length
         tokenizer, pad_id, pad_right = _load_tokenizer(model_dir, max_length)
-        session = _create_session(info.model_path, cfg)
+        session = create_session(info.model_path, cfg.provider, cfg.threads, cfg.graph_optimization, cfg.spinning)
         predictor = cls(session, tokenizer, labels, max_length, pad_id, pad_right, model_dir, manifest)
         logger.info(
             "loaded %s (%s, %d labels, max_length %d) on %s",
@@ -471,14 +437,7 @@ class Predictor:
         """(B, C) logits for one batch."""
         if not self._io_binding:
             return self.session.run(self._output_names, feed)[0]
-        # One binding per call: IOBinding objects are not thread-safe, the session is.
-        binding = self.session.io_binding()
-        device_inputs = [ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0) for array in feed.values()]
-        for name, value in zip(feed, device_inputs):
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output(self._output_names[0], "cuda", 0)
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        return run_on_device(self.session, feed, self._output_names)[0]
 
 
 def _row(encoding: Encoding, name: str) -> list[int]:
@@ -581,29 +540,3 @@ def _load_tokenizer(model_dir: Path, max_length: int) -> tuple[Tokenizer, int, b
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length, direction=truncation_side)
     return tokenizer, pad_id, settings.get("padding_side", "right") != "left"
-
-
-def _create_session(model_path: Path, cfg: PredictorConfig) -> ort.InferenceSession:
-    """An InferenceSession on the chosen providers; ConfigError if an explicit CUDA request cannot be met."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[cfg.graph_optimization]
-    if cfg.threads is not None:
-        options.intra_op_num_threads = cfg.threads
-        options.inter_op_num_threads = 1
-    providers = resolve_providers(cfg.provider, ort.get_available_providers())
-    if not model_path.is_file():
-        raise ModelError(f"{model_path}: missing; re-export the model")
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=providers)
-    except Exception as err:  # onnxruntime raises its own exception types, all unrelated to ours
-        if providers[0] == CUDA_PROVIDER and cfg.provider == "auto":
-            # onnxruntime-gpu installed but no usable GPU (driver, CUDA or cuDNN libraries missing): use the CPU.
-            logger.warning("CUDA provider failed to start (%s); running on CPU", str(err).splitlines()[0])
-            return _create_session(model_path, PredictorConfig(**{**cfg.to_dict(), "provider": "cpu"}))
-        raise ModelError(f"{model_path}: onnxruntime cannot load it ({str(err).splitlines()[0]})") from err
-    if cfg.provider == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
-        raise ConfigError(
-            f"provider='cuda' but {CUDA_PROVIDER} did not start (no GPU, or CUDA/cuDNN libraries missing); "
-            "check nvidia-smi and the onnxruntime-gpu requirements, or use provider 'cpu'"
-        )
-    return session

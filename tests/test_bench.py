@@ -7,6 +7,7 @@ and gates and the baseline are evaluated on result rows with fixed numbers.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,6 @@ from edgesent.bench import (
     Cell,
     GateRule,
     compare_to_baseline,
-    count_flops,
     load_gate_file,
     parse_gate_rules,
     plan_cells,
@@ -30,6 +30,7 @@ from edgesent.bench import (
 )
 from edgesent.cli import cli
 from edgesent.errors import BenchmarkGateError, ConfigError, DataError
+from edgesent.flops import count_flops
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def test_percentiles_of_a_single_sample_are_that_sample() -> None:
 
 
 def test_units_warm_up_then_take_turns_in_rotating_order_on_the_same_input() -> None:
-    from edgesent.bench import _measure_units
+    from edgesent.bench.runners import measure_units as _measure_units
 
     log = []
 
@@ -203,7 +204,7 @@ def test_config_round_trips_through_dict() -> None:
     cfg = BenchConfig(model_dirs=(Path("a"), Path("b")), names=("x", "y"), seq_lens=(16, 64), gate_path=Path("g.toml"))
     again = BenchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
-    with pytest.raises(ConfigError, match="unknown field"):
+    with pytest.raises(ConfigError, match="unknown setting"):
         BenchConfig.from_dict({**cfg.to_dict(), "bogus": 1})
 
 
@@ -580,6 +581,7 @@ def test_report_writes_markdown_plot_and_results(runner: CliRunner, onnx_dirs: d
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
+        "edgesent.json",  # every artifact directory carries a manifest: --overwrite may replace it later
         "edgesent_config.json",
         "latency_vs_length.png",
         "report.md",
@@ -594,6 +596,11 @@ def test_report_writes_markdown_plot_and_results(runner: CliRunner, onnx_dirs: d
     assert json.loads((out / "results.json").read_text())["schema"] == "edgesent.bench/1"
     again = runner.invoke(cli, args)
     assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
+    manifest = json.loads((out / "edgesent.json").read_text())
+    assert manifest["kind"] == "bench-report" and manifest["summary"]["variants"] == ["fp32", "int8"]
+    assert set(manifest["files"]) == {"edgesent_config.json", "latency_vs_length.png", "report.md", "results.json"}
+    replaced = runner.invoke(cli, [*args, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from Linux /proc")
@@ -672,7 +679,7 @@ def test_cuda_session_binds_inputs_and_outputs_on_the_device(monkeypatch: pytest
     """The IO-binding path, checked against a fake session since CI has no GPU."""
     import onnxruntime as ort
 
-    from edgesent.bench import _OrtSession
+    from edgesent.bench.runners import OrtRunner
 
     calls = []
 
@@ -701,7 +708,7 @@ def test_cuda_session_binds_inputs_and_outputs_on_the_device(monkeypatch: pytest
             calls.append(("run", binding))
 
     monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(lambda a, d, i: ("ortvalue", d, i, a.shape)))
-    unit = _OrtSession(FakeSession(), io_binding=True)
+    unit = OrtRunner(FakeSession(), io_binding=True)
     feeds = {
         "input_ids": np.ones((2, 8), np.int64),
         "attention_mask": np.ones((2, 8), np.int64),
@@ -729,3 +736,188 @@ def test_cuda_bench_torch_fp16_against_onnx(runner: CliRunner, tiny_model_dir: P
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)["rows"]
     assert {(r["variant"], r["provider"]) for r in rows} == {("torch", "cuda"), ("onnx", "cuda")}
+
+
+# ------------------------------------------------------------------- checked before anything is measured
+
+
+def _assert_one_line_error(result) -> str:
+    """Exit 2, a single ``Error: ...`` line and no traceback; returns the line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.fixture
+def no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything is measured (GEMM peak, cells) or a runner is created."""
+
+    def measured(*args: object, **kwargs: object) -> None:
+        raise AssertionError("measured before the inputs were checked")
+
+    import edgesent.bench.run as run_module
+
+    for name in ("_measure_cells", "measure_gemm_peak", "measure_peak_rss", "RunnerPool"):
+        monkeypatch.setattr(run_module, name, measured)
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        ("rule = [1, 2]\n", "gates.toml: rule 1: 1 is not a table"),
+        ('defaults = 5\n[[rule]]\nkind = "p99_over_p50"\nvariant = "int8"\nseq_len = 8\nmax = 3\n', "defaults = 5"),
+        ('[[rule]]\nkind = "p99_over_p50"\nvariant = "int8"\nseq_len = 8\nmax = inf\n', "max = inf"),
+        ('[[rule]]\nkind = "speedup"\nvariant = "int8"\nreference = 3\nseq_len = 8\nmin = 2\n', "reference = 3"),
+    ],
+)
+def test_malformed_gate_file_is_one_line_error(
+    runner: CliRunner, onnx_dirs: dict, tmp_path: Path, no_measuring: None, gate: str, message: str
+) -> None:
+    path = _write(tmp_path / "gates.toml", gate)
+    result = runner.invoke(cli, _bench_args(onnx_dirs["int8"], names=("int8",), extra=("--gate", str(path))))
+    assert message in _assert_one_line_error(result)
+
+
+@pytest.mark.parametrize("p50", [0, -1.0, "fast", None])
+def test_baseline_with_a_non_positive_p50_is_one_line_error(
+    runner: CliRunner, onnx_dirs: dict, tmp_path: Path, no_measuring: None, p50: object
+) -> None:
+    doc = {"schema": "edgesent.bench/1", "machine": {}, "rows": [{**_row("int8", 1.0, seq_len=8), "p50_ms": p50}]}
+    baseline = _write(tmp_path / "baseline.json", json.dumps(doc))
+    result = runner.invoke(cli, _bench_args(onnx_dirs["int8"], names=("int8",), extra=("--baseline", str(baseline))))
+    assert f"row 1 (int8) has p50_ms = {p50!r}" in _assert_one_line_error(result)
+
+
+def test_zero_baseline_p50_does_not_divide_by_zero() -> None:
+    (compared,) = compare_to_baseline([_row("int8", 1.0)], [_row("int8", 0.0)], tolerance=0.1)
+    assert compared["status"] == "fail" and compared["change"] == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [
+        ("--time-budget", "inf", "time_budget_s"),
+        ("--time-budget", "nan", "time_budget_s"),
+        ("--time-budget", "0", "time_budget_s"),
+        ("--time-budget", "1e9", "time_budget_s"),
+        ("--runs", "0", "runs"),
+        ("--warmup", "-1", "warmup"),
+        ("--tolerance", "nan", "tolerance"),
+        ("--tolerance", "inf", "tolerance"),
+        ("--tolerance", "-0.1", "tolerance"),
+        ("--seed", "-1", "seed"),
+        ("--batch-sizes", "0", "batch_sizes"),
+        ("--seq-lens", "1", "seq_lens"),
+        ("--threads", "0", "threads"),
+    ],
+)
+def test_numeric_options_are_checked_before_measuring(
+    runner: CliRunner, onnx_dirs: dict, no_measuring: None, option: str, value: str, field: str
+) -> None:
+    args = ["bench", str(onnx_dirs["int8"]), "--no-rss", option, value]
+    assert _assert_one_line_error(runner.invoke(cli, args)).startswith(f"Error: {field}")
+
+
+def test_existing_report_dir_fails_before_measuring(
+    runner: CliRunner, onnx_dirs: dict, tmp_path: Path, no_measuring: None
+) -> None:
+    pytest.importorskip("matplotlib")
+    existing = tmp_path / "report"
+    existing.mkdir()
+    args = _bench_args(onnx_dirs["int8"], names=("int8",), extra=("--report", str(existing)))
+    assert "already exists; pass --overwrite" in _assert_one_line_error(runner.invoke(cli, args))
+    # --overwrite replaces only a directory edgesent wrote: this one has no manifest, so it is refused, also up front.
+    line = _assert_one_line_error(runner.invoke(cli, [*args, "--overwrite"]))
+    assert "is not an edgesent artifact" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # the dry run left nothing behind
+
+
+def test_report_dir_may_not_replace_an_input(runner: CliRunner, onnx_dirs: dict, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from edgesent.bench.report import check_report_dir
+
+    model = tmp_path / "int8"
+    shutil.copytree(onnx_dirs["int8"], model)
+    with pytest.raises(ConfigError, match="this command's input"):
+        check_report_dir(BenchConfig(model_dirs=(model,), report_dir=model, overwrite=True))
+
+
+def test_config_writes_the_same_json_as_before() -> None:
+    cfg = BenchConfig(model_dirs=(Path("a"),), seq_lens=(16,), report_dir=Path("out"), time_budget_s=2.0)
+    assert cfg.to_dict() == {
+        "model_dirs": ["a"],
+        "names": [],
+        "reference": None,
+        "batch_sizes": None,
+        "seq_lens": [16],
+        "threads": None,
+        "providers": None,
+        "warmup": 10,
+        "runs": None,
+        "time_budget_s": 2.0,
+        "data_path": None,
+        "text_column": "text",
+        "gate_path": None,
+        "baseline_path": None,
+        "tolerance": 0.1,
+        "report_dir": "out",
+        "overwrite": False,
+        "measure_rss": True,
+        "measure_peak": True,
+        "seed": 0,
+    }
+
+
+def test_auto_provider_resolves_against_the_machine_facts() -> None:
+    cfg = BenchConfig(model_dirs=(Path("m"),), providers=("auto",), seq_lens=(8,))
+    assert {c.provider for c in plan_cells(cfg, [], {"devices": ["cpu"]})} == {"cpu"}
+    assert {c.provider for c in plan_cells(cfg, [], {"devices": ["cpu", "cuda"]})} == {"cpu", "cuda"}
+
+
+# ------------------------------------------------------------------------------------ sessions and units
+
+
+def test_real_text_cells_run_with_the_synthetic_cells_session_settings(onnx_dirs: dict) -> None:
+    """Predictor sessions in --data cells are benchmark sessions: same threads, same (no) spinning."""
+    from edgesent.bench.config import SOURCE_DATA, SOURCE_SYNTHETIC
+    from edgesent.bench.runners import OrtRunner, RunnerPool, load_variant
+
+    pool = RunnerPool([load_variant(onnx_dirs["int8"], "int8")])
+
+    def options(source: str) -> tuple:
+        (session_unit,) = [u for _, mode, u in pool.units("cpu", 2, source) if mode == "session"]
+        assert isinstance(session_unit, OrtRunner)
+        o = session_unit.session.get_session_options()
+        spinning = o.get_session_config_entry("session.intra_op.allow_spinning")
+        return (o.intra_op_num_threads, o.inter_op_num_threads, o.graph_optimization_level, o.execution_mode, spinning)
+
+    synthetic, data = options(SOURCE_SYNTHETIC), options(SOURCE_DATA)
+    assert synthetic == data
+    assert synthetic[:2] == (2, 1) and synthetic[-1] == "0"
+
+
+def test_torch_e2e_run_returns_none() -> None:
+    torch = pytest.importorskip("torch")
+    from edgesent.bench.runners import TorchE2E
+
+    class Model:
+        labels = ("negative", "positive")
+
+        def tensors(self, texts: list[str]) -> list[str]:
+            return texts
+
+        def forward(self, tensors: list[str]):
+            return torch.tensor([[0.1, 0.9]] * len(tensors))
+
+    assert TorchE2E(Model()).run(["a", "b"]) is None
+
+
+def test_gates_import_without_onnxruntime_or_numpy() -> None:
+    code = (
+        "import sys; import edgesent.bench.gates, edgesent.bench.config, edgesent.bench; "
+        "heavy = sorted(m for m in ('onnxruntime', 'numpy', 'torch') if m in sys.modules); assert not heavy, heavy"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -16,7 +16,8 @@ from click.testing import CliRunner, Result
 from conftest import LABELS, LONG_TEXT, make_texts, write_csv
 
 from edgesent.cli import cli
-from edgesent.runtime import CUDA_PROVIDER, SORT_WINDOW_BATCHES, Predictor
+from edgesent.runtime import SORT_WINDOW_BATCHES, Predictor
+from edgesent.sessions import CUDA_PROVIDER
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from edgesent import runtime
 from edgesent.artifacts import KIND_ONNX, read_manifest, write_manifest
 from edgesent.errors import ConfigError, DataError, ModelError
 from edgesent.metrics import softmax
-from edgesent.runtime import CPU_PROVIDER, CUDA_PROVIDER, Prediction, Predictor, resolve_providers
+from edgesent.runtime import Prediction, Predictor
+from edgesent.sessions import CPU_PROVIDER, CUDA_PROVIDER
 
 
 MAX_LENGTH = SHORT_MAX_LENGTH  # the predictor under test is short_onnx_dir's
@@ -261,8 +262,9 @@ def test_rejects_a_manifest_without_labels(short_onnx_copy: Path) -> None:
     ("kwargs", "match"),
     [
         ({"provider": "tpu"}, "provider='tpu'"),
-        ({"threads": 0}, "threads=0"),
-        ({"threads": True}, "threads=True"),
+        ({"threads": 0}, r"threads must be in \[1, inf\), got 0"),
+        ({"threads": True}, "threads must be an integer, got True"),
+        ({"spinning": "yes"}, "spinning must be True or False"),
         ({"graph_optimization": "max"}, "graph_optimization='max'"),
     ],
 )
@@ -282,40 +284,6 @@ def test_call_arguments_are_validated(predictor: Predictor) -> None:
         predictor.predict(["great", "fine", "bad \udcff byte"])
     with pytest.raises(DataError, match=r"texts\[0\] is not valid Unicode"):
         predictor.predict("bad \ud800")
-
-
-def test_threads_and_graph_optimization_reach_the_session(short_onnx_dir: Path) -> None:
-    options = Predictor.load(short_onnx_dir, threads=1, graph_optimization="disable").session.get_session_options()
-    assert options.intra_op_num_threads == 1
-    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-
-
-def test_resolve_providers() -> None:
-    with_cuda = [CUDA_PROVIDER, CPU_PROVIDER]
-    assert resolve_providers("auto", with_cuda) == with_cuda
-    assert resolve_providers("cuda", with_cuda) == with_cuda
-    assert resolve_providers("cpu", with_cuda) == [CPU_PROVIDER]
-    assert resolve_providers("auto", [CPU_PROVIDER]) == [CPU_PROVIDER]
-    with pytest.raises(ConfigError, match=r"pip install 'edgesent\[gpu\]'"):
-        resolve_providers("cuda", [CPU_PROVIDER])
-
-
-def test_cuda_without_onnxruntime_gpu_is_a_clear_error(short_onnx_dir: Path) -> None:
-    if CUDA_PROVIDER in ort.get_available_providers():
-        pytest.skip("onnxruntime-gpu is installed")
-    with pytest.raises(ConfigError, match=r"no CUDAExecutionProvider.*edgesent\[gpu\]"):
-        Predictor.load(short_onnx_dir, provider="cuda")
-    assert Predictor.load(short_onnx_dir).provider == "cpu"
-
-
-def test_cuda_provider_that_does_not_start(short_onnx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """onnxruntime-gpu installed but no usable GPU: auto falls back to CPU, an explicit 'cuda' fails clearly."""
-    if CUDA_PROVIDER in ort.get_available_providers():
-        pytest.skip("onnxruntime-gpu is installed")
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_PROVIDER, CPU_PROVIDER])
-    assert Predictor.load(short_onnx_dir, provider="auto").provider == "cpu"
-    with pytest.raises(ConfigError, match="did not start"):
-        Predictor.load(short_onnx_dir, provider="cuda")
 
 
 def test_cuda_path_binds_inputs_and_outputs_on_the_device(

@@ -88,7 +88,8 @@ def bench(as_json: bool, **options: object) -> None:
     """
     from edgesent.bench import BenchConfig, run_benchmark, summary_lines, summary_table
 
-    # Options left unset keep BenchConfig's defaults, which live in one place.
+    # Options left unset keep BenchConfig's defaults, which live in one place; BenchConfig validates every
+    # value (finite, in range) and run_benchmark checks files and the report directory before measuring.
     result = run_benchmark(BenchConfig(**{k: v for k, v in options.items() if v is not None}))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
