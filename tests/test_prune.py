@@ -214,7 +214,7 @@ def test_flops_count_the_embedding_projection_of_electra() -> None:
         ({"speedup": 2.0, "heads": 0.3}, "either speedup or heads/ffn"),
         ({}, "nothing to prune"),
         ({"heads": 0.5, "alpha": 1.5}, "alpha=1.5: must be in [0, 1]"),
-        ({"heads": 0.5, "epochs": 0}, "epochs must be > 0"),
+        ({"heads": 0.5, "recovery": {"epochs": 0}}, "epochs must be in (0, inf), got 0"),
     ],
 )
 def test_config_refuses_invalid_targets(tmp_path: Path, changes: dict, message: str) -> None:
