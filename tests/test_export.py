@@ -459,3 +459,44 @@ def test_help_smoke(runner):
         result = runner.invoke(cli, [command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
     assert "--keep-unverified" in runner.invoke(cli, ["export", "--help"]).output
+
+
+def test_no_verify_exports_and_checks_a_source_changed_on_purpose(tiny_model_dir: Path, tmp_path: Path, runner):
+    with open(tiny_model_dir / "config.json", "a", encoding="utf-8") as fh:
+        fh.write("\n")  # still valid JSON with the same label map, but its sha256 no longer matches
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out)])
+    assert result.exit_code == 2 and "sha256 does not match" in result.output
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out), "--no-verify", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["export"]["config"]["verify"] is False
+    result = runner.invoke(cli, ["parity", str(tiny_model_dir), str(out)])
+    assert result.exit_code == 2 and "sha256 does not match" in result.output
+    result = runner.invoke(cli, ["parity", str(tiny_model_dir), str(out), "--no-verify"])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_builds_the_config_from_the_options_given_only(tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch):
+    seen = {}
+
+    def fake_export(model_dir, out_dir, cfg):
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr(export_module, "export_model", fake_export)
+    args = [
+        "export",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--int8",
+        "--target",
+        "arm64",
+        "--per-channel",
+    ]
+    runner.invoke(cli, [*args, "--min-agreement", "0.9", "--no-remedies"])
+    cfg = seen["cfg"]
+    assert cfg.quantize == QuantizeConfig.for_target("arm64", per_channel=True)
+    assert cfg.parity == ParityConfig(min_agreement=0.9) and cfg.remedies is False
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--min-agreement", "nan"])
+    assert result.exit_code == 2 and "Error: min_agreement must be a finite number, got nan" in result.output
