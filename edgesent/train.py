@@ -135,12 +135,6 @@ def load_model(base_path: str, labels: list[str]) -> Any:
         ) from err
 
 
-def load_base(base_path: str, labels: list[str]) -> tuple[Any, Any]:
-    """Tokenizer and a classification model with a fresh head for ``labels``; ModelError if unloadable."""
-    tokenizer, _ = load_tokenizer(base_path)
-    return tokenizer, load_model(base_path, labels)
-
-
 def position_limit(hf_config: Any) -> int | None:
     """The most tokens per text the base's position embeddings allow (None: unknown or unlimited)."""
     positions = getattr(hf_config, "max_position_embeddings", None)
