@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := models/demo-minilm-l6
 
-# The light core, type-checked by mypy: the runtime path, the server, and the light bench modules (no torch).
-CORE := edgesent/config.py edgesent/runtime.py edgesent/sessions.py edgesent/artifacts.py edgesent/data.py \
+# The light core, type-checked by mypy: the runtime path, configs, the server, and the light bench modules (no torch).
+CORE := edgesent/config edgesent/runtime.py edgesent/sessions.py edgesent/artifacts.py edgesent/data.py \
 	edgesent/errors.py edgesent/metrics.py edgesent/_imports.py edgesent/serve/*.py \
 	edgesent/bench/__init__.py edgesent/bench/config.py edgesent/bench/gates.py edgesent/bench/report.py
 

@@ -1,7 +1,7 @@
 """edgesent: fine-tune a small encoder, export verified int8 ONNX, predict on the edge.
 
 Heavy stages (torch, transformers, optimum) are imported only when their names are first used,
-so ``import edgesent`` and ``edgesent.runtime`` stay light.
+so ``import edgesent`` and ``edgesent.runtime`` stay light; the configs come from the light ``edgesent.config``.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "TrainConfig": "edgesent.train",
+    "TrainConfig": "edgesent.config",
     "train": "edgesent.train",
     "evaluate_model": "edgesent.evaluate",
-    "ExportConfig": "edgesent.export",
+    "ExportConfig": "edgesent.config",
     "export_model": "edgesent.export",
-    "QuantizeConfig": "edgesent.quantize",
-    "ParityConfig": "edgesent.parity",
+    "QuantizeConfig": "edgesent.config",
+    "ParityConfig": "edgesent.config",
     "check_parity": "edgesent.parity",
-    "PruneConfig": "edgesent.prune",
+    "PruneConfig": "edgesent.config",
     "prune_model": "edgesent.prune",
     "BenchConfig": "edgesent.bench",
     "run_benchmark": "edgesent.bench",

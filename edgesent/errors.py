@@ -49,3 +49,9 @@ class BenchmarkGateError(EdgesentError):
     """A latency gate failed."""
 
     exit_code = 1
+
+
+class TrainingError(EdgesentError):
+    """Training went wrong in a way the model shows (a loss or weights that are not finite); nothing is saved."""
+
+    exit_code = 1

@@ -16,7 +16,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,182 +38,28 @@ from edgesent.artifacts import (
     scratch_dir,
     write_manifest,
 )
+from edgesent.config.export import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSET, MIN_OPSET, ExportConfig
+from edgesent.config.quantize import QuantizeConfig
 from edgesent.data import load_dataset
 from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
-from edgesent.parity import (
-    PRECISIONS,
-    ParityConfig,
-    ParityReport,
-    TorchReference,
-)
-from edgesent.quantize import (
-    OPTIMIZE_LEVELS,
-    QuantizeConfig,
-    convert_fp16,
-    detect_target,
-    optimize_graph,
-    quantize_model,
-)
+from edgesent.parity import ParityReport, TorchReference
+from edgesent.quantize import convert_fp16, detect_target, optimize_graph, quantize_model
 
 
 logger = logging.getLogger(__name__)
 
+# ExportConfig and its constants live in edgesent.config.export; re-exported here for existing imports.
+__all__ = [
+    "DEFAULT_CALIBRATION_SAMPLES",
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "ExportConfig",
+    "default_out_dir",
+    "export_model",
+]
+
 TASK = "text-classification"
-DEFAULT_OPSET = 18  # Optimum's recommended minimum for BERT; the torch.onnx fallback uses it too
-MIN_OPSET = 14  # scaled_dot_product_attention and Trilu need opset 14
-DEFAULT_CALIBRATION_SAMPLES = 128
 _DYNAMIC_AXES = {0: "batch_size", 1: "sequence_length"}
-
-
-@dataclass
-class ExportConfig:
-    """Everything an export depends on; validated on creation and recorded in the manifest.
-
-    Args:
-        precision: ``fp32`` (default), ``int8`` (CPU) or ``fp16`` (GPU targets).
-        opset: ONNX opset; None: the exporter's recommendation (18 for BERT).
-        optimize: ``O1``/``O2``/``O3`` graph optimisation (see ``quantize.optimize_graph``); None (default):
-            off, because pre-fused graphs measured no faster than ONNX Runtime's load-time optimisation.
-        quantize: int8 settings; None with ``precision="int8"``: the preset of this machine's CPU.
-        parity: The gate's data and bounds (default: probe texts, the precision's default bounds).
-        max_length: Tokens per text recorded for the predictor and used by parity; None: the source's.
-        calibration_data: Texts for static int8 quantization (``quantize.static``), read with
-            ``parity.text_column``; the first ``calibration_samples`` (default 128) rows are used.
-        remedies: When int8 parity fails, retry with the known remedies (default True).
-        keep_unverified: Keep a model that failed parity, marked ``verified: false`` (still exits 1).
-        overwrite: Replace an existing output directory.
-
-    Raises:
-        ConfigError: a bad value or a contradictory combination, naming the field.
-    """
-
-    precision: str = "fp32"
-    opset: int | None = None
-    optimize: str | None = None
-    quantize: QuantizeConfig | None = None
-    parity: ParityConfig = field(default_factory=ParityConfig)
-    max_length: int | None = None
-    calibration_data: Path | None = None
-    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
-    remedies: bool = True
-    keep_unverified: bool = False
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.quantize, dict):
-            self.quantize = QuantizeConfig.from_dict(self.quantize)
-        if isinstance(self.parity, dict):
-            self.parity = ParityConfig.from_dict(self.parity)
-        self.calibration_data = Path(self.calibration_data) if self.calibration_data is not None else None
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        max_opset = onnx.defs.onnx_opset_version()
-        if self.opset is not None and not MIN_OPSET <= self.opset <= max_opset:
-            raise ConfigError(f"opset must be in [{MIN_OPSET}, {max_opset}], got {self.opset!r}")
-        if self.optimize is not None and self.optimize not in OPTIMIZE_LEVELS:
-            raise ConfigError(f"optimize must be one of {', '.join(OPTIMIZE_LEVELS)}, got {self.optimize!r}")
-        if self.precision == "int8" and self.quantize is None:
-            self.quantize = QuantizeConfig.for_target("auto")
-        if self.precision != "int8" and self.quantize is not None:
-            raise ConfigError(
-                f"quantize is only used with precision='int8' (--int8), got precision={self.precision!r}"
-            )
-        static = self.quantize is not None and self.quantize.static
-        if static and self.calibration_data is None:
-            raise ConfigError("calibration_data: static quantization needs calibration texts; pass --calibration-data")
-        if self.calibration_data is not None and not static:
-            raise ConfigError(f"calibration_data={str(self.calibration_data)!r} is only used with --int8 --static")
-        if self.calibration_samples < 1:
-            raise ConfigError(f"calibration_samples must be >= 1, got {self.calibration_samples!r}")
-        if self.max_length is not None and self.max_length < 8:
-            raise ConfigError(f"max_length must be >= 8, got {self.max_length!r}")
-
-    @classmethod
-    def from_options(
-        cls,
-        *,
-        precision: str = "fp32",
-        target: str = "auto",
-        per_channel: bool | None = None,
-        reduce_range: bool | None = None,
-        keep_fp32: tuple[str, ...] = (),
-        static: bool = False,
-        parity_data: Path | None = None,
-        text_column: str = "text",
-        label_column: str | None = "label",
-        max_abs_diff: float | None = None,
-        min_agreement: float | None = None,
-        max_accuracy_drop: float | None = None,
-        opset: int | None = None,
-        optimize: str | None = None,
-        max_length: int | None = None,
-        calibration_data: Path | None = None,
-        calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
-        remedies: bool = True,
-        keep_unverified: bool = False,
-        overwrite: bool = False,
-    ) -> ExportConfig:
-        """Build from the flat options of ``edgesent export`` (option words = field words).
-
-        The int8 options become a ``QuantizeConfig`` (the target's preset, overridden where an
-        option is not None) and the data/threshold options a ``ParityConfig``.
-
-        Raises:
-            ConfigError: int8-only options without int8, or any invalid value.
-        """
-        int8_options = {
-            "target": target != "auto",
-            "per_channel": per_channel is not None,
-            "reduce_range": reduce_range is not None,
-            "keep_fp32": bool(keep_fp32),
-            "static": static,
-        }
-        if precision != "int8" and any(int8_options.values()):
-            given = ", ".join(name for name, set_ in int8_options.items() if set_)
-            raise ConfigError(f"{given}: only used by int8 exports; add --int8")
-        quantize = None
-        if precision == "int8":
-            quantize = QuantizeConfig.for_target(
-                target,
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                keep_fp32=tuple(keep_fp32) or None,
-                static=static,
-            )
-        parity = ParityConfig(
-            data=parity_data,
-            text_column=text_column,
-            label_column=label_column,
-            max_abs_diff=max_abs_diff,
-            min_agreement=min_agreement,
-            max_accuracy_drop=max_accuracy_drop,
-        )
-        return cls(
-            precision=precision,
-            opset=opset,
-            optimize=optimize,
-            quantize=quantize,
-            parity=parity,
-            max_length=max_length,
-            calibration_data=calibration_data,
-            calibration_samples=calibration_samples,
-            remedies=remedies,
-            keep_unverified=keep_unverified,
-            overwrite=overwrite,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = (
-                value.to_dict() if hasattr(value, "to_dict") else str(value) if isinstance(value, Path) else value
-            )
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ExportConfig:
-        return cls(**values)
 
 
 def default_out_dir(model_dir: Path, cfg: ExportConfig) -> Path:
@@ -292,6 +138,13 @@ def _graph_info(path: Path) -> dict[str, Any]:
         raise ExportError(f"{path.name}: the exported graph has no '{LOGITS_OUTPUT}' output (outputs: {outputs})")
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return {"inputs": [i.name for i in model.graph.input], "outputs": outputs, "opset": opset}
+
+
+def _check_opset(opset: int | None) -> None:
+    """The opset's upper bound is the installed onnx's (ExportConfig, torch-free, checks the lower one)."""
+    max_opset = onnx.defs.onnx_opset_version()
+    if opset is not None and opset > max_opset:
+        raise ConfigError(f"opset must be in [{MIN_OPSET}, {max_opset}] (the installed onnx's), got {opset!r}")
 
 
 def _resolve_max_length(cfg: ExportConfig, source: ModelDir, hf_config: Any, model_dir: Path) -> int:
@@ -446,13 +299,14 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
     started = time.perf_counter()
     cfg = cfg or ExportConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    source = read_model_dir(model_dir, kind=KIND_PYTORCH)
+    _check_opset(cfg.opset)
+    source = read_model_dir(model_dir, kind=KIND_PYTORCH, verify=cfg.verify)
     try:
         hf_config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as err:
         raise ModelError(f"{model_dir}/config.json: unreadable ({_one_line(err)})") from err
     max_length = _resolve_max_length(cfg, source, hf_config, model_dir)
-    parity_cfg = replace(cfg.parity, max_length=max_length)
+    parity_cfg = replace(cfg.parity, max_length=max_length, verify=cfg.verify)
     calibration_texts = _calibration_texts(cfg)
     with atomic_output_dir(out_dir, cfg.overwrite, sources=[model_dir]) as tmp_dir, scratch_dir("export") as tmp:
         work_dir = Path(tmp)

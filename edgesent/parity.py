@@ -11,9 +11,8 @@ failure with its measured value and bound (optimum's ``_run_validation`` pattern
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from edgesent.artifacts import (
     read_manifest,
     read_model_dir,
 )
+from edgesent.config.parity import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLDS, PRECISIONS, ParityConfig
 from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
 from edgesent.evaluate import iter_torch_logits
@@ -38,14 +38,19 @@ from edgesent.evaluate import iter_torch_logits
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8", "fp16")
-# Bounds per precision; None = not checked. fp32 must match to float rounding. int8 changes logits by
-# design, so it is judged on decisions. fp16 on a CPU runs partly through casts: looser, still strict.
-DEFAULT_THRESHOLDS: dict[str, dict[str, float | None]] = {
-    "fp32": {"max_abs_diff": 1e-4, "min_agreement": 1.0, "max_accuracy_drop": 0.0},
-    "int8": {"max_abs_diff": None, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
-    "fp16": {"max_abs_diff": 1e-2, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
-}
+# ParityConfig and its constants live in edgesent.config.parity; re-exported here for existing imports.
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_THRESHOLDS",
+    "PRECISIONS",
+    "PROBE_TEXTS",
+    "ParityConfig",
+    "ParityReport",
+    "TorchReference",
+    "check_parity",
+    "load_parity_texts",
+]
+
 _LONG_SENTENCE = "the service was slow and the food was cold but the staff were really friendly and kind"
 PROBE_TEXTS: dict[str, str] = {
     "empty": "",
@@ -62,71 +67,8 @@ PROBE_TEXTS: dict[str, str] = {
     "digits_caps": "ORDER #4821 arrived 3 DAYS late!!!",
     "far_over_max_length": " ".join([_LONG_SENTENCE] * 64),  # ~1,000 words: truncation at any max_length
 }
-DEFAULT_BATCH_SIZE = 32
 # check(name, measured value, bound, passed, message shown when it failed)
 _Check = Callable[[str, float | None, float | None, bool, str], None]
-
-
-@dataclass
-class ParityConfig:
-    """What parity runs on and the bounds it enforces.
-
-    Args:
-        data: CSV/TSV/JSONL of texts (and labels) to compare on; None: the built-in ``PROBE_TEXTS``.
-        text_column, label_column: Columns of ``data``; ``label_column`` None or "" for unlabelled text.
-        max_length: Tokens per text; None: the ONNX directory's manifest, else the source model's.
-        batch_size: Texts per batch (default 32); batches mix lengths, so padding is exercised.
-        precision: ``fp32``, ``int8`` or ``fp16``: picks the default bounds; None: the ONNX manifest's.
-        max_abs_diff: Bound on the largest absolute logit difference (fp32 1e-4, fp16 1e-2, int8 off).
-        min_agreement: Minimum fraction of rows whose argmax agrees (fp32 1.0, int8 and fp16 0.99).
-        max_accuracy_drop: With labels, the largest allowed accuracy drop as a fraction, 0.01 = 1 point
-            (fp32 0, int8 and fp16 0.01).
-
-    Raises:
-        ConfigError: a value out of range, naming the field.
-    """
-
-    data: Path | None = None
-    text_column: str = "text"
-    label_column: str | None = "label"
-    max_length: int | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    precision: str | None = None
-    max_abs_diff: float | None = None
-    min_agreement: float | None = None
-    max_accuracy_drop: float | None = None
-
-    def __post_init__(self) -> None:
-        self.data = Path(self.data) if self.data is not None else None
-        self.label_column = self.label_column or None
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.max_length is not None and self.max_length < 8:
-            raise ConfigError(f"max_length must be >= 8, got {self.max_length!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if self.max_abs_diff is not None and not self.max_abs_diff >= 0:
-            raise ConfigError(f"max_abs_diff must be >= 0, got {self.max_abs_diff!r}")
-        for name in ("min_agreement", "max_accuracy_drop"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be a fraction in [0, 1], got {value!r}")
-
-    def thresholds(self, precision: str) -> dict[str, float | None]:
-        """The bounds in force for a ``precision`` model: the ones set here, its defaults for the rest."""
-        defaults = DEFAULT_THRESHOLDS[precision]
-        resolved = {
-            name: getattr(self, name) if getattr(self, name) is not None else default
-            for name, default in defaults.items()
-        }
-        return {k: None if v is not None and math.isinf(v) else v for k, v in resolved.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ParityConfig:
-        return cls(**values)
 
 
 @dataclass
@@ -236,7 +178,7 @@ class TorchReference:
         """
         self.model_dir = Path(model_dir)
         self.cfg = cfg
-        source = read_model_dir(self.model_dir, kind=KIND_PYTORCH)
+        source = read_model_dir(self.model_dir, kind=KIND_PYTORCH, verify=cfg.verify)
         self.labels_vocab: list[str] = list(source.labels)
         if texts is None:
             texts, labels, self.source = load_parity_texts(cfg, self.labels_vocab)

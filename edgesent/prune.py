@@ -34,6 +34,7 @@ loader can rebuild the shapes if the pin is ever lifted.
 Recovery fine-tunes the pruned model with knowledge distillation from the unpruned one (Hinton et al.
 2015: hard-label cross-entropy plus ``T^2``-scaled KL to the teacher's softened distribution), through
 the same Trainer setup as ``finetune`` (per-epoch evaluation, early stopping, best checkpoint by macro-F1).
+Its hyperparameters are the ``TrainConfig`` nested in ``edgesent.config.prune.PruneConfig`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import math
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -59,128 +60,32 @@ from transformers.pytorch_utils import prune_linear_layer
 
 from edgesent import flops
 from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_model_dir, scratch_dir, write_manifest
+from edgesent.config.prune import DEFAULT_SCORE_SAMPLES, PruneConfig
 from edgesent.data import LabelledTexts, encode_labels, load_dataset
 from edgesent.errors import ConfigError, ModelError
 from edgesent.evaluate import torch_logits
 from edgesent.metrics import classification_metrics
-from edgesent.train import TrainConfig, best_entry, build_trainer, encode_texts, epoch_history, resolve_device
+from edgesent.train import best_entry, build_trainer, check_finite, encode_texts, epoch_history, resolve_device
 
 
 logger = logging.getLogger(__name__)
+
+# PruneConfig lives in edgesent.config.prune; re-exported here for existing imports.
+__all__ = [
+    "DEFAULT_SCORE_SAMPLES",
+    "PruneConfig",
+    "apply_pruning",
+    "compute_importance",
+    "plan_pruning",
+    "prune_model",
+]
 
 # Architectures whose encoder layers are BERT's (query/key/value, attention.output.dense, intermediate.dense,
 # output.dense) and whose from_pretrained re-applies config.pruned_heads.
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
 FLOPS_SEQ_LEN = 128
 FLOPS_BATCH_SIZE = 1
-DEFAULT_SCORE_SAMPLES = 2048
 _SPEEDUP_STEP = 0.01  # granularity of the shared head/FFN fraction searched for a --speedup target
-
-
-@dataclass
-class PruneConfig:
-    """What to remove, how to score it and how to recover; validated on creation, recorded in the manifest.
-
-    Fractions are of the units each layer has now: ``heads=0.5`` on 12 heads keeps 6 per layer. ``speedup``
-    (FLOPs before / after at batch 1, length 128) instead picks the smallest equal fraction of heads and FFN
-    neurons that reaches it, after any layer removal. The recovery fields mean what they mean in TrainConfig;
-    ``max_length=None`` takes the source model's.
-
-    Args:
-        model_dir: Source PyTorch model directory (``edgesent finetune`` output).
-        data: Training file: importance scoring and recovery.
-        eval_data: Evaluation file: accuracy before/after, early stopping and best checkpoint.
-        out: Output model directory.
-        heads: Fraction of attention heads to remove per layer, in [0, 1); at least one head stays.
-        ffn: Fraction of FFN intermediate neurons to remove per layer, in [0, 1).
-        layers: Number of layers to keep (None: all).
-        speedup: Target FLOPs reduction factor (> 1), instead of ``heads``/``ffn``.
-        score_samples: Training examples used for importance scores (a seeded random subset).
-        recovery: Fine-tune with distillation after pruning (False: save the pruned model as is).
-        temperature: Softmax temperature of the distillation targets.
-        alpha: Weight of the hard-label loss; ``1 - alpha`` weighs the distillation loss.
-    """
-
-    model_dir: Path
-    data: Path
-    eval_data: Path
-    out: Path
-    heads: float = 0.0
-    ffn: float = 0.0
-    layers: int | None = None
-    speedup: float | None = None
-    score_samples: int = DEFAULT_SCORE_SAMPLES
-    recovery: bool = True
-    epochs: float = 3.0
-    lr: float = 5e-5
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    temperature: float = 2.0
-    alpha: float = 0.5
-    early_stopping: int = 2
-    max_steps: int = 0
-    max_length: int | None = None
-    device: str = "auto"
-    seed: int = 42
-    text_column: str = "text"
-    label_column: str = "label"
-    skip_empty: bool = False
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        self.model_dir, self.data, self.eval_data, self.out = map(
-            Path, (self.model_dir, self.data, self.eval_data, self.out)
-        )
-        for name in ("heads", "ffn"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(
-                    f"{name}={value!r}: the fraction to remove must be in [0, 1) "
-                    "(removing every head or neuron of a layer would disconnect it)"
-                )
-        if self.layers is not None and self.layers < 1:
-            raise ConfigError(f"layers={self.layers!r}: must keep at least 1 layer")
-        if self.speedup is not None:
-            if not self.speedup > 1.0:
-                raise ConfigError(f"speedup={self.speedup!r}: must be > 1 (FLOPs before / after)")
-            if self.heads or self.ffn:
-                raise ConfigError("give either speedup or heads/ffn fractions, not both")
-        if not (self.heads or self.ffn or self.layers or self.speedup):
-            raise ConfigError("nothing to prune: set heads, ffn, layers or speedup")
-        if self.score_samples < 1:
-            raise ConfigError(f"score_samples={self.score_samples!r}: must be >= 1")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature={self.temperature!r}: must be > 0")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha={self.alpha!r}: must be in [0, 1]")
-        self.train_config(self.max_length or 128)  # the recovery settings fail here, before any work
-
-    def train_config(self, max_length: int) -> TrainConfig:
-        """The recovery run's TrainConfig (validated by TrainConfig itself)."""
-        return TrainConfig(
-            data=self.data,
-            eval_data=self.eval_data,
-            out=self.out,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            eval_batch_size=self.eval_batch_size,
-            max_length=max_length,
-            seed=self.seed,
-            early_stopping=self.early_stopping,
-            device=self.device,
-            max_steps=self.max_steps,
-            text_column=self.text_column,
-            label_column=self.label_column,
-            skip_empty=self.skip_empty,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PruneConfig:
-        return cls(**values)
 
 
 @dataclass
@@ -492,14 +397,19 @@ def _recover(
     max_length: int,
     device: str,
 ) -> dict[str, Any]:
-    """Distillation fine-tuning with finetune's Trainer setup; leaves the best epoch's weights in ``student``."""
+    """Distillation fine-tuning with finetune's Trainer setup; leaves the best epoch's weights in ``student``.
+
+    Raises:
+        TrainingError: the loss or the weights are not finite afterwards.
+    """
+    train_cfg = cfg.train_config(max_length)
     with scratch_dir("prune-checkpoints") as work_dir:
         trainer, recorder = build_trainer(
             student,
             tokenizer,
             train_set,
             eval_set,
-            cfg.train_config(max_length),
+            train_cfg,
             labels,
             Path(work_dir),
             device,
@@ -509,9 +419,11 @@ def _recover(
             alpha=cfg.alpha,
         )
         result = trainer.train()
+        check_finite(trainer.model, result.training_loss, "pruning recovery", train_cfg.lr)
         history = epoch_history(trainer, recorder)
         best = best_entry(history, trainer.state.best_global_step)
     return {
+        "config": train_cfg.to_dict(),
         "epochs": history,
         "best_epoch": best["epoch"],
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
@@ -586,10 +498,11 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
             accuracy["pruned"]["accuracy"],
         )
         recovery = None
-        if cfg.recovery:
+        if cfg.recovery is not None:
             recovery = _recover(student, teacher, tokenizer, train_set, eval_set, cfg, labels, max_length, device)
             final = evaluate(student)
             accuracy["recovered"] = _summary(final)
+        check_finite(student, None, "pruning")
         student.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
         layers_after = _layer_shapes(student)

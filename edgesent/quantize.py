@@ -1,11 +1,13 @@
 """Graph transforms of an exported ONNX model: int8 quantization, transformer fusions and fp16.
 
-The defaults are the ones measured fastest on the target CPU, not the habitual ones; the figures
-are in ``bench/EXPORT_DEFAULTS.md``. In short, on an avx512_vnni CPU with MiniLM-L6 (batch 1,
-128 tokens, one thread): the plain export + ``quantize_dynamic`` with signed QInt8 per-tensor
-weights ran in 7.8 ms, per-channel in 8.3 ms (with half the logit error), unsigned QUInt8 weights
-(Optimum's ``avx2`` preset) in 12.6 ms, and pre-fused graphs were no faster than what ONNX Runtime
-does itself when it loads the model. So fusions are opt-in and int8 quantizes the plain graph.
+The defaults follow the measurements in ``bench/EXPORT_DEFAULTS.md``, not habit. On an avx512_vnni CPU
+(batch 1, 128 tokens, one thread), signed QInt8 weights with ``quantize_dynamic`` on the plain export were
+the fastest int8 path; unsigned QUInt8 weights (Optimum's ``avx2`` preset) were 1.6x slower; pre-fused graphs
+were no faster than what ONNX Runtime does itself when it loads the model. On the fine-tuned SST-2 MiniLM,
+per-channel scales came within 2% of per-tensor's latency and halved the label flips against fp32 (98.39%
+vs 96.79% dev agreement), so the ``avx512_vnni`` preset is per-channel and per-tensor is the first remedy.
+Fusions are opt-in and int8 quantizes the plain graph. The config and its presets are
+``edgesent.config.quantize.QuantizeConfig``; this module holds the transforms and the CPU detection.
 
 Every function here reads one ONNX file and writes another; ``edgesent.export`` chains them and
 the parity gate decides whether the result may be shipped.
@@ -18,7 +20,6 @@ import logging
 import platform
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,29 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgesent.artifacts import scratch_dir
+from edgesent.config.export import OPTIMIZE_LEVELS
+from edgesent.config.quantize import KEEP_FP32_GROUPS, TARGETS, QuantizeConfig
 from edgesent.errors import ConfigError, ExportError
 from edgesent.sessions import cpu_info
 
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("avx512_vnni", "avx2", "arm64", "portable")
+# The config and its choice lists live in edgesent.config.quantize; re-exported here for existing imports.
+__all__ = [
+    "KEEP_FP32_GROUPS",
+    "OPTIMIZE_LEVELS",
+    "TARGETS",
+    "QuantizeConfig",
+    "convert_fp16",
+    "detect_target",
+    "op_counts",
+    "optimize_graph",
+    "quantize_model",
+    "sensitive_nodes",
+]
+
 WEIGHT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-KEEP_FP32_GROUPS = ("embeddings", "head")
-OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 # Static (QDQ) quantization touches only the weight-bearing ops: quantizing LayerNorm, Softmax and the
 # residual Adds of a transformer costs accuracy for little speed, which is why ORT's transformer
 # examples restrict static quantization the same way.
@@ -55,111 +69,6 @@ QUANTIZED_OP_TYPES = (
 )
 _NORM_OPS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization", "EmbedLayerNormalization")
 _CONTRIB_DOMAIN = "com.microsoft"
-
-
-@dataclass
-class QuantizeConfig:
-    """How to quantize a model to int8. Build it from a target preset rather than by hand.
-
-    Args:
-        target: The CPU family the weight format is chosen for: ``avx512_vnni``, ``avx2``, ``arm64`` or
-            ``portable``. Recorded in the manifest; the other fields hold the actual choice.
-        weight_type: ``int8`` (signed, MLAS's fast path) or ``uint8``.
-        activation_type: Activation type for static quantization (dynamic always uses uint8).
-        per_channel: One scale per output channel instead of one per tensor: about half the logit
-            error, about 6% slower on avx512_vnni.
-        reduce_range: 7-bit weights. Needed where u8 x s8 products go through VPMADDUBSW (AVX2 and
-            AVX512 without VNNI), which can saturate; useless (and less precise) with VNNI.
-        static: Static QDQ quantization with calibration data instead of dynamic quantization.
-        keep_fp32: Node groups left in fp32: ``embeddings`` (embedding lookups) and/or ``head``
-            (pooler and classifier), the parts most sensitive to rounding.
-
-    Raises:
-        ConfigError: an unknown target, type or group.
-    """
-
-    target: str = "portable"
-    weight_type: str = "int8"
-    activation_type: str = "uint8"
-    per_channel: bool = True
-    reduce_range: bool = True
-    static: bool = False
-    keep_fp32: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
-        for name in ("weight_type", "activation_type"):
-            if getattr(self, name) not in WEIGHT_TYPES:
-                raise ConfigError(f"{name} must be 'int8' or 'uint8', got {getattr(self, name)!r}")
-        self.keep_fp32 = tuple(dict.fromkeys(self.keep_fp32))
-        unknown = [g for g in self.keep_fp32 if g not in KEEP_FP32_GROUPS]
-        if unknown:
-            raise ConfigError(f"keep_fp32 groups must be among {', '.join(KEEP_FP32_GROUPS)}, got {unknown!r}")
-
-    # Presets (Optimum's AutoQuantizationConfig pattern), one per target; see bench/EXPORT_DEFAULTS.md.
-    @classmethod
-    def avx512_vnni(cls) -> QuantizeConfig:
-        """Signed per-channel weights, full range: as fast as per-tensor here, and more accurate.
-
-        Measured on the SST-2 MiniLM (bench/EXPORT_DEFAULTS.md): per-channel 14.57 ms vs per-tensor
-        14.66 ms (batch 1, length 128, one thread), dev agreement with fp32 98.4% vs 96.8%.
-        """
-        return cls(target="avx512_vnni", weight_type="int8", per_channel=True, reduce_range=False)
-
-    @classmethod
-    def avx2(cls) -> QuantizeConfig:
-        """Signed weights with reduce_range, ORT's advice against VPMADDUBSW saturation without VNNI.
-
-        Not measured on an AVX2-only CPU; unsigned weights (Optimum's avx2 choice) were 1.6x slower
-        than signed ones on the avx512_vnni CPU, so signed + 7-bit is the better-founded choice.
-        """
-        return cls(target="avx2", weight_type="int8", per_channel=False, reduce_range=True)
-
-    @classmethod
-    def arm64(cls) -> QuantizeConfig:
-        """Signed per-tensor weights, full range: ARM's dot-product kernels do not saturate."""
-        return cls(target="arm64", weight_type="int8", per_channel=False, reduce_range=False)
-
-    @classmethod
-    def portable(cls) -> QuantizeConfig:
-        """Correct on any CPU: 7-bit weights cannot saturate, per-channel scales win back the precision."""
-        return cls(target="portable", weight_type="int8", per_channel=True, reduce_range=True)
-
-    @classmethod
-    def for_target(
-        cls,
-        target: str = "auto",
-        *,
-        per_channel: bool | None = None,
-        reduce_range: bool | None = None,
-        static: bool | None = None,
-        keep_fp32: tuple[str, ...] | None = None,
-    ) -> QuantizeConfig:
-        """The preset for ``target`` (``auto``: this machine's, see ``detect_target``) with overrides.
-
-        Overrides left at None keep the preset's choice, so unset CLI options change nothing.
-
-        Raises:
-            ConfigError: an unknown target.
-        """
-        name = detect_target() if target == "auto" else target
-        if name not in TARGETS:
-            raise ConfigError(f"target must be auto or one of {', '.join(TARGETS)}, got {target!r}")
-        overrides = {
-            "per_channel": per_channel,
-            "reduce_range": reduce_range,
-            "static": static,
-            "keep_fp32": keep_fp32,
-        }
-        return replace(getattr(cls, name)(), **{k: v for k, v in overrides.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> QuantizeConfig:
-        return cls(**{**values, "keep_fp32": tuple(values.get("keep_fp32", ()))})
 
 
 def detect_target() -> str:

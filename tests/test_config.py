@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,3 +86,104 @@ def test_from_dict_refuses_unknown_keys_and_non_mappings() -> None:
         _Outer.from_dict(["path"])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="rate must be in"):
         _Outer.from_dict({"inner": {"rate": 2}})
+
+
+# --- the stage configs: light, validated, one to_dict/from_dict ---------------------------------------------
+
+
+def test_config_modules_and_cli_help_do_not_import_heavy_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import edgesent.config, edgesent.config.train, edgesent.config.prune, edgesent.config.export
+import edgesent.config.parity, edgesent.config.quantize
+from edgesent.config import ExportConfig, ParityConfig, PruneConfig, QuantizeConfig, TrainConfig
+TrainConfig(); ExportConfig(); ParityConfig(); QuantizeConfig.avx2()
+heavy = ("torch", "transformers", "onnxruntime", "onnx", "optimum")
+print(sorted(m for m in heavy if m in sys.modules))
+from click.testing import CliRunner
+from edgesent.cli import cli
+for command in ("finetune", "export", "parity", "prune"):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+print(sorted(m for m in heavy if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "[]"], out
+
+
+def test_stage_configs_round_trip_and_refuse_unknown_keys() -> None:
+    from edgesent.config import ExportConfig, ParityConfig, PruneConfig, QuantizeConfig, TrainConfig
+
+    configs = [
+        TrainConfig(data="t.csv", lr=1e-3, class_weights="auto"),
+        PruneConfig(model_dir="m", data="t.csv", eval_data="e.csv", out="o", heads=0.5, recovery={"epochs": 1.0}),
+        PruneConfig(model_dir="m", data="t.csv", eval_data="e.csv", out="o", layers=1, recovery=None),
+        ExportConfig(precision="int8", quantize="avx2", parity={"min_agreement": 0.9}),
+        ParityConfig(data="x.csv", max_abs_diff=0.5),
+        QuantizeConfig.arm64(),
+    ]
+    for cfg in configs:
+        assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+        with pytest.raises(ConfigError, match=r"unknown setting\(s\) 'colour'"):
+            type(cfg).from_dict({**cfg.to_dict(), "colour": "red"})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"lr": math.nan}, "lr must be a finite number, got nan"),
+        ({"lr": math.inf}, "lr must be a finite number, got inf"),
+        ({"weight_decay": math.nan}, "weight_decay must be a finite number, got nan"),
+        ({"epochs": math.inf}, "epochs must be a finite number, got inf"),
+        ({"warmup_ratio": math.nan}, "warmup_ratio must be a finite number, got nan"),
+        ({"seed": -1}, r"seed must be in \[0, 4.29497e\+09\], got -1"),
+        ({"batch_size": True}, "batch_size must be an integer, got True"),
+        ({"max_steps": 2.5}, "max_steps must be an integer, got 2.5"),
+        ({"eval_split": math.nan}, "eval_split must be a finite number"),
+        ({"class_weights": "balanced"}, "class_weights='balanced' is not one of none, auto"),
+        ({"device": "tpu"}, "device='tpu' is not one of auto, cpu, cuda"),
+    ],
+)
+def test_train_config_refuses_non_finite_and_out_of_range_values(settings: dict, message: str) -> None:
+    from edgesent.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)
+
+
+def test_prune_config_nests_the_recovery_train_config() -> None:
+    from edgesent.config import PruneConfig, TrainConfig
+
+    paths = {"model_dir": "m", "data": "t.csv", "eval_data": "e.csv", "out": "o"}
+    cfg = PruneConfig(**paths, heads=0.5, batch_size=8, seed=3, recovery={"epochs": 1.0, "lr": 1e-3})
+    assert isinstance(cfg.recovery, TrainConfig) and cfg.recovery.epochs == 1.0
+    merged = cfg.train_config(64)
+    assert (merged.batch_size, merged.seed, merged.max_length, merged.lr) == (8, 3, 64, 1e-3)
+    assert merged.data == Path("t.csv") and merged.eval_data == Path("e.csv")
+    with pytest.raises(ConfigError, match=r"recovery.seed: set on the prune config itself"):
+        PruneConfig(**paths, heads=0.5, recovery={"seed": 7})
+    with pytest.raises(ConfigError, match="lr must be a finite number, got nan"):
+        PruneConfig(**paths, heads=0.5, recovery={"lr": math.nan})
+    with pytest.raises(ConfigError, match="temperature must be a finite number"):
+        PruneConfig(**paths, heads=0.5, temperature=math.inf)
+    with pytest.raises(ConfigError, match="heads must be a finite number, got nan"):
+        PruneConfig(**paths, heads=math.nan)
+
+
+def test_export_config_nests_quantize_presets_and_parity() -> None:
+    from edgesent.config import ExportConfig, QuantizeConfig
+
+    assert ExportConfig(precision="int8", quantize="avx2").quantize == QuantizeConfig.avx2()
+    tuned = ExportConfig(precision="int8", quantize={"target": "arm64", "per_channel": True}).quantize
+    assert tuned == QuantizeConfig(target="arm64", per_channel=True, reduce_range=False)
+    with pytest.raises(ConfigError, match="target, static: only used by int8 exports; add --int8"):
+        ExportConfig(quantize={"target": "avx2", "static": True})
+    with pytest.raises(ConfigError, match="opset must be in"):
+        ExportConfig(opset=9)
+    with pytest.raises(ConfigError, match="min_agreement must be a finite number, got nan"):
+        ExportConfig(parity={"min_agreement": math.nan})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        QuantizeConfig.for_target("avx2", per_chanel=True)

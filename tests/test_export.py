@@ -21,11 +21,10 @@ from conftest import LABELS, make_texts, write_csv
 from edgesent import export as export_module
 from edgesent.artifacts import KIND_PYTORCH, manifest_sha256, read_manifest, sha256_file, verify_files
 from edgesent.cli import cli
-from edgesent.cli.export import OPTIMIZE_CHOICES, TARGET_CHOICES
 from edgesent.errors import ConfigError
 from edgesent.export import ExportConfig, export_model
 from edgesent.parity import DEFAULT_THRESHOLDS, ParityConfig
-from edgesent.quantize import OPTIMIZE_LEVELS, TARGETS, QuantizeConfig, detect_target, sensitive_nodes
+from edgesent.quantize import TARGETS, QuantizeConfig, detect_target, sensitive_nodes
 
 
 EXPORT_FILES = {
@@ -235,8 +234,7 @@ def test_sensitive_nodes_find_embeddings_and_classifier_head(tiny_onnx_dir: Path
 
 
 def test_quantize_presets_and_target_detection():
-    assert detect_target() in TARGETS and set(TARGET_CHOICES) == {"auto", *TARGETS}
-    assert set(OPTIMIZE_CHOICES) == set(OPTIMIZE_LEVELS)
+    assert detect_target() in TARGETS
     vnni, avx2, portable = QuantizeConfig.avx512_vnni(), QuantizeConfig.avx2(), QuantizeConfig.portable()
     assert (vnni.weight_type, vnni.per_channel, vnni.reduce_range) == ("int8", True, False)
     assert avx2.reduce_range and portable.per_channel and portable.reduce_range
@@ -245,7 +243,7 @@ def test_quantize_presets_and_target_detection():
         "per_channel": True,
     }
     assert QuantizeConfig.from_dict(vnni.to_dict()) == vnni
-    with pytest.raises(ConfigError, match="target must be"):
+    with pytest.raises(ConfigError, match="target='x86' is not one of avx512_vnni, avx2, arm64, portable"):
         QuantizeConfig(target="x86")
     with pytest.raises(ConfigError, match="keep_fp32"):
         QuantizeConfig(keep_fp32=("attention",))
@@ -292,7 +290,9 @@ def test_fp16_export_runs_on_cuda(_tiny_model_master: Path, tmp_path: Path):
 
 def test_static_int8_with_calibration_data(_tiny_model_master: Path, tmp_path: Path):
     calibration = write_csv(tmp_path / "calib.csv", make_texts(4))
-    cfg = ExportConfig.from_options(precision="int8", target="avx512_vnni", static=True, calibration_data=calibration)
+    cfg = ExportConfig(
+        precision="int8", quantize={"target": "avx512_vnni", "static": True}, calibration_data=calibration
+    )
     manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
     assert manifest["verified"] and manifest["export"]["calibration"]["samples"] == 12
     counts = op_types(tmp_path / "out" / "model.onnx")
@@ -439,7 +439,7 @@ def test_parity_data_with_unknown_labels(tiny_model_dir: Path, tmp_path: Path, r
 def test_export_config_validation_and_round_trip():
     cfg = ExportConfig(precision="int8", quantize=QuantizeConfig.avx2(), parity=ParityConfig(min_agreement=0.95))
     assert ExportConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ConfigError, match="precision must be one of fp32, int8, fp16, got 'int4'"):
+    with pytest.raises(ConfigError, match="precision='int4' is not one of fp32, int8, fp16"):
         ExportConfig(precision="int4")
     with pytest.raises(ConfigError, match="quantize is only used with precision='int8'"):
         ExportConfig(quantize=QuantizeConfig())
@@ -459,3 +459,44 @@ def test_help_smoke(runner):
         result = runner.invoke(cli, [command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
     assert "--keep-unverified" in runner.invoke(cli, ["export", "--help"]).output
+
+
+def test_no_verify_exports_and_checks_a_source_changed_on_purpose(tiny_model_dir: Path, tmp_path: Path, runner):
+    with open(tiny_model_dir / "config.json", "a", encoding="utf-8") as fh:
+        fh.write("\n")  # still valid JSON with the same label map, but its sha256 no longer matches
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out)])
+    assert result.exit_code == 2 and "sha256 does not match" in result.output
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out), "--no-verify", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["export"]["config"]["verify"] is False
+    result = runner.invoke(cli, ["parity", str(tiny_model_dir), str(out)])
+    assert result.exit_code == 2 and "sha256 does not match" in result.output
+    result = runner.invoke(cli, ["parity", str(tiny_model_dir), str(out), "--no-verify"])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_builds_the_config_from_the_options_given_only(tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch):
+    seen = {}
+
+    def fake_export(model_dir, out_dir, cfg):
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr(export_module, "export_model", fake_export)
+    args = [
+        "export",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--int8",
+        "--target",
+        "arm64",
+        "--per-channel",
+    ]
+    runner.invoke(cli, [*args, "--min-agreement", "0.9", "--no-remedies"])
+    cfg = seen["cfg"]
+    assert cfg.quantize == QuantizeConfig.for_target("arm64", per_channel=True)
+    assert cfg.parity == ParityConfig(min_agreement=0.9) and cfg.remedies is False
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--min-agreement", "nan"])
+    assert result.exit_code == 2 and "Error: min_agreement must be a finite number, got nan" in result.output

@@ -165,7 +165,7 @@ def test_bad_inputs_exit_2(tiny_onnx_dir: Path, _tiny_model_master: Path, tmp_pa
 def test_parity_config_validation():
     with pytest.raises(ConfigError, match="min_agreement must be a fraction in \\[0, 1\\], got 1.5"):
         ParityConfig(min_agreement=1.5)
-    with pytest.raises(ConfigError, match="precision must be one of"):
+    with pytest.raises(ConfigError, match="precision='int4' is not one of"):
         ParityConfig(precision="int4")
     cfg = ParityConfig(max_abs_diff=0.5, data="x.csv", label_column="")
     assert cfg.label_column is None and cfg.thresholds("int8") == {**DEFAULT_THRESHOLDS["int8"], "max_abs_diff": 0.5}

@@ -214,7 +214,7 @@ def test_flops_count_the_embedding_projection_of_electra() -> None:
         ({"speedup": 2.0, "heads": 0.3}, "either speedup or heads/ffn"),
         ({}, "nothing to prune"),
         ({"heads": 0.5, "alpha": 1.5}, "alpha=1.5: must be in [0, 1]"),
-        ({"heads": 0.5, "epochs": 0}, "epochs must be > 0"),
+        ({"heads": 0.5, "recovery": {"epochs": 0}}, "epochs must be in (0, inf), got 0"),
     ],
 )
 def test_config_refuses_invalid_targets(tmp_path: Path, changes: dict, message: str) -> None:
@@ -379,3 +379,28 @@ def test_cli_refuses_onnx_dirs_and_unknown_labels(runner, tiny_model_dir: Path, 
     assert result.exit_code == 2
     assert "label(s) 'delighted' not among the training labels" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_table_on_stdout_trainer_logs_on_stderr(runner, tiny_model_dir: Path, tiny_data, tmp_path: Path) -> None:
+    train, dev = tiny_data
+    args = ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev), "--out", str(tmp_path / "p")]
+    result = runner.invoke(cli, [*args, "--heads", "0.5", "--epochs", "1", "--batch-size", "8", "--lr", "1e-3"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].split() == ["stage", "parameters", "MFLOPs", "accuracy", "macro_f1"]
+    assert "'loss'" not in result.stdout and "'eval_loss'" in result.stderr  # the Trainer's log dicts
+    recovery = json.loads((tmp_path / "p" / "edgesent.json").read_text())["recovery"]
+    assert recovery["config"]["epochs"] == 1.0 and recovery["config"]["lr"] == 1e-3
+    assert recovery["config"]["batch_size"] == 8 and recovery["config"]["max_length"] == 64  # the source's
+
+
+def test_recovery_options_without_recovery_are_refused(
+    runner, tiny_model_dir: Path, tiny_data, tmp_path: Path
+) -> None:
+    train, dev = tiny_data
+    args = ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev), "--out", str(tmp_path / "p")]
+    result = runner.invoke(cli, [*args, "--heads", "0.5", "--no-recovery", "--epochs", "2", "--lr", "1e-3"])
+    assert result.exit_code == 2
+    assert "--epochs, --lr: only used by recovery" in result.output
+    result = runner.invoke(cli, [*args, "--heads", "0.5", "--lr", "nan"])
+    assert result.exit_code == 2 and "Error: lr must be a finite number, got nan" in result.output
+    assert not (tmp_path / "p").exists()

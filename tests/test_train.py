@@ -162,7 +162,7 @@ def test_missing_train_extra_names_the_install_command(monkeypatch, tmp_path):
 def test_config_validation_names_field_and_value():
     with pytest.raises(ConfigError, match="eval_split must be in \\(0, 1\\), got 1.5"):
         TrainConfig(eval_split=1.5)
-    with pytest.raises(ConfigError, match="lr must be > 0, got 0"):
+    with pytest.raises(ConfigError, match=r"lr must be in \(0, inf\), got 0"):
         TrainConfig(lr=0)
 
 
@@ -211,3 +211,210 @@ def test_cuda_without_gpu_is_a_config_error():
 def test_help(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
+
+
+# --- issue 10: refusals before training, a cap that caps, no NaN model, bounded tokenization, signals ----------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--weight-decay", "nan"], "Error: weight_decay must be a finite number, got nan"),
+        (["--lr", "inf"], "Error: lr must be a finite number, got inf"),
+        (["--epochs", "inf"], "Error: epochs must be a finite number, got inf"),
+        (["--seed", "-1"], "Error: seed must be in [0, 4.29497e+09], got -1"),
+        (["--warmup-ratio", "nan"], "Error: warmup_ratio must be a finite number, got nan"),
+        (["--batch-size", "0"], "Error: batch_size must be in [1, inf), got 0"),
+    ],
+)
+def test_non_finite_and_out_of_range_options_are_one_line_exit_2(tiny_model_dir, tiny_data, tmp_path, args, message):
+    train, dev = tiny_data
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "finetune",
+            "--data",
+            str(train),
+            "--eval-data",
+            str(dev),
+            "--base",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            *args,
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == message and not out.exists()
+
+
+def test_max_steps_is_a_cap_not_an_override(tiny_model_dir, tiny_data, tmp_path):
+    train, dev = tiny_data
+    out = tmp_path / "out"
+    result = _finetune(tiny_model_dir, train, dev, out, "--epochs", "1", "--max-steps", "1000")
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert [e["epoch"] for e in manifest["epochs"]] == [1.0]  # 60 rows / batch 8 = 8 steps, not 1000
+    assert manifest["epochs"][-1]["step"] == 8
+
+
+def test_max_steps_below_the_epochs_still_stops_early(tiny_model_dir, tiny_data, tmp_path):
+    train, dev = tiny_data
+    result = _finetune(tiny_model_dir, train, dev, tmp_path / "out", "--max-steps", "3", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs"][-1]["step"] == 3
+
+
+def test_max_length_over_the_base_positions_is_refused_before_training(tiny_model_dir, tiny_data, tmp_path):
+    train, dev = tiny_data
+    result = _finetune(tiny_model_dir, train, dev, tmp_path / "out", "--max-length", "1024")
+    assert result.exit_code == 2, result.output
+    assert "max_length 1024 exceeds the 128 positions of base model" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def _chinese(tmp_path: Path, name: str, n: int) -> Path:
+    from conftest import write_csv
+
+    reviews = [
+        ("这家酒店的服务非常好", "positive"),
+        ("快递太慢了，包装也破了", "negative"),
+        ("东西一般，价格还行", "neutral"),
+    ]
+    return write_csv(tmp_path / name, [reviews[i % 3] for i in range(n)])
+
+
+def test_a_base_that_cannot_read_the_data_is_refused_unless_allowed(tiny_model_dir, tmp_path):
+    train, dev = _chinese(tmp_path, "zh-train.csv", 30), _chinese(tmp_path, "zh-dev.csv", 9)
+    out = tmp_path / "out"
+    result = _finetune(tiny_model_dir, train, dev, out)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line.startswith("Error: 100.0% of the data's tokens are unknown ([UNK]) to the tokenizer of base model")
+    assert "use a base whose vocabulary covers the language" in line and "--allow-unknown-tokens" in line
+    assert not out.exists()
+
+    result = _finetune(tiny_model_dir, train, dev, out, "--allow-unknown-tokens", "--max-steps", "1")
+    assert result.exit_code == 0, result.output
+    coverage = read_manifest(out)["data"]["coverage"]
+    assert coverage["unknown_rate"] == 1.0 and coverage["train"]["texts"] == 30
+    assert coverage["train"]["tokens_per_char"] > 0
+
+
+def test_coverage_of_readable_data_is_recorded_without_a_warning(tiny_model_dir, tiny_data, tmp_path, caplog):
+    train, dev = tiny_data
+    result = _finetune(tiny_model_dir, train, dev, tmp_path / "out", "--max-steps", "1")
+    assert result.exit_code == 0, result.output
+    coverage = read_manifest(tmp_path / "out")["data"]["coverage"]
+    assert coverage["unknown_rate"] == 0.0 and coverage["eval"]["texts"] == 18
+    assert not [r for r in caplog.records if "unknown" in r.getMessage()]
+
+
+@pytest.mark.parametrize("damage", ["config_only", "no_tokenizer", "truncated_weights"])
+def test_damaged_base_directory_is_one_line(tiny_model_dir, tiny_data, tmp_path, damage):
+    base = tmp_path / "base"
+    base.mkdir()
+    keep = {
+        "config_only": ["config.json"],
+        "no_tokenizer": ["config.json", "model.safetensors"],
+        "truncated_weights": [p.name for p in tiny_model_dir.iterdir()],
+    }[damage]
+    for name in keep:
+        (base / name).write_bytes((tiny_model_dir / name).read_bytes())
+    if damage == "truncated_weights":
+        weights = base / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    train, dev = tiny_data
+    result = _finetune(base, train, dev, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot load"), lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_with_non_finite_weights_is_not_saved(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
+    import torch
+
+    real_train = Trainer.train
+
+    def train_then_break(self, *args, **kwargs):
+        output = real_train(self, *args, **kwargs)
+        with torch.no_grad():
+            next(self.model.parameters()).fill_(float("nan"))
+        return output
+
+    monkeypatch.setattr(Trainer, "train", train_then_break)
+    train, dev = tiny_data
+    out = tmp_path / "out"
+    result = _finetune(tiny_model_dir, train, dev, out, "--max-steps", "1")
+    assert result.exit_code == 1, result.output
+    assert "fine-tuning produced a broken model" in result.output and "nothing was saved" in result.output
+    assert "parameter tensor(s) with NaN or inf" in result.output
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_capped_tokenization_keeps_exactly_the_same_tokens(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from edgesent.data import LabelledTexts
+    from edgesent.train import CHARS_PER_TOKEN_BUDGET, encode_texts
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    max_length = 16
+    budget = max_length * CHARS_PER_TOKEN_BUDGET
+    texts = [
+        "great " * 200,  # cut at a word boundary, still far over max_length tokens
+        "x" * 90 + " " + "y" * 90 + " " + "z" * 500,  # few long words: the cut text falls short, re-encoded whole
+        "a" * (budget + 50),  # no space at all: left whole
+        "the staff",  # short
+        "friendly " * (budget // 9) + "refund",  # the cut lands near the budget
+    ]
+    data = LabelledTexts(texts=texts, labels=["positive"] * len(texts), source="test")
+    encoded = encode_texts(tokenizer, data, ["positive"], max_length)
+    expected = tokenizer(texts, truncation=True, max_length=max_length)
+    for i, feature in enumerate(encoded.features):
+        assert feature["input_ids"].tolist() == expected["input_ids"][i], texts[i][:40]
+        assert feature["attention_mask"].tolist() == expected["attention_mask"][i]
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_training_leaves_nothing_behind(tiny_model_dir, tiny_data, tmp_path, signum):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train, dev = tiny_data
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "out"
+    args = ["--data", str(train), "--eval-data", str(dev), "--base", str(tiny_model_dir), "--out", str(out)]
+    args += ["--epochs", "500", "--batch-size", "4", "--early-stopping", "0"]
+    env = {**os.environ, "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "edgesent", "finetune", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(scratch.glob("edgesent-checkpoints-*")):  # created just before trainer.train()
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            assert time.monotonic() < deadline, "training did not start within 120 s"
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the training loop
+        assert child.poll() is None
+        child.send_signal(getattr(signal, signum))
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode != 0
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+    assert not list(scratch.glob("edgesent-checkpoints-*"))

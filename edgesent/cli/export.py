@@ -10,19 +10,32 @@ import click
 
 from edgesent.cli._format import format_table
 from edgesent.cli._options import (
+    given_options,
     json_option,
     label_column_option,
     max_length_option,
+    nest,
+    no_verify_option,
     overwrite_option,
     text_column_option,
+    with_default,
 )
+from edgesent.config.export import OPTIMIZE_LEVELS, ExportConfig
+from edgesent.config.parity import ParityConfig
+from edgesent.config.quantize import KEEP_FP32_GROUPS, TARGET_CHOICES
 
 
 data_path = click.Path(dir_okay=False, path_type=Path)
-# Literal copies of quantize.TARGETS / OPTIMIZE_LEVELS: importing quantize would load onnxruntime just to
-# print help. tests/test_export.py checks that they agree.
-TARGET_CHOICES = ("auto", "avx512_vnni", "avx2", "arm64", "portable")
-OPTIMIZE_CHOICES = ("O1", "O2", "O3")
+# How the flat options of `edgesent export` nest into ExportConfig: option name -> field of the nested config.
+QUANTIZE_OPTIONS = ("target", "per_channel", "reduce_range", "keep_fp32", "static")
+PARITY_OPTIONS = {
+    "parity_data": "data",
+    "text_column": "text_column",
+    "label_column": "label_column",
+    "max_abs_diff": "max_abs_diff",
+    "min_agreement": "min_agreement",
+    "max_accuracy_drop": "max_accuracy_drop",
+}
 
 
 def threshold_options(func: Any) -> Any:
@@ -31,20 +44,18 @@ def threshold_options(func: Any) -> Any:
         [
             click.option(
                 "--max-abs-diff",
-                type=click.FloatRange(min=0),
-                default=None,
-                help="Largest allowed absolute logit difference. Default: fp32 1e-4, fp16 1e-2, int8 unchecked.",
+                type=float,
+                help="Largest allowed absolute logit difference (inf: unchecked). "
+                "Default: fp32 1e-4, fp16 1e-2, int8 unchecked.",
             ),
             click.option(
                 "--min-agreement",
-                type=click.FloatRange(0, 1),
-                default=None,
+                type=float,
                 help="Minimum fraction of predicted labels that must agree. Default: fp32 1.0, int8/fp16 0.99.",
             ),
             click.option(
                 "--max-accuracy-drop",
-                type=click.FloatRange(0, 1),
-                default=None,
+                type=float,
                 help="With labelled data: largest allowed accuracy drop, 0.01 = 1 point. "
                 "Default: fp32 0, int8/fp16 0.01.",
             ),
@@ -91,31 +102,32 @@ def _size(n_bytes: int) -> str:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output directory. Default: <MODEL_DIR>-onnx-<precision>[-<level>] beside MODEL_DIR.",
 )
-@click.option("--opset", type=int, default=None, help="ONNX opset. Default: the exporter's choice (18 for BERT).")
+@click.option("--opset", type=int, help="ONNX opset (>= 14). Default: the exporter's choice (18 for BERT).")
 @click.option("--int8", is_flag=True, help="Dynamic int8 quantization for CPUs (weight format picked by --target).")
 @click.option("--fp16", is_flag=True, help="float16 weights and compute, for GPU targets (parity runs on CPU).")
 @click.option(
     "--target",
     type=click.Choice(TARGET_CHOICES),
-    default="auto",
-    show_default=True,
-    help="CPU the int8 weight format is chosen for; auto reads this machine's CPU flags.",
+    help="CPU the int8 weight format is chosen for; auto reads this machine's CPU flags.  [default: auto]",
 )
 @click.option("--per-channel/--per-tensor", default=None, help="int8 scale granularity. Default: the target's preset.")
 @click.option("--reduce-range/--full-range", default=None, help="7-bit int8 weights. Default: the target's preset.")
 @click.option(
     "--keep-fp32",
-    type=click.Choice(["embeddings", "head"]),
+    type=click.Choice(KEEP_FP32_GROUPS),
     multiple=True,
     help="Leave these nodes in fp32 when quantizing (repeatable).",
 )
 @click.option("--static", is_flag=True, help="Static (QDQ) int8 quantization calibrated on --calibration-data.")
 @click.option("--calibration-data", type=data_path, help="Texts for --static calibration (CSV, TSV, JSONL).")
-@click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--calibration-samples",
+    type=int,
+    help=with_default("Calibration texts used (the first rows).", ExportConfig, "calibration_samples"),
+)
 @click.option(
     "--optimize",
-    type=click.Choice(OPTIMIZE_CHOICES),
-    default=None,
+    type=click.Choice(OPTIMIZE_LEVELS),
     help="Fuse the graph: O1 basic, O2 + Attention/SkipLayerNorm/Gelu fusions, O3 + fast Gelu. Default: off.",
 )
 @max_length_option
@@ -129,15 +141,16 @@ def _size(n_bytes: int) -> str:
 @threshold_options
 @click.option(
     "--remedies/--no-remedies",
-    default=True,
-    show_default=True,
-    help="When int8 parity fails, retry per-channel/per-tensor, reduce_range, fp32 head, fp32 embeddings.",
+    default=None,
+    help="When int8 parity fails, retry per-channel/per-tensor, reduce_range, fp32 head, fp32 embeddings.  "
+    "[default: on]",
 )
 @click.option(
     "--keep-unverified",
     is_flag=True,
     help="Keep a model that fails parity (marked verified: false) instead of discarding it; still exits 1.",
 )
+@no_verify_option
 @overwrite_option
 @json_option
 def export(model_dir: Path, out_dir: Path | None, int8: bool, fp16: bool, as_json: bool, **options: Any) -> None:
@@ -152,9 +165,12 @@ def export(model_dir: Path, out_dir: Path | None, int8: bool, fp16: bool, as_jso
     require_train_extra("export")
     if int8 and fp16:
         raise click.BadParameter("--int8 and --fp16 exclude each other", param_hint="--int8/--fp16")
-    from edgesent.export import ExportConfig, default_out_dir, export_model
+    settings = nest(nest(given_options(options), "quantize", QUANTIZE_OPTIONS), "parity", PARITY_OPTIONS)
+    if settings.pop("no_verify", False):
+        settings["verify"] = False
+    cfg = ExportConfig.from_dict({"precision": "int8" if int8 else "fp16" if fp16 else "fp32", **settings})
+    from edgesent.export import default_out_dir, export_model
 
-    cfg = ExportConfig.from_options(precision="int8" if int8 else "fp16" if fp16 else "fp32", **options)
     manifest = export_model(model_dir, out_dir or default_out_dir(model_dir, cfg), cfg)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
@@ -177,8 +193,9 @@ def export(model_dir: Path, out_dir: Path | None, int8: bool, fp16: bool, as_jso
 @text_column_option
 @label_column_option
 @max_length_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=int, help=with_default("Texts per batch.", ParityConfig, "batch_size"))
 @threshold_options
+@no_verify_option
 @json_option
 def parity(model_dir: Path, onnx_dir: Path, as_json: bool, **options: Any) -> None:
     """Compare ONNX_DIR with its PyTorch source MODEL_DIR on the same texts; exit 1 if a check fails.
@@ -189,8 +206,12 @@ def parity(model_dir: Path, onnx_dir: Path, as_json: bool, **options: Any) -> No
     from edgesent._imports import require_train_extra
 
     require_train_extra("parity")
-    from edgesent.parity import ParityConfig, check_parity
+    settings = given_options(options)
+    if settings.pop("no_verify", False):
+        settings["verify"] = False
+    cfg = ParityConfig.from_dict(settings)
+    from edgesent.parity import check_parity
 
-    report = check_parity(model_dir, onnx_dir, ParityConfig(**options))
+    report = check_parity(model_dir, onnx_dir, cfg)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_parity(report.to_dict()))
     report.raise_if_failed()

@@ -11,16 +11,26 @@ import click
 
 from edgesent.cli._format import format_table
 from edgesent.cli._options import (
+    given_options,
     json_option,
     label_column_option,
     max_length_option,
+    nest,
     overwrite_option,
     text_column_option,
+    with_default,
 )
+from edgesent.config.prune import PruneConfig
+from edgesent.config.train import DEVICES, TrainConfig
 
 
 data_path = click.Path(dir_okay=False, path_type=Path)
-fraction = click.FloatRange(min=0.0)  # the upper bound [0, 1) is checked by PruneConfig, with its reason
+# Options that configure the recovery run: they go into PruneConfig.recovery (a TrainConfig).
+RECOVERY_OPTIONS = ("epochs", "lr", "early_stopping", "max_steps")
+
+
+def _default(text: str, name: str, config: type = PruneConfig) -> str:
+    return with_default(text, config, name)
 
 
 @click.command()
@@ -30,49 +40,52 @@ fraction = click.FloatRange(min=0.0)  # the upper bound [0, 1) is checked by Pru
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output model directory.")
 @click.option(
     "--heads",
-    type=fraction,
-    default=0.0,
-    show_default=True,
-    help="Fraction of attention heads to remove in every layer, in [0, 1); one head always stays.",
+    type=float,
+    help=_default("Fraction of attention heads to remove in every layer, in [0, 1); one head always stays.", "heads"),
 )
 @click.option(
     "--ffn",
-    type=fraction,
-    default=0.0,
-    show_default=True,
-    help="Fraction of FFN intermediate neurons to remove in every layer, in [0, 1).",
+    type=float,
+    help=_default("Fraction of FFN intermediate neurons to remove in every layer, in [0, 1).", "ffn"),
 )
-@click.option("--layers", type=int, default=None, help="Keep this many layers (the most important ones).")
+@click.option("--layers", type=int, help="Keep this many layers (the most important ones). Default: all.")
 @click.option(
     "--speedup",
     type=float,
-    default=None,
     help="Target FLOPs reduction (e.g. 2.0) instead of --heads/--ffn: removes an equal fraction of both.",
 )
 @click.option(
-    "--score-samples", type=int, default=2048, show_default=True, help="Training examples used to score importance."
+    "--score-samples", type=int, help=_default("Training examples used to score importance.", "score_samples")
 )
 @click.option(
     "--recovery/--no-recovery",
-    default=True,
-    show_default=True,
-    help="Fine-tune the pruned model with distillation from the unpruned one.",
+    "recover",
+    default=None,
+    help="Fine-tune the pruned model with distillation from the unpruned one.  [default: on]",
 )
-@click.option("--epochs", type=float, default=3.0, show_default=True, help="Recovery epochs.")
-@click.option("--lr", type=float, default=5e-5, show_default=True, help="Recovery peak learning rate.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--temperature", type=float, default=2.0, show_default=True, help="Distillation temperature.")
+@click.option("--epochs", type=float, help=_default("Recovery epochs.", "epochs", TrainConfig))
+@click.option("--lr", type=float, help=_default("Recovery peak learning rate.", "lr", TrainConfig))
+@click.option("--batch-size", type=int, help=_default("Scoring and recovery batch size.", "batch_size"))
+@click.option("--temperature", type=float, help=_default("Distillation temperature.", "temperature"))
 @click.option(
     "--alpha",
     type=float,
-    default=0.5,
-    show_default=True,
-    help="Weight of the hard-label loss; 1 - alpha weighs the distillation loss.",
+    help=_default("Weight of the hard-label loss; 1 - alpha weighs the distillation loss.", "alpha"),
 )
-@click.option("--early-stopping", type=int, default=2, show_default=True, help="Patience in epochs (0: off).")
-@click.option("--max-steps", type=int, default=0, show_default=True, help="Stop recovery after N steps (0: no cap).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--early-stopping", type=int, help=_default("Recovery patience in epochs (0: off).", "early_stopping", TrainConfig)
+)
+@click.option(
+    "--max-steps",
+    type=int,
+    help=_default(
+        "Cap on recovery steps; stops after --epochs or this, whichever is first (0: no cap).",
+        "max_steps",
+        TrainConfig,
+    ),
+)
+@click.option("--device", type=click.Choice(DEVICES), help=_default("Where to run.", "device"))
+@click.option("--seed", type=int, help=_default("Random seed.", "seed"))
 @max_length_option
 @text_column_option
 @label_column_option
@@ -84,15 +97,21 @@ def prune(model_dir: Path, as_json: bool, **options: object) -> None:
 
     Units are ranked by gradient importance on --data; the pruned model is fine-tuned against the
     unpruned one and saved as a smaller PyTorch directory that export, predict and bench take as is.
+    Results go to stdout; the Trainer's logs and progress bars to stderr.
     """
     from edgesent._imports import require_train_extra
 
     require_train_extra("prune")
-    from edgesent.prune import PruneConfig, prune_model
+    settings = given_options(options)
+    recover = settings.pop("recover", True)
+    recovery = nest(settings, "recovery", RECOVERY_OPTIONS).pop("recovery", {})
+    if not recover and recovery:
+        given = ", ".join("--" + name.replace("_", "-") for name in recovery)
+        raise click.BadParameter(f"{given}: only used by recovery", param_hint="--no-recovery")
+    cfg = PruneConfig.from_dict({"model_dir": model_dir, **settings, "recovery": recovery if recover else None})
+    from edgesent.prune import prune_model
 
-    cfg = PruneConfig(model_dir=model_dir, **options)
-    # the Trainer prints its per-epoch logs to stdout; with --json, stdout carries the JSON object alone
-    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its per-epoch logs; stdout is ours
         manifest = prune_model(cfg)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))

@@ -12,15 +12,22 @@ import click
 
 from edgesent.cli._format import format_metrics, format_table
 from edgesent.cli._options import (
+    given_options,
     json_option,
     label_column_option,
     no_verify_option,
     overwrite_option,
     text_column_option,
+    with_default,
 )
+from edgesent.config.train import CLASS_WEIGHTS, DEVICES, TrainConfig
 
 
 data_path = click.Path(dir_okay=False, path_type=Path)
+
+
+def _default(text: str, name: str) -> str:
+    return with_default(text, TrainConfig, name)
 
 
 @click.command()
@@ -28,44 +35,50 @@ data_path = click.Path(dir_okay=False, path_type=Path)
 @click.option("--eval-data", type=data_path, help="Evaluation file. Default: a held-out split of --data.")
 @click.option(
     "--base",
-    default="minilm-l6",
-    show_default=True,
-    help="Base model: 'minilm-l6' (installed package), a local HF model directory, or a hub id.",
+    help=_default("Base model: 'minilm-l6' (installed package), a local HF model directory, or a hub id.", "base"),
 )
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Output model directory. Default: models/<data>-<base>.",
 )
-@click.option("--epochs", type=float, default=3.0, show_default=True)
-@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak learning rate.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per text (longer ones are cut).")
-@click.option("--warmup-ratio", type=float, default=0.1, show_default=True)
-@click.option("--weight-decay", type=float, default=0.01, show_default=True)
-@click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--early-stopping", type=int, default=2, show_default=True, help="Patience in epochs (0: off).")
+@click.option("--epochs", type=float, help=_default("Training epochs.", "epochs"))
+@click.option("--lr", type=float, help=_default("Peak learning rate.", "lr"))
+@click.option("--batch-size", type=int, help=_default("Training batch size.", "batch_size"))
+@click.option("--max-length", type=int, help=_default("Tokens per text (longer ones are cut).", "max_length"))
+@click.option("--warmup-ratio", type=float, help=_default("Fraction of steps with linear warm-up.", "warmup_ratio"))
+@click.option("--weight-decay", type=float, help=_default("AdamW weight decay.", "weight_decay"))
+@click.option("--grad-accum", type=int, help=_default("Gradient accumulation steps.", "grad_accum"))
+@click.option("--seed", type=int, help=_default("Random seed.", "seed"))
+@click.option("--early-stopping", type=int, help=_default("Patience in epochs (0: off).", "early_stopping"))
 @click.option(
     "--class-weights",
-    type=click.Choice(["auto", "none"]),
-    default="none",
-    show_default=True,
-    help="'auto' weights the loss by inverse class frequency, for imbalanced data.",
+    type=click.Choice(CLASS_WEIGHTS),
+    help=_default("'auto' weights the loss by inverse class frequency, for imbalanced data.", "class_weights"),
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--max-steps", type=int, default=0, show_default=True, help="Stop after N optimiser steps (0: no cap).")
+@click.option("--device", type=click.Choice(DEVICES), help=_default("Where to train.", "device"))
 @click.option(
-    "--eval-split", type=float, default=0.1, show_default=True, help="Held-out fraction without --eval-data."
+    "--max-steps",
+    type=int,
+    help=_default(
+        "Cap on optimiser steps: training stops after --epochs or this many steps, whichever is first (0: no cap).",
+        "max_steps",
+    ),
 )
+@click.option("--eval-split", type=float, help=_default("Held-out fraction without --eval-data.", "eval_split"))
 @text_column_option
 @label_column_option
 @click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
 @click.option(
     "--group-by-length/--no-group-by-length",
-    default=True,
-    show_default=True,
-    help="Batch texts of similar length together (less padding, faster).",
+    default=None,
+    help=_default("Batch texts of similar length together (less padding, faster).", "group_by_length"),
+)
+@click.option(
+    "--allow-unknown-tokens",
+    is_flag=True,
+    help="Train even when over 20% of the data's tokens are unknown to the base's tokenizer (refused by default: "
+    "such a base cannot read the data).",
 )
 @overwrite_option
 @json_option
@@ -73,15 +86,17 @@ def finetune(as_json: bool, **options: object) -> None:
     """Fine-tune a pretrained encoder for text classification and save the best epoch.
 
     Evaluates every epoch (accuracy, macro-F1, per-class report), stops early when macro-F1 stops
-    improving, and writes a Hugging Face model directory plus an edgesent.json manifest.
+    improving, and writes a Hugging Face model directory plus an edgesent.json manifest. Results go to
+    stdout; the Trainer's logs and progress bars to stderr.
     """
     from edgesent._imports import require_train_extra
 
     require_train_extra("finetune")
-    from edgesent.train import TrainConfig, train
+    cfg = TrainConfig.from_dict(given_options(options))
+    from edgesent.train import train
 
     with contextlib.redirect_stdout(sys.stderr):  # Trainer logs go to stderr; stdout is ours (table or JSON)
-        manifest = train(TrainConfig(**options))
+        manifest = train(cfg)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return

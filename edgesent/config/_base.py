@@ -55,6 +55,18 @@ def check_number(
         raise ConfigError(f"{name} must be in {span}, got {value!r}")
 
 
+def check_optional_number(name: str, value: Any, **bounds: Any) -> None:
+    """``check_number`` for a field where None means "not set" (the default of another setting applies)."""
+    if value is not None:
+        check_number(name, value, **bounds)
+
+
+def check_text(name: str, value: Any) -> None:
+    """Raise ConfigError unless ``value`` is a non-empty string (a column name, a base model id)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     """Raise ConfigError unless ``value`` is one of ``choices``."""
     options = list(choices)
@@ -71,6 +83,19 @@ def check_bool(name: str, value: Any) -> None:
 def optional_path(value: str | Path | None) -> Path | None:
     """A ``Path`` for a path-like value, None for None: configs accept strings from JSON and the CLI."""
     return None if value is None else Path(value)
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass field ``name`` of ``cls``: the CLI shows it in ``--help`` without repeating it."""
+    assert dataclasses.is_dataclass(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise KeyError(f"{cls.__name__}.{name} has no default")
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
 
 
 def _plain(value: Any) -> Any:

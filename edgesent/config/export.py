@@ -1,0 +1,100 @@
+"""``ExportConfig``: precision, graph optimisation, int8 settings and the parity gate of ``edgesent export``.
+
+Stdlib only. The int8 settings are a nested ``QuantizeConfig`` and the gate's a nested ``ParityConfig``;
+the CLI hands over its flat options nested the same way (see ``edgesent.cli.export``), so there is one
+constructor. The opset's upper bound depends on the installed ``onnx`` and is checked by the export itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgesent.config._base import (
+    ConfigBase,
+    check_bool,
+    check_choice,
+    check_number,
+    check_optional_number,
+    optional_path,
+)
+from edgesent.config.parity import PRECISIONS, ParityConfig
+from edgesent.config.quantize import QuantizeConfig
+from edgesent.errors import ConfigError
+
+
+OPTIMIZE_LEVELS = ("O1", "O2", "O3")
+DEFAULT_OPSET = 18  # Optimum's recommended minimum for BERT; the torch.onnx fallback uses it too
+MIN_OPSET = 14  # scaled_dot_product_attention and Trilu need opset 14
+DEFAULT_CALIBRATION_SAMPLES = 128
+
+
+@dataclass
+class ExportConfig(ConfigBase):
+    """Everything an export depends on; validated on creation and recorded in the manifest.
+
+    Args:
+        precision: ``fp32`` (default), ``int8`` (CPU) or ``fp16`` (GPU targets).
+        opset: ONNX opset, >= 14; None: the exporter's recommendation (18 for BERT).
+        optimize: ``O1``/``O2``/``O3`` graph optimisation (see ``quantize.optimize_graph``); None (default):
+            off, because pre-fused graphs measured no faster than ONNX Runtime's load-time optimisation.
+        quantize: int8 settings: a QuantizeConfig, a preset name (``"avx2"``, ``"auto"``) or a dict whose
+            ``target`` (default ``auto``) picks the preset and whose other keys override it; None with
+            ``precision="int8"``: the preset of this machine's CPU. Only for int8.
+        parity: The gate's data and bounds, a ParityConfig or its dict (default: probe texts, the
+            precision's default bounds).
+        max_length: Tokens per text recorded for the predictor and used by parity; None: the source's.
+        calibration_data: Texts for static int8 quantization (``quantize.static``), read with
+            ``parity.text_column``; the first ``calibration_samples`` (default 128) rows are used.
+        remedies: When int8 parity fails, retry with the known remedies (default True).
+        keep_unverified: Keep a model that failed parity, marked ``verified: false`` (still exits 1).
+        verify: Check the source directory's file hashes before exporting (default True).
+        overwrite: Replace an existing output directory.
+
+    Raises:
+        ConfigError: a bad value or a contradictory combination, naming the field.
+    """
+
+    precision: str = "fp32"
+    opset: int | None = None
+    optimize: str | None = None
+    quantize: QuantizeConfig | None = None
+    parity: ParityConfig = field(default_factory=ParityConfig)
+    max_length: int | None = None
+    calibration_data: Path | None = None
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+    remedies: bool = True
+    keep_unverified: bool = False
+    verify: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("precision", self.precision, PRECISIONS)
+        quantize: Any = self.quantize
+        if self.precision != "int8" and quantize is not None:
+            if isinstance(quantize, Mapping):  # settings given one by one (the CLI's --target, --static, ...)
+                raise ConfigError(f"{', '.join(quantize)}: only used by int8 exports; add --int8 (precision='int8')")
+            raise ConfigError(
+                f"quantize is only used with precision='int8' (--int8), got precision={self.precision!r}"
+            )
+        if self.precision == "int8":
+            self.quantize = QuantizeConfig.resolve("auto" if quantize is None else quantize)
+        if isinstance(self.parity, Mapping):
+            self.parity = ParityConfig.from_dict(self.parity)
+        if not isinstance(self.parity, ParityConfig):
+            raise ConfigError(f"parity must be a ParityConfig or a dict of its settings, got {self.parity!r}")
+        self.calibration_data = optional_path(self.calibration_data)
+        check_optional_number("opset", self.opset, low=MIN_OPSET, integer=True)
+        if self.optimize is not None:
+            check_choice("optimize", self.optimize, OPTIMIZE_LEVELS)
+        static = self.quantize is not None and self.quantize.static
+        if static and self.calibration_data is None:
+            raise ConfigError("calibration_data: static quantization needs calibration texts; pass --calibration-data")
+        if self.calibration_data is not None and not static:
+            raise ConfigError(f"calibration_data={str(self.calibration_data)!r} is only used with --int8 --static")
+        check_number("calibration_samples", self.calibration_samples, low=1, integer=True)
+        check_optional_number("max_length", self.max_length, low=8, integer=True)
+        for name in ("remedies", "keep_unverified", "verify", "overwrite"):
+            check_bool(name, getattr(self, name))

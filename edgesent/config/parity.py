@@ -1,0 +1,86 @@
+"""``ParityConfig``: what the parity gate runs on and the bounds it enforces, stdlib only."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgesent.config._base import (
+    ConfigBase,
+    check_bool,
+    check_choice,
+    check_number,
+    check_optional_number,
+    optional_path,
+)
+from edgesent.errors import ConfigError
+
+
+PRECISIONS = ("fp32", "int8", "fp16")
+# Bounds per precision; None = not checked. fp32 must match to float rounding. int8 changes logits by
+# design, so it is judged on decisions. fp16 on a CPU runs partly through casts: looser, still strict.
+DEFAULT_THRESHOLDS: dict[str, dict[str, float | None]] = {
+    "fp32": {"max_abs_diff": 1e-4, "min_agreement": 1.0, "max_accuracy_drop": 0.0},
+    "int8": {"max_abs_diff": None, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
+    "fp16": {"max_abs_diff": 1e-2, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
+}
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass
+class ParityConfig(ConfigBase):
+    """What parity runs on and the bounds it enforces.
+
+    Args:
+        data: CSV/TSV/JSONL of texts (and labels) to compare on; None: the built-in probe texts.
+        text_column, label_column: Columns of ``data``; ``label_column`` None or "" for unlabelled text.
+        max_length: Tokens per text; None: the ONNX directory's manifest, else the source model's.
+        batch_size: Texts per batch (default 32); batches mix lengths, so padding is exercised.
+        precision: ``fp32``, ``int8`` or ``fp16``: picks the default bounds; None: the ONNX manifest's.
+        max_abs_diff: Bound on the largest absolute logit difference (fp32 1e-4, fp16 1e-2, int8 off);
+            ``inf`` turns the check off. NaN is refused.
+        min_agreement: Minimum fraction of rows whose argmax agrees (fp32 1.0, int8 and fp16 0.99).
+        max_accuracy_drop: With labels, the largest allowed accuracy drop as a fraction, 0.01 = 1 point
+            (fp32 0, int8 and fp16 0.01).
+        verify: Check the source model directory's file hashes first (default True).
+
+    Raises:
+        ConfigError: a value out of range, naming the field.
+    """
+
+    data: Path | None = None
+    text_column: str = "text"
+    label_column: str | None = "label"
+    max_length: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    precision: str | None = None
+    max_abs_diff: float | None = None
+    min_agreement: float | None = None
+    max_accuracy_drop: float | None = None
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        self.data = optional_path(self.data)
+        self.label_column = self.label_column or None
+        if self.precision is not None:
+            check_choice("precision", self.precision, PRECISIONS)
+        check_optional_number("max_length", self.max_length, low=8, integer=True)
+        check_number("batch_size", self.batch_size, low=1, integer=True)
+        if self.max_abs_diff is not None and self.max_abs_diff != math.inf:  # inf: explicitly unchecked
+            check_number("max_abs_diff", self.max_abs_diff, low=0)
+        for name in ("min_agreement", "max_accuracy_drop"):
+            value = getattr(self, name)
+            check_optional_number(name, value)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be a fraction in [0, 1], got {value!r}")
+        check_bool("verify", self.verify)
+
+    def thresholds(self, precision: str) -> dict[str, float | None]:
+        """The bounds in force for a ``precision`` model: the ones set here, its defaults for the rest."""
+        defaults = DEFAULT_THRESHOLDS[precision]
+        resolved = {
+            name: getattr(self, name) if getattr(self, name) is not None else default
+            for name, default in defaults.items()
+        }
+        return {k: None if v is not None and math.isinf(v) else v for k, v in resolved.items()}
