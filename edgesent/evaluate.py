@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from edgesent.artifacts import KIND_ONNX, read_model_dir
 from edgesent.config import check_number
 from edgesent.data import encode_labels, load_dataset
+from edgesent.errors import ModelError
 from edgesent.metrics import classification_metrics
 
 
@@ -58,6 +59,29 @@ def iter_torch_logits(
         with torch.inference_mode():  # per batch: a generator must not leave the mode on between yields
             logits = model(**{k: torch.from_numpy(v).to(device) for k, v in inputs.items()}).logits  # (B, C)
         yield inputs, logits.float().cpu().numpy()
+
+
+def load_torch_model(model_dir: Path, **kwargs: Any) -> tuple[Any, Any]:
+    """The tokenizer and the PyTorch model (eval mode) of a saved model directory: the one loader behind
+    evaluate, parity, prune and export's fallback.
+
+    Args:
+        model_dir: a directory written by ``finetune`` or ``prune``.
+        kwargs: passed to ``from_pretrained`` (e.g. ``attn_implementation="eager"``).
+
+    Raises:
+        ModelError: the directory cannot be loaded (config only, no tokenizer, truncated weights), as one line.
+    """
+    from safetensors import SafetensorError
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs).eval()
+    except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"{model_dir}: cannot load the model ({first}); re-create it") from err
+    return tokenizer, model
 
 
 def torch_logits(
@@ -114,10 +138,7 @@ def evaluate_model(
         from edgesent._imports import require_train_extra
 
         require_train_extra("evaluate")
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        torch_model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        tokenizer, torch_model = load_torch_model(model_dir)
         logits = torch_logits(torch_model, tokenizer, data.texts, batch_size, model.max_length)
     report = classification_metrics(y_true, logits.argmax(axis=-1), labels)
     return {

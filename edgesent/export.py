@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import torch
 from optimum.exporters.onnx import main_export
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from edgesent.artifacts import (
     KIND_ONNX,
@@ -42,6 +42,7 @@ from edgesent.config.export import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSET, M
 from edgesent.config.quantize import QuantizeConfig
 from edgesent.data import load_dataset
 from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
+from edgesent.evaluate import load_torch_model
 from edgesent.parity import ParityReport, TorchReference
 from edgesent.quantize import convert_fp16, detect_target, optimize_graph, quantize_model
 
@@ -75,8 +76,7 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
 
 def _torch_onnx_export(model_dir: Path, out_path: Path, opset: int) -> None:
     """The fallback: TorchScript-based ``torch.onnx.export`` (``dynamo=True`` would need onnxscript)."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    tokenizer, model = load_torch_model(model_dir, attn_implementation="eager")
     # Two texts of different lengths: batch and sequence dims > 1, so the tracer cannot specialise on 1.
     sample = tokenizer(
         ["a short text", "a somewhat longer text for the sample batch"], padding=True, return_tensors="pt"

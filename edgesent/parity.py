@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from edgesent.artifacts import (
     KIND_PYTORCH,
@@ -33,7 +32,7 @@ from edgesent.artifacts import (
 from edgesent.config.parity import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLDS, PRECISIONS, ParityConfig
 from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
-from edgesent.evaluate import iter_torch_logits
+from edgesent.evaluate import iter_torch_logits, load_torch_model
 
 
 logger = logging.getLogger(__name__)
@@ -195,9 +194,8 @@ class TorchReference:
             raise DataError(f"labels {unknown!r} are not among the model's ({', '.join(self.labels_vocab)})")
         self.y_true = np.asarray([index[label] for label in labels]) if labels is not None else None
         self.max_length = int(cfg.max_length or source.max_length)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer, model = load_torch_model(self.model_dir)
         self.rows = self._plan(probes=self.source == "probe texts")
-        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir).eval()
         self.batches: list[dict[str, np.ndarray]] = []  # (B, T) inputs per batch, fed to the ONNX model as is
         outputs = []
         for batch, logits in iter_torch_logits(

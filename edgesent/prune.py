@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+from transformers import DataCollatorWithPadding, Trainer
 from transformers.pytorch_utils import prune_linear_layer
 
 from edgesent import flops
@@ -63,7 +63,7 @@ from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_model_dir, 
 from edgesent.config.prune import DEFAULT_SCORE_SAMPLES, PruneConfig
 from edgesent.data import LabelledTexts, encode_labels, load_dataset
 from edgesent.errors import ConfigError, ModelError
-from edgesent.evaluate import torch_logits
+from edgesent.evaluate import load_torch_model, torch_logits
 from edgesent.metrics import classification_metrics
 from edgesent.train import best_entry, build_trainer, check_finite, encode_texts, epoch_history, resolve_device
 
@@ -456,8 +456,8 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         cfg.out, overwrite=cfg.overwrite, sources=[cfg.model_dir, cfg.data, cfg.eval_data]
     ) as tmp_dir:
         torch.manual_seed(cfg.seed)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model_dir)
-        teacher = AutoModelForSequenceClassification.from_pretrained(cfg.model_dir).to(device).eval()
+        tokenizer, teacher = load_torch_model(cfg.model_dir)
+        teacher = teacher.to(device)
         layers_before = _layer_shapes(teacher)  # also rejects unsupported architectures
         if cfg.layers is not None and cfg.layers > len(layers_before):
             raise ConfigError(f"layers={cfg.layers}: the model has only {len(layers_before)} layers")
