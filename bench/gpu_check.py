@@ -233,10 +233,14 @@ def _pip(run: Run, log_name: str, *args: str) -> None:
 
 
 def _probe(run: Run, log_name: str) -> dict[str, Any]:
-    return _child(run, log_name, "probe", want_cuda=run.plan.device == "cuda")
+    """The probe child, run with the environment every later subprocess gets (nvidia libraries added on CUDA)."""
+    probe = _child(run, log_name, "probe")
+    if run.plan.device == "cuda" and _add_nvidia_libs(run, probe):
+        probe = _child(run, log_name + "-libs", "probe")
+    return probe
 
 
-def _add_nvidia_libs(run: Run, probe: dict[str, Any]) -> None:
+def _add_nvidia_libs(run: Run, probe: dict[str, Any]) -> bool:
     """Put the CUDA libraries that pip's nvidia-* wheels ship on LD_LIBRARY_PATH for every later subprocess.
 
     onnxruntime-gpu finds cuDNN and cuBLAS through the loader; with a pip-installed CUDA torch they live in
@@ -245,6 +249,7 @@ def _add_nvidia_libs(run: Run, probe: dict[str, Any]) -> None:
     dirs = [d for d in probe.get("nvidia_lib_dirs", []) if d not in run.env.get("LD_LIBRARY_PATH", "")]
     if dirs:
         run.env["LD_LIBRARY_PATH"] = os.pathsep.join([*dirs, run.env.get("LD_LIBRARY_PATH", "")]).strip(os.pathsep)
+    return bool(dirs)
 
 
 def _swap(run: Run, installed: str, wanted: str) -> None:
@@ -286,14 +291,12 @@ def step_install(run: Run) -> dict[str, Any]:
                 f"torch {probe.get('torch')} (CUDA {probe.get('torch_cuda_version')}) still sees no GPU; "
                 f"driver {probe['nvidia_smi'][0].get('driver')}: wheel and driver do not match"
             )
-    _add_nvidia_libs(run, probe)
     if "CUDAExecutionProvider" not in probe.get("ort_available", []):
         if not plan.install:
             raise StepFailed(f"onnxruntime {probe.get('ort')} has no CUDAExecutionProvider; --no-install")
         _swap(run, "onnxruntime", "onnxruntime-gpu")  # both wheels install the module `onnxruntime`
         done.append("onnxruntime-gpu")
         probe = _probe(run, "install-probe-ort")
-        _add_nvidia_libs(run, probe)
     if "CUDAExecutionProvider" not in probe.get("ort_loaded", []):
         raise StepFailed(
             f"onnxruntime {probe.get('ort')}: CUDAExecutionProvider does not load: {probe.get('ort_error')}"
@@ -358,14 +361,8 @@ def _finetune_fp32_args(run: Run) -> tuple[list[str], str]:
     ``edgesent finetune`` turns AMP on whenever it trains on CUDA; the comparison needs the same run without it.
     """
     if "--precision" in _help_text(run, "finetune"):
-        return [
-            sys.executable,
-            "-m",
-            "edgesent",
-            "finetune",
-            "--precision",
-            "fp32",
-        ], "edgesent finetune --precision fp32"
+        cli = [sys.executable, "-m", "edgesent", "finetune", "--precision", "fp32"]
+        return cli, "edgesent finetune --precision fp32"
     return [sys.executable, str(Path(__file__).resolve()), "--child", "finetune_fp32"], "AMP switched off in a child"
 
 
@@ -450,7 +447,9 @@ def _export_once(run: Run, precision: str, jobs: int) -> dict[str, Any]:
     if proc.returncode != 0 and not manifest_path.is_file():
         reason = _last_error_line((run.logs / f"export-{precision}.log").read_text(encoding="utf-8", errors="replace"))
         raise StepFailed(f"export {precision}: exit 1 and no model written: {reason}")
-    manifest = json.loads(proc.stdout) if proc.returncode == 0 else json.loads(manifest_path.read_text())
+    manifest = (
+        _json_stdout(proc, f"export {precision}") if proc.returncode == 0 else json.loads(manifest_path.read_text())
+    )
     run.paths[f"onnx-{precision}"] = out
     parity = manifest.get("parity", {})
     run.check(
@@ -774,7 +773,7 @@ def run_check(plan: Plan) -> int:
 # Children: run in a fresh interpreter (they import torch, transformers, onnxruntime), print one JSON object.
 
 
-def child_probe(want_cuda: bool) -> dict[str, Any]:
+def child_probe() -> dict[str, Any]:
     """Versions and devices as torch, onnxruntime and nvidia-smi see them; never raises on a missing piece."""
     import platform
 
@@ -805,16 +804,6 @@ def child_probe(want_cuda: bool) -> dict[str, Any]:
     except ImportError as err:
         info.update(torch=None, torch_error=str(err))
     info["nvidia_lib_dirs"] = _nvidia_lib_dirs()
-    if want_cuda and info["nvidia_lib_dirs"]:  # as the parent will for every later subprocess
-        import ctypes
-
-        for name in ("libcudnn.so.9", "libcublasLt.so.12", "libcublas.so.12", "libcufft.so.11", "libcurand.so.10"):
-            for d in info["nvidia_lib_dirs"]:
-                if (Path(d) / name).exists():
-                    try:
-                        ctypes.CDLL(str(Path(d) / name), mode=ctypes.RTLD_GLOBAL)
-                    except OSError:
-                        pass
     try:
         import onnxruntime as ort
 
@@ -940,7 +929,11 @@ def child_parity(model: str, onnx: dict[str, str], texts: str, device: str) -> d
         p: ort.InferenceSession(str(Path(d) / "model.onnx"), providers=[provider], provider_options=options)
         for p, d in onnx.items()
     }
-    notes = [f"{p}: ran on {s.get_providers()[0]}" for p, s in sessions.items()]
+    for p, session in sessions.items():
+        if session.get_providers()[0] != provider:  # ORT falls back to CPU silently when CUDA cannot load
+            print(f"Error: {p} ONNX session runs on {session.get_providers()[0]}, not {provider}", file=sys.stderr)
+            raise SystemExit(2)
+    notes = [f"{p}: ran on {session.get_providers()[0]}" for p, session in sessions.items()]
     reference: list[np.ndarray] = []
     half: list[np.ndarray] = []
     outputs: dict[str, list[np.ndarray]] = {p: [] for p in sessions}
