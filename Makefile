@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO := models/demo-minilm-l6
 
 # The light core, type-checked by mypy: everything the runtime path imports without torch.
-CORE := edgesent/config.py edgesent/runtime.py edgesent/artifacts.py edgesent/data.py edgesent/errors.py edgesent/metrics.py edgesent/_imports.py
+CORE := edgesent/config.py edgesent/runtime.py edgesent/artifacts.py edgesent/data.py edgesent/errors.py edgesent/metrics.py edgesent/_imports.py edgesent/tasks/__init__.py edgesent/tasks/spans.py edgesent/tasks/spans_data.py
 
 .PHONY: setup demo test test-fast test-slow gate lint
 
