@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,9 +27,10 @@ from edgesent.tasks.spans import (
     tag_names,
     token_agreement,
 )
-from edgesent.tasks.spans_data import load_span_dataset, read_span_records
+from edgesent.tasks.spans_data import DEMO_SPANS_EVAL, DEMO_SPANS_TRAIN, load_span_dataset, read_span_records
 
 
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_demo_spans.py"
 TAGS = tag_names(["negative", "positive"])  # O, B-negative, I-negative, B-positive, I-positive
 INDEX = tag_ids(TAGS)
 
@@ -388,3 +390,34 @@ def test_light_modules_import_no_torch():
     code = "import sys, edgesent.tasks.spans, edgesent.tasks.spans_data; assert 'torch' not in sys.modules"
     code += "; assert 'transformers' not in sys.modules; assert 'onnxruntime' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- demo data -------------------------------------------------------------------------------------------------
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("make_demo_spans", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_demo_spans_shipped_and_valid():
+    for path, minimum in ((DEMO_SPANS_TRAIN, 600), (DEMO_SPANS_EVAL, 150)):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert len(rows) >= minimum
+        for row in rows:
+            assert all(row["text"][s["start"] : s["end"]] == s["term"] for s in row["spans"])
+        data = load_span_dataset(path)  # the reader validates offsets, terms and overlaps too
+        assert data.labels() == ["negative", "neutral", "positive"]
+        opposite = sum({"positive", "negative"} <= {s.label for s in ex.spans} for ex in data.examples)
+        assert opposite >= 0.3 * len(data)
+        assert any(len(s.text.split()) > 1 for ex in data.examples for s in ex.spans)  # multi-word aspects (I- tags)
+    train = {ex.text for ex in load_span_dataset(DEMO_SPANS_TRAIN).examples}
+    assert not train & {ex.text for ex in load_span_dataset(DEMO_SPANS_EVAL).examples}
+
+
+def test_demo_spans_regenerate_byte_for_byte(tmp_path):
+    assert _load_script().main(["--out-dir", str(tmp_path)]) == 0
+    for path in (DEMO_SPANS_TRAIN, DEMO_SPANS_EVAL):
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), f"{path.name} differs from the script"
