@@ -26,6 +26,7 @@ from edgesent.tasks.spans import (
     tag_ids,
     tag_names,
     token_agreement,
+    word_span_metrics,
 )
 from edgesent.tasks.spans_data import DEMO_SPANS_EVAL, DEMO_SPANS_TRAIN, load_span_dataset, read_span_records
 
@@ -71,16 +72,15 @@ def test_tag_names_stable_and_interleaved():
 
 
 def test_spans_from_tags_repairs_and_reads_other_schemes():
-    r = [(0, 1)] * 7
     # I- after O starts a span; I- of another label starts a new one; B- always starts one
-    assert spans_from_tags(["I-a", "I-a", "O", "B-a", "I-b", "B-b", "I-b"], r) == [
+    assert spans_from_tags(["I-a", "I-a", "O", "B-a", "I-b", "B-b", "I-b"]) == [
         (0, 1, "a"),
         (3, 3, "a"),
         (4, 4, "b"),
         (5, 6, "b"),
     ]
     # BIOES and BILOU: E/L close a span, S/U are single-word spans
-    assert spans_from_tags(["B-a", "E-a", "I-a", "S-b", "U-b", "B-a", "L-a"], r) == [
+    assert spans_from_tags(["B-a", "E-a", "I-a", "S-b", "U-b", "B-a", "L-a"]) == [
         (0, 1, "a"),
         (2, 2, "a"),
         (3, 3, "b"),
@@ -88,7 +88,7 @@ def test_spans_from_tags_repairs_and_reads_other_schemes():
         (5, 6, "a"),
     ]
     with pytest.raises(ValueError, match="unknown tag"):
-        spans_from_tags(["X-a"], [(0, 1)])
+        spans_from_tags(["X-a"])
 
 
 # --- alignment -------------------------------------------------------------------------------------------------
@@ -130,7 +130,42 @@ def test_align_then_decode_round_trip(tokenizer):
     spans = decode_spans(text, _one_hot(ids), enc.offsets, enc.word_ids, TAGS)
     assert spans == gold
     assert [s.score for s in spans] == [pytest.approx(0.9), pytest.approx(0.9)]
+    as_arrays = decode_spans(text, _one_hot(ids), np.array(enc.offsets), enc.word_ids, TAGS)
+    assert json.dumps([s.to_dict() for s in as_arrays])  # plain ints and floats, even from numpy offsets
     assert decode_spans(text, np.array(ids), enc.offsets, enc.word_ids, TAGS)[0].score is None
+
+
+def test_align_word_of_many_subtokens(tokenizer):
+    text = "keys rock"
+    enc = tokenizer.encode(text)
+    assert enc.tokens == ["[CLS]", "k", "##e", "##y", "##s", "r", "##o", "##c", "##k", "[SEP]"]
+    labels = align_labels(enc.offsets, enc.word_ids, [Span(0, 4, "positive")], INDEX)
+    assert labels == [IGNORE_INDEX, INDEX["B-positive"], *[IGNORE_INDEX] * 3, 0, *[IGNORE_INDEX] * 3, IGNORE_INDEX]
+    probs = _one_hot([0, INDEX["B-positive"], 1, 1, 1, 0, 3, 3, 3, 0])  # continuation tokens disagree: not read
+    assert decode_spans(text, probs, enc.offsets, enc.word_ids, TAGS) == [Span(0, 4, "positive", "keys")]
+
+
+def test_align_with_transformers_fast_tokenizer(tmp_path, tokenizer):
+    """Training aligns with the Transformers fast tokenizer: same offsets and word ids, same labels."""
+    transformers = pytest.importorskip("transformers")
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    text = "The battery life is great but the screen is dim."
+    spans = [Span(4, 16, "positive"), Span(34, 40, "negative")]
+    batch = fast([text], return_offsets_mapping=True)
+    enc = tokenizer.encode(text)
+    assert align_labels(batch["offset_mapping"][0], batch.word_ids(0), spans, INDEX) == align_labels(
+        enc.offsets, enc.word_ids, spans, INDEX
+    )
+
+
+def test_align_decode_round_trip_on_demo_data(tokenizer):
+    """Perfect tag predictions decode back to the gold character spans for every demo sentence."""
+    for ex in load_span_dataset(DEMO_SPANS_EVAL).examples:
+        enc = tokenizer.encode(ex.text)
+        tags = tag_names(["negative", "neutral", "positive"])
+        ids = [max(lab, 0) for lab in align_labels(enc.offsets, enc.word_ids, ex.spans, tag_ids(tags))]
+        assert decode_spans(ex.text, np.array(ids), enc.offsets, enc.word_ids, tags) == ex.spans, ex.text
 
 
 # --- decoding --------------------------------------------------------------------------------------------------
@@ -222,6 +257,17 @@ def test_span_metrics_perfect_and_empty():
     assert empty["f1"] == 0.0 and empty["label_macro_f1"] == 0.0
     with pytest.raises(ValueError, match="gold texts"):
         span_metrics([[]], [[], []])
+
+
+def test_word_span_metrics_for_trainer():
+    # (N=2, T=6): -100 at special and continuation tokens; tags O B-neg I-neg B-pos I-pos
+    labels = np.array([[-100, 3, -100, 4, 0, -100], [-100, 0, 1, -100, -100, -100]])
+    preds = np.array([[0, 3, 0, 4, 0, 0], [0, 0, 3, 1, 0, 0]])  # row 0 exact; row 1 right word, wrong label
+    m = word_span_metrics(preds, labels, TAGS)
+    assert (m["n_gold"], m["n_pred"], m["f1"], m["span_f1"]) == (2, 2, 0.5, 1.0)
+    assert m["labels"] == ["negative", "positive"] and m["label_accuracy"] == 0.5
+    logits = np.eye(len(TAGS))[preds]  # (N, T, K) one-hot logits give the same numbers
+    assert word_span_metrics(logits, labels, TAGS) == m
 
 
 def test_span_and_token_agreement():

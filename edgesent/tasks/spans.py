@@ -96,7 +96,7 @@ def split_tag(tag: str) -> tuple[str, str]:
     return prefix, label
 
 
-def spans_from_tags(tags: Sequence[str], ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int, str]]:
+def spans_from_tags(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     """Group per-word tags into spans of word indices, repairing invalid sequences.
 
     ``B-`` starts a span; ``I-`` continues a span of the same label and otherwise starts one (the repair, which
@@ -104,13 +104,13 @@ def spans_from_tags(tags: Sequence[str], ranges: Sequence[tuple[int, int]]) -> l
 
     Args:
         tags: one tag per word.
-        ranges: the words' character ranges, only to check that the two lists have the same length.
 
     Returns:
         ``(first_word, last_word, label)`` per span, inclusive word indices.
+
+    Raises:
+        ValueError: a tag outside the schemes (see :func:`split_tag`).
     """
-    if len(tags) != len(ranges):
-        raise ValueError(f"{len(tags)} tags for {len(ranges)} words")
     spans: list[tuple[int, int, str]] = []
     open_label: str | None = None  # the label of the span the previous word belongs to, if still open
     for i, tag in enumerate(tags):
@@ -133,6 +133,7 @@ def _word_ranges(offsets: Sequence[Sequence[int]], word_ids: Sequence[int | None
     for (start, end), word in zip(offsets, word_ids):
         if word is None:
             continue
+        start, end = int(start), int(end)  # numpy offsets (return_tensors="np") would leak np.int64 into spans
         if word in ranges:
             first, last = ranges[word]
             ranges[word] = (min(first, start), max(last, end))
@@ -234,7 +235,7 @@ def decode_spans(
         word_tags.append(tags[int(ids[t])])
         word_probs.append(float(probs[t]) if probs is not None else 0.0)
     result = []
-    for first, last, label in spans_from_tags(word_tags, words):
+    for first, last, label in spans_from_tags(word_tags):
         start, end = words[first][0], words[last][1]
         piece = text[start:end]
         start += len(piece) - len(piece.lstrip())
@@ -324,6 +325,32 @@ def span_metrics(
         "per_label": per_label,
         "labels": labels,
     }
+
+
+def word_span_metrics(predictions: np.ndarray, label_ids: np.ndarray, tags: Sequence[str]) -> dict[str, Any]:
+    """:func:`span_metrics` on word positions, from what ``Trainer.compute_metrics`` gets (no texts, no offsets).
+
+    Only the labelled positions (``label_ids != -100``, each word's first sub-token) are read; spans are counted in
+    word units, so the numbers equal the character-span ones whenever gold spans cover whole words.
+
+    Args:
+        predictions: ``(N, T, K)`` logits or probabilities, or ``(N, T)`` tag ids.
+        label_ids: ``(N, T)`` gold tag ids with -100 where no label is read.
+        tags: tag names, index = tag id.
+
+    Returns:
+        The dict of :func:`span_metrics`, labels from ``tags``.
+    """
+    preds, gold_ids = np.asarray(predictions), np.asarray(label_ids)
+    pred_ids = preds.argmax(axis=-1) if preds.ndim == 3 else preds
+    gold: list[list[Span]] = []
+    pred: list[list[Span]] = []
+    for row_pred, row_gold in zip(pred_ids, gold_ids):
+        keep = row_gold != IGNORE_INDEX
+        for ids, out in ((row_gold[keep], gold), (row_pred[keep], pred)):
+            out.append([Span(a, b + 1, label) for a, b, label in spans_from_tags([tags[int(i)] for i in ids])])
+    labels = sorted({split_tag(tag)[1] for tag in tags} - {""})
+    return span_metrics(gold, pred, labels)
 
 
 def span_agreement(reference: Sequence[Sequence[Span]], candidate: Sequence[Sequence[Span]]) -> dict[str, Any]:

@@ -192,7 +192,7 @@ def _conll_sentence(path: Path, rows: list[tuple[int, str, str]], drop: frozense
             ) from None
     text = " ".join(tokens)
     spans = []
-    for first, last, label in spans_from_tags([tag for _, _, tag in rows], ranges):
+    for first, last, label in spans_from_tags([tag for _, _, tag in rows]):
         start, end = ranges[first][0], ranges[last][1]
         spans.append(Span(start, end, label, text[start:end]))
     return _finish(path, rows[0][0], text, spans, drop, dropped)
