@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := models/demo-minilm-l6
 
-# The light core, type-checked by mypy: the runtime path, configs, the server, and the light bench modules (no torch).
+# The light core, type-checked by mypy: the runtime path, configs, tasks, the server, and the light bench modules.
 CORE := edgesent/config edgesent/runtime.py edgesent/sessions.py edgesent/artifacts.py edgesent/data.py \
-	edgesent/errors.py edgesent/metrics.py edgesent/_imports.py edgesent/serve/*.py \
+	edgesent/errors.py edgesent/metrics.py edgesent/_imports.py edgesent/tasks edgesent/serve/*.py \
 	edgesent/bench/__init__.py edgesent/bench/config.py edgesent/bench/gates.py edgesent/bench/report.py
 
 .PHONY: setup demo test test-fast test-slow gate lint
