@@ -143,9 +143,15 @@ def repair_text(text: str) -> str | None:
     return raw.decode("utf-8", errors="replace")
 
 
-def _lines(path: Path, stream: IO[bytes], strict: bool, stats: ReadStats, progress: Any) -> Iterator[tuple[int, str]]:
-    """(line number, text) per line, split on ``\n`` only: U+2028 or U+0085 inside a JSON string or a CSV
-    field is text, not a line break. Undecodable bytes are an error (strict) or replaced and recorded."""
+def read_lines(
+    path: Path, stream: IO[bytes], strict: bool, stats: ReadStats, progress: Any = None
+) -> Iterator[tuple[int, str]]:
+    """(line number, text) per line of a byte stream: the line rule of every reader (records and spans).
+
+    Split on ``\n`` only: U+2028 or U+0085 inside a JSON string or a CSV field is text, not a line break.
+    A leading BOM is dropped. Undecodable bytes are a DataError naming the line (strict) or replaced and
+    recorded in ``stats``; ``stats.sha256`` holds the stream's hash once it is exhausted.
+    """
     digest = hashlib.sha256()
     for number, raw in enumerate(stream, start=1):
         digest.update(raw)
@@ -305,7 +311,7 @@ def iter_records(
 
         bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, disable=None, file=sys.stderr)
     try:
-        lines = _lines(path, stream, strict, stats, bar)
+        lines = read_lines(path, stream, strict, stats, bar)
         keys = (text_column, label_column)
         if fmt == "jsonl":
             records = _jsonl(path, lines, keys, strict)
@@ -328,7 +334,7 @@ def iter_records(
 def iter_lines(stream: IO[bytes], stats: ReadStats | None = None) -> Iterator[Record]:
     """One record per line of a byte stream (stdin), leniently: undecodable bytes replaced and recorded."""
     stats = stats if stats is not None else ReadStats()
-    for number, line in _lines(Path("<stdin>"), stream, False, stats, None):
+    for number, line in read_lines(Path("<stdin>"), stream, False, stats):
         text = line.rstrip("\r\n")
         yield Record(number, text, replaced=bool(stats.replaced_lines) and stats.replaced_lines[-1] == number)
 

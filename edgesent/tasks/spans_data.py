@@ -20,8 +20,6 @@ are checked and before overlaps are: their words become ``O``, the sentence stay
 
 from __future__ import annotations
 
-import codecs
-import hashlib
 import itertools
 import json
 import xml.etree.ElementTree as ET
@@ -29,9 +27,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from edgesent.data import pick_text_column
+from edgesent.data import ReadStats, pick_text_column, read_lines
 from edgesent.demo import DEMO_DIR
 from edgesent.errors import DataError
 from edgesent.tasks.spans import Span, SpanExample, spans_from_tags, split_tag
@@ -78,20 +76,6 @@ class SpanDataset:
             "label_counts": dict(sorted(counts.items())),
             "dropped": dict(sorted(self.dropped.items())),
         }
-
-
-def _lines(path: Path, stream: IO[bytes], digest: Any) -> Iterator[tuple[int, str]]:
-    """(line number, text) per ``\\n``-split line, UTF-8 strictly, a leading BOM dropped (as ``edgesent.data``)."""
-    for number, raw in enumerate(stream, start=1):
-        digest.update(raw)
-        if number == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8) :]
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(
-                f"{path}:{number}: bytes that are not UTF-8 ({err.reason}); re-save the file as UTF-8"
-            ) from err
 
 
 def _check_spans(path: Path, line: int, text: str, spans: list[Span], terms: list[str | None]) -> None:
@@ -266,7 +250,7 @@ def read_span_records(
     drop_labels: Iterable[str] = (),
     *,
     dropped: Counter | None = None,
-    digest: Any = None,
+    stats: ReadStats | None = None,
 ) -> Iterator[SpanExample]:
     """Stream the examples of a span file, validated, in file order.
 
@@ -275,7 +259,7 @@ def read_span_records(
         text_column: JSONL key with the text (``text``, falling back to ``sentence``).
         drop_labels: span labels to leave out, e.g. ``("conflict",)``; their words become ``O``.
         dropped: filled in while streaming with the count of dropped spans per label.
-        digest: a ``hashlib`` object updated with the file's bytes (the sha256 once exhausted).
+        stats: filled in while streaming (``stats.sha256`` once exhausted), as ``data.iter_records`` does.
 
     Yields:
         SpanExample per sentence, spans sorted and non-overlapping, ``line`` where the sentence starts.
@@ -293,13 +277,13 @@ def read_span_records(
         raise DataError(f"{path}: no such file")
     drop = frozenset(drop_labels)
     dropped = dropped if dropped is not None else Counter()
-    digest = digest if digest is not None else hashlib.sha256()
+    stats = stats if stats is not None else ReadStats()
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed in the finally below, once the generator is done
     except OSError as err:
         raise DataError(f"{path}: cannot read it ({err.strerror or err})") from err
     try:
-        lines = _lines(path, stream, digest)
+        lines = read_lines(path, stream, True, stats)
         if fmt == "jsonl":
             yield from _jsonl(path, lines, text_column, drop, dropped)
         elif fmt == "xml":
@@ -326,11 +310,11 @@ def load_span_dataset(source: str | Path, text_column: str = "text", drop_labels
     """
     path = Path(source)
     dropped: Counter = Counter()
-    digest = hashlib.sha256()
-    examples = list(read_span_records(path, text_column, drop_labels, dropped=dropped, digest=digest))
+    stats = ReadStats()
+    examples = list(read_span_records(path, text_column, drop_labels, dropped=dropped, stats=stats))
     if not examples:
         raise DataError(f"{path}: the file has no sentences")
     if not any(ex.spans for ex in examples):
         kept = f" after dropping {', '.join(sorted(dropped))}" if dropped else ""
         raise DataError(f"{path}: no spans in {len(examples)} sentence(s){kept}; a tagger needs labelled spans")
-    return SpanDataset(examples, path, digest.hexdigest(), dict(dropped))
+    return SpanDataset(examples, path, stats.sha256, dict(dropped))
