@@ -43,6 +43,8 @@ KIND_PYTORCH = "pytorch"
 KIND_ONNX = "onnx"
 KINDS = (KIND_PYTORCH, KIND_ONNX)
 TASK_CLASSIFY = "text-classification"
+TASK_SPANS = "token-classification"
+TASKS = (TASK_CLASSIFY, TASK_SPANS)
 DEFAULT_PRECISION = "fp32"
 _CONTENT_KEY = "content_sha256"
 # Temporary names carry the writer's pid, so a later run can tell a dead run's leftovers from a live one's.
@@ -185,7 +187,9 @@ class ModelDir:
         path: the directory.
         kind: ``"pytorch"`` (finetune, prune) or ``"onnx"`` (export).
         task: what the model does (``"text-classification"``).
-        labels: label names, index = class id.
+        labels: label names: class id order for classification; the span labels for span extraction.
+        tags: a span model's BIO tags, index = output id (``O``, ``B-<label>``, ``I-<label>``, ...); None
+            for classification, whose outputs are ``labels``.
         max_length: tokens per text the model was trained or exported for.
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
         model_file: the ONNX file (onnx) or the weights file (pytorch), relative to ``path``.
@@ -197,11 +201,17 @@ class ModelDir:
     kind: str
     task: str
     labels: tuple[str, ...]
+    tags: tuple[str, ...] | None
     max_length: int
     precision: str
     model_file: str
     manifest: dict[str, Any]
     sha256: str
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What the model's output units mean, index = output id: the tags of a span model, else the labels."""
+        return self.tags if self.tags is not None else self.labels
 
     @property
     def model_path(self) -> Path:
@@ -226,19 +236,19 @@ def _read_hf_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def _valid_labels(where: Path, labels: Any) -> tuple[str, ...]:
+def _valid_labels(where: Path, labels: Any, key: str = "labels") -> tuple[str, ...]:
     if (
         not isinstance(labels, list)
         or not labels
         or not all(isinstance(label, str) and label for label in labels)
         or len(set(labels)) != len(labels)
     ):
-        raise ModelError(f"{where}: manifest 'labels' is {labels!r}, not a list of distinct names; re-create it")
+        raise ModelError(f"{where}: manifest '{key}' is {labels!r}, not a list of distinct names; re-create it")
     return tuple(labels)
 
 
 def _check_content(path: Path, manifest: dict[str, Any]) -> None:
-    """The manifest's own hash, and config.json's id2label against its labels."""
+    """The manifest's own hash, and config.json's id2label against the model's output classes."""
     stored = manifest.get(_CONTENT_KEY)
     if stored is None:
         version = manifest.get("format_version")
@@ -253,7 +263,7 @@ def _check_content(path: Path, manifest: dict[str, Any]) -> None:
     config_path = path / HF_CONFIG_NAME
     if config_path.is_file():
         id2label = _read_hf_config(path).get("id2label")
-        labels = manifest["labels"]
+        labels = manifest.get("tags") or manifest["labels"]  # a span model's outputs are its BIO tags
         if (
             isinstance(id2label, dict)
             and id2label
@@ -300,9 +310,12 @@ def read_model_dir(path: str | Path, kind: str | None = None, verify: bool = Tru
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ModelError(f"{directory}: manifest 'max_length' is {max_length!r}; re-create the model")
     task = manifest.get("task", TASK_CLASSIFY)
+    if task not in TASKS:
+        raise ModelError(f"{directory}: manifest task {task!r} is not one of {', '.join(TASKS)}; re-create the model")
+    tags = _valid_labels(directory, manifest.get("tags"), "tags") if task == TASK_SPANS else None
     precision = manifest.get("precision", DEFAULT_PRECISION)
-    if not isinstance(task, str) or not isinstance(precision, str):
-        raise ModelError(f"{directory}: manifest 'task' and 'precision' must be strings; re-create the model")
+    if not isinstance(precision, str):
+        raise ModelError(f"{directory}: manifest 'precision' is {precision!r}; re-create the model")
     if found == KIND_ONNX:
         model_file = manifest.get("onnx_file", ONNX_FILE_NAME)
         if not isinstance(model_file, str):
@@ -318,7 +331,7 @@ def read_model_dir(path: str | Path, kind: str | None = None, verify: bool = Tru
         _check_content(directory, manifest)
         verify_files(directory, manifest, table)
     return ModelDir(
-        directory, found, task, labels, max_length, precision, model_file, manifest, manifest_sha256(directory)
+        directory, found, task, labels, tags, max_length, precision, model_file, manifest, manifest_sha256(directory)
     )
 
 

@@ -149,3 +149,25 @@ def test_atomic_output_file_keeps_the_old_file_on_failure(tmp_path: Path) -> Non
 def test_reading_a_model_dir_imports_no_torch() -> None:
     code = "import sys, edgesent.artifacts; assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_a_span_model_lists_its_tags_and_config_maps_them(tmp_path: Path) -> None:
+    root = tmp_path / "spans"
+    root.mkdir()
+    (root / "model.onnx").write_bytes(b"x")
+    (root / "tokenizer.json").write_text("{}")
+    tags = ["O", "B-neg", "I-neg", "B-pos", "I-pos"]
+    (root / "config.json").write_text(json.dumps({"id2label": dict(enumerate(tags))}))
+    payload = {"task": "token-classification", "labels": ["neg", "pos"], "tags": tags, "max_length": 64}
+    write_manifest(root, KIND_ONNX, payload)
+    model = read_model_dir(root)
+    assert model.tags == tuple(tags) and model.outputs == tuple(tags) and model.labels == ("neg", "pos")
+    _edit_manifest(root, tags=None)
+    with pytest.raises(ModelError, match="manifest 'tags' is None"):
+        read_model_dir(root, verify=False)
+
+
+def test_an_unknown_task_is_refused(tmp_path: Path) -> None:
+    root = _model_dir(tmp_path / "m", task="translation")
+    with pytest.raises(ModelError, match="manifest task 'translation' is not one of"):
+        read_model_dir(root)
