@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO := models/demo-minilm-l6
 
 # The light core, type-checked by mypy: everything the runtime path imports without torch.
-CORE := edgesent/config.py edgesent/runtime.py edgesent/artifacts.py edgesent/data.py edgesent/errors.py edgesent/metrics.py edgesent/_imports.py
+CORE := edgesent/config.py edgesent/runtime.py edgesent/artifacts.py edgesent/data.py edgesent/errors.py edgesent/metrics.py edgesent/_imports.py edgesent/distributed/__init__.py edgesent/distributed/partition.py
 
 .PHONY: setup demo test test-fast test-slow gate lint
 
