@@ -11,23 +11,36 @@ TRAIN_EXTRA = "pip install torch==2.13.0 && pip install 'edgesent[train]'"
 _TRAIN_MODULES = ("torch", "transformers", "optimum.exporters.onnx", "onnx", "accelerate")
 
 
-def _missing(modules: tuple[str, ...]) -> list[str]:
+def missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """The top-level packages of ``modules`` that cannot be imported (without importing anything)."""
     out = []
     for name in modules:
         try:
             found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:  # parent package absent
+        except (ModuleNotFoundError, ValueError):  # parent package absent, or a stubbed module without a spec
             found = False
         if not found:
             out.append(name.split(".")[0])
-    return out
+    return sorted(set(out))
+
+
+def require_extra(what: str, extra: str, modules: tuple[str, ...], install: str | None = None) -> None:
+    """Raise MissingDependencyError, naming the pip command, unless every module of an extra is importable.
+
+    Args:
+        what: who needs it, for the message (``"'serve'"``, ``"the ray engine"``).
+        extra: the extra's name (``"serve"``).
+        modules: the modules to look for (dotted names allowed).
+        install: the install command (default: ``pip install 'edgesent[<extra>]'``).
+    """
+    missing = missing_modules(modules)
+    if missing:
+        command = install or f"pip install 'edgesent[{extra}]'"
+        raise MissingDependencyError(
+            f"{what} needs the '{extra}' extra (missing: {', '.join(missing)}); install it with: {command}"
+        )
 
 
 def require_train_extra(command: str) -> None:
     """Raise MissingDependencyError unless torch, transformers, optimum and onnx are importable."""
-    missing = _missing(_TRAIN_MODULES)
-    if missing:
-        raise MissingDependencyError(
-            f"'{command}' needs the training/export extra (missing: {', '.join(sorted(set(missing)))}); "
-            f"install it with: {TRAIN_EXTRA}"
-        )
+    require_extra(f"'{command}'", "train", _TRAIN_MODULES, TRAIN_EXTRA)

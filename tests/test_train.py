@@ -156,7 +156,7 @@ def test_missing_train_extra_names_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real_find_spec(n, *a))
     result = CliRunner().invoke(cli, ["finetune", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
-    assert "needs the training/export extra (missing: torch)" in result.output and "edgesent[train]" in result.output
+    assert "needs the 'train' extra (missing: torch)" in result.output and "edgesent[train]" in result.output
 
 
 def test_config_validation_names_field_and_value():

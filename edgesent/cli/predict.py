@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from edgesent.cli._options import no_verify_option, text_column_option
+from edgesent.cli._options import no_verify_option, overwrite_option, text_column_option
 
 
 if TYPE_CHECKING:
@@ -93,16 +93,20 @@ class _Report:
 @click.option(
     "--input",
     "input_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File of texts: .csv/.tsv/.jsonl (text column) or anything else as one text per line.",
+    type=click.Path(path_type=Path),
+    callback=lambda ctx, param, value: _single_file(ctx, param, value, exists=True),
+    help="File of texts: .csv/.tsv/.jsonl (text column) or anything else as one text per line. With --engine: "
+    "a directory or glob of .parquet/.csv/.tsv/.jsonl files.",
 )
 @text_column_option
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per input (label, score, scores).")
 @click.option(
     "--output",
     "output_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the results to this file (replaced only when the run succeeds) instead of stdout.",
+    type=click.Path(path_type=Path),
+    callback=lambda ctx, param, value: _single_file(ctx, param, value, exists=False),
+    help="Write the results to this file (replaced only when the run succeeds) instead of stdout. With --engine: "
+    "the output directory (Parquet files and edgesent.json, written atomically).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Texts per model call.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Keep only the k most probable labels.")
@@ -115,6 +119,22 @@ class _Report:
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads (default: all cores).")
 @no_verify_option
+@click.option(
+    "--engine",
+    type=click.Choice(["ray", "spark"]),
+    default=None,
+    is_eager=True,  # read first: it decides what --input and --output may be
+    help="Score a data-lake folder with Ray Data or Spark (local unless RAY_ADDRESS or an active session says "
+    "otherwise): --input DIR_OR_GLOB, Parquet files written to --output OUT_DIR.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --engine: Ray actors or Spark local cores, each running one predictor.",
+)
+@overwrite_option
 def predict(
     model_dir: Path,
     texts: tuple[str, ...],
@@ -127,12 +147,31 @@ def predict(
     provider: str,
     threads: int | None,
     no_verify: bool,
+    engine: str | None,
+    workers: int,
+    overwrite: bool,
 ) -> None:
     """Classify TEXT arguments, the texts of --input FILE, or lines piped on stdin with an exported model.
 
     Prints a table, or JSON Lines with --json; one result per input, in input order. Empty texts, bytes
     that are not UTF-8 and texts longer than the model's max_length are reported on stderr, never fatal.
+    With --engine ray|spark, scores a folder or glob of Parquet, CSV or JSONL files into a folder of Parquet.
     """
+    if engine is not None or overwrite:
+        _check_engine_options(engine, texts, input_path, output_path, as_json, top_k)
+        return _predict_files(
+            model_dir,
+            input_path,
+            output_path,
+            engine,
+            text_column,
+            batch_size,
+            workers,
+            provider,
+            threads,
+            no_verify,
+            overwrite,
+        )
     stdin = click.get_binary_stream("stdin")
     if texts and input_path is not None:
         raise click.BadParameter("give TEXT arguments or --input FILE, not both", param_hint="'--input'")
@@ -154,6 +193,76 @@ def predict(
         click.echo(line, err=True)
     where = f" to {output_path}" if output_path else ""
     click.echo(f"predicted {report.predicted} text(s){where} in {time.perf_counter() - started:.2f} s", err=True)
+
+
+def _single_file(ctx: click.Context, param: click.Parameter, value: Path | None, exists: bool) -> Path | None:
+    """Without --engine, --input and --output are files, checked as before; with it, directories and globs."""
+    if value is None or ctx.params.get("engine"):
+        return value
+    return click.Path(exists=exists, dir_okay=False, path_type=Path).convert(value, param, ctx)
+
+
+def _check_engine_options(
+    engine: str | None,
+    texts: tuple[str, ...],
+    input_path: Path | None,
+    output_path: Path | None,
+    as_json: bool,
+    top_k: int | None,
+) -> None:
+    if engine is None:
+        raise click.BadParameter(
+            "--overwrite replaces an --engine output directory; add --engine", param_hint="'--overwrite'"
+        )
+    if texts:
+        raise click.BadParameter("--engine scores --input files, not TEXT arguments", param_hint="'--engine'")
+    if input_path is None:
+        raise click.UsageError("--engine needs --input DIR_OR_GLOB (a folder or glob of Parquet, CSV or JSONL files)")
+    if output_path is None:
+        raise click.BadParameter("--engine writes Parquet files: give --output OUT_DIR", param_hint="'--output'")
+    if as_json or top_k is not None:
+        option = "--json" if as_json else "--top-k"
+        raise click.BadParameter(
+            f"{option} does not apply with --engine: the Parquet output has one score_<label> column per label",
+            param_hint=f"'{option}'",
+        )
+
+
+def _predict_files(
+    model_dir: Path,
+    input_path: Any,
+    output_path: Any,
+    engine: Any,
+    text_column: str,
+    batch_size: int,
+    workers: int,
+    provider: str,
+    threads: int | None,
+    no_verify: bool,
+    overwrite: bool,
+) -> None:
+    from edgesent.distributed.files import predict_files
+
+    summary = predict_files(
+        model_dir,
+        input_path,
+        output_path,
+        engine=engine,
+        text_column=text_column,
+        batch_size=batch_size,
+        workers=workers,
+        provider=provider,
+        threads=threads or 1,
+        verify=not no_verify,
+        overwrite=overwrite,
+    )
+    for error, count in summary["errors"].items():
+        click.echo(f"warning: {count} input(s) with {error}, no prediction", err=True)
+    click.echo(
+        f"predicted {summary['predicted']} of {summary['rows']} text(s) with {engine} to {output_path} "
+        f"in {summary['seconds']:.2f} s",
+        err=True,
+    )
 
 
 def _read_inputs(

@@ -18,7 +18,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-from edgesent.errors import MissingDependencyError
+from edgesent._imports import require_extra
 from edgesent.serve.config import ServeConfig, load_api_keys
 
 
@@ -31,11 +31,7 @@ __all__ = ["SERVE_EXTRA", "ServeConfig", "create_app", "load_api_keys", "require
 
 def require_serve_extra(command: str = "serve") -> None:
     """Raise MissingDependencyError unless starlette, uvicorn and prometheus_client are importable."""
-    missing = [name for name in _SERVE_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise MissingDependencyError(
-            f"'{command}' needs the serve extra (missing: {', '.join(missing)}); install it with: {SERVE_EXTRA}"
-        )
+    require_extra(f"'{command}'", "serve", _SERVE_MODULES, SERVE_EXTRA)
 
 
 def __getattr__(name: str) -> Any:
