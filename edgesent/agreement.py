@@ -17,7 +17,7 @@ A quantized model is compared with its reference (PyTorch, or the fp32 export) o
 Why the acceptable rate is half the budget (``healthy_share`` 0.5) and not the budget itself: a one-sided lower
 bound never exceeds the observed rate, so a test against ``1 - min_agreement`` itself would pass any model that
 sits exactly at the budget (10 in 1,000) however much data there is, and in general lets through models up to
-about ``budget + 2 * sqrt(budget / n)``. Testing against half the budget is the acceptance-sampling reading
+about ``budget + 1.6 * sqrt(budget / n)``. Testing against half the budget is the acceptance-sampling reading
 (AQL = half the budget, producer's risk ``1 - confidence``): a healthy model, flipping at half the budget or
 less, fails at most 5% of the time at any sample size, while a model at the budget is caught with a
 probability that grows with the data (54% with 1,000 decisive rows, 99% with 5,000), and one at twice the
