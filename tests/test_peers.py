@@ -1,0 +1,108 @@
+"""bench/peers.py on the tiny model: every variant is built or skipped with a reason, and the table and JSON are written.
+
+Skipped as a whole without the ``peers`` extra (openvino, nncf). A handful of runs: this proves the script, it
+measures nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+
+pytest.importorskip("torch")
+pytest.importorskip("optimum.onnxruntime")
+if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
+    pytest.skip("the peers extra is not installed: pip install 'edgesent[peers]'", allow_module_level=True)
+
+from conftest import LABELS, make_texts, write_csv
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peers_runs_every_variant_on_the_tiny_model(
+    _tiny_model_master: Path, tiny_onnx_dir: Path, tiny_int8_dir: Path, tmp_path: Path
+):
+    peers = load_script("peers")
+    data = write_csv(tmp_path / "eval.csv", make_texts(3, seed=2))  # 9 labelled texts
+    calibration = write_csv(tmp_path / "calib.csv", make_texts(4, seed=3))
+    out = tmp_path / "out"
+    result = peers.main(
+        [
+            "--model-dir",
+            str(_tiny_model_master),
+            "--onnx-fp32",
+            str(tiny_onnx_dir),
+            "--int8",
+            str(tiny_int8_dir),
+            "--calibration-data",
+            str(calibration),
+            "--calibration-samples",
+            "8",
+            "--data",
+            str(data),
+            "--seq-len",
+            "32",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--no-peak",
+            "--out",
+            str(out),
+        ]
+    )
+    variants = {v["name"]: v for v in result["variants"]}
+    built = {
+        "pytorch-fp32",
+        "torch-ao-int8",
+        "ort-fp32",
+        "ort-quantize-dynamic",
+        "openvino-fp32",
+        "openvino-nncf-int8",
+        "edgesent-int8",
+        "edgesent-static-int8",
+    }
+    assert {n for n, v in variants.items() if v["skipped"] is None} >= built, variants
+    assert variants["edgesent-pruned-int8"]["skipped"] == "not given (--pruned-int8)"
+    assert any(n.startswith("optimum-") for n in variants)
+    rows = {(r["variant"], r["cell"]): r for r in result["rows"]}
+    for name in built:
+        for cell in ("fixed", "data"):
+            assert rows[(name, cell)]["runs"] == 3 and rows[(name, cell)]["p50_ms"] > 0
+        quality = result["quality"][name]
+        assert 0 <= quality["agreement"] <= 1 and quality["accuracy"] is not None
+    assert result["quality"]["pytorch-fp32"]["agreement"] == 1.0
+    assert result["quality"]["ort-fp32"]["agreement"] == 1.0
+    assert rows[("edgesent-int8", "fixed")]["gops"] > 0 and rows[("edgesent-int8", "fixed")]["seq_len"] == 32
+    saved = json.loads((out / "peers.json").read_text())
+    assert saved["schema"] == "edgesent.peers/1" and len(saved["variants"]) == len(variants)
+    table = (out / "peers.md").read_text()
+    assert "edgesent-int8" in table and "skipped: not given (--pruned-int8)" in table
+    assert len(LABELS) == 3
+
+
+def test_a_peer_that_cannot_be_built_is_a_row_not_a_crash():
+    peers = load_script("peers")
+
+    def broken():
+        raise ImportError("no module", name="openvino")
+
+    def failing():
+        raise RuntimeError("bad model")
+
+    assert "edgesent[peers]" in peers._try("x", "int8", broken).skipped
+    assert peers._try("y", "int8", failing).skipped == "failed: RuntimeError: bad model"
