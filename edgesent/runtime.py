@@ -6,10 +6,17 @@ stays around 100 MB. Tokenization uses the ``tokenizers`` library on the directo
 the training tokenizer's truncation, padding and special tokens, so the ONNX model sees the same token ids
 the PyTorch model was trained on.
 
+Both tasks of the manifest are served: a classifier (``text-classification``) returns a label per text; a span
+model (``token-classification``, BIO tags per token) returns per text a list of spans in character offsets of
+the original string, decoded from the tokenizer's offsets and word ids by :func:`edgesent.tasks.spans.decode_spans`.
+Batching, padding and length-sorting are shared; only the decoding of a batch's outputs differs.
+
 Typical use::
 
     predictor = Predictor.load("models/sst2-int8")
     predictor.predict("a charming and often affecting journey")   # Prediction(label='positive', ...)
+    Predictor.load("models/aspects").predict("great battery, awful screen").spans
+    # [{'text': 'battery', 'start': 6, 'end': 13, 'label': 'positive', 'score': 0.93}, ...]
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from edgesent.artifacts import KIND_ONNX, TOKENIZER_FILE_NAME, read_model_dir
+from edgesent.artifacts import KIND_ONNX, TASK_CLASSIFY, TASK_SPANS, TOKENIZER_FILE_NAME, read_model_dir
 from edgesent.config import ConfigBase, check_bool, check_choice, check_number
 from edgesent.errors import ConfigError, DataError, ModelError
 from edgesent.metrics import softmax
@@ -37,6 +44,7 @@ from edgesent.sessions import (
     run_on_device,
     session_device,
 )
+from edgesent.tasks.spans import decode_spans
 
 
 logger = logging.getLogger(__name__)
@@ -48,6 +56,8 @@ SORT_WINDOW_BATCHES = 16
 EMPTY_TEXT = "empty text"
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+# One decoded row: (label, score, scores, spans), the per-task part of a Prediction.
+_Decoded = tuple[str | None, float | None, dict[str, float], list[dict[str, Any]] | None]
 
 
 @dataclass
@@ -83,15 +93,18 @@ class Prediction:
     """One text's result.
 
     Attributes:
-        label: the most probable label.
-        score: its probability.
+        label: the most probable label (classification; None for a span model).
+        score: its probability (None for a span model).
         scores: label -> probability; every label in class-id order, or with ``top_k`` the k most
-            probable labels, most probable first.
+            probable labels, most probable first (empty for a span model).
         truncated: the text was longer than ``max_length`` tokens and only its start was classified.
         unknown_tokens: tokens the vocabulary does not know (``[UNK]``): a rising count in production means
             the input language or domain moved away from what the model was trained on.
         error: why the input got no prediction (:meth:`Predictor.predict_stream` only: empty text, not a
-            string); label and score are then None.
+            string); label and score are then None, and a span model's ``spans`` is empty.
+        spans: a span model's spans in text order, each ``{"text", "start", "end", "label", "score"}`` with
+            ``text == original[start:end]`` (character offsets of the string given, not of the normalised or
+            tokenized text); None for a classifier, whose rows have no spans.
     """
 
     label: str | None
@@ -100,31 +113,34 @@ class Prediction:
     truncated: bool = False
     unknown_tokens: int = 0
     error: str | None = None
+    spans: list[dict[str, Any]] | None = None
 
     @classmethod
-    def failed(cls, error: str) -> Prediction:
-        """The row of an input that could not be predicted."""
-        return cls(None, None, {}, error=error)
+    def failed(cls, error: str, spans: bool = False) -> Prediction:
+        """The row of an input that could not be predicted; ``spans=True`` for a span model's (empty spans)."""
+        return cls(None, None, {}, error=error, spans=[] if spans else None)
 
     def to_dict(self) -> dict[str, Any]:
         """The prediction as a JSON-able dict (a copy: mutating it leaves the prediction alone).
 
-        ``error`` appears only on a row that has one, as in ``edgesent predict --json``.
+        A classifier's row is ``{label, score, scores, truncated, unknown_tokens}``; a span model's is
+        ``{spans, truncated, unknown_tokens}``. ``error`` appears only on a row that has one, as in
+        ``edgesent predict --json``.
         """
-        row: dict[str, Any] = {
-            "label": self.label,
-            "score": self.score,
-            "scores": dict(self.scores),
-            "truncated": self.truncated,
-            "unknown_tokens": self.unknown_tokens,
-        }
+        row: dict[str, Any]
+        if self.spans is None:
+            row = {"label": self.label, "score": self.score, "scores": dict(self.scores)}
+        else:
+            row = {"spans": [dict(span) for span in self.spans]}
+        row["truncated"] = self.truncated
+        row["unknown_tokens"] = self.unknown_tokens
         if self.error is not None:
             row["error"] = self.error
         return row
 
 
 class Predictor:
-    """Classifies texts with an exported ONNX model; safe to call from several threads at once.
+    """Predicts with an exported ONNX model (classifier or span model); safe to call from several threads at once.
 
     Build one with :meth:`Predictor.load`. Every attribute is fixed after loading: the tokenizer's truncation
     is set once (mutating it per call would race between threads) and padding is done here in numpy, per
@@ -132,7 +148,9 @@ class Predictor:
     ``Tokenizer.encode_batch`` releases the GIL, so threads overlap tokenization and inference.
 
     Attributes:
-        labels: label names, index = class id.
+        labels: label names, index = class id; a span model's span labels (sorted).
+        tags: a span model's BIO tags, index = output id; None for a classifier.
+        task: ``"text-classification"`` or ``"token-classification"`` (spans).
         max_length: tokens per text, special tokens included; longer texts are truncated.
         session: the ``onnxruntime.InferenceSession``.
         provider: the execution provider that runs the model (``"cuda"`` or ``"cpu"``).
@@ -150,6 +168,7 @@ class Predictor:
         pad_right: bool = True,
         model_dir: Path | None = None,
         manifest: dict[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
     ) -> None:
         """Wrap a ready session and tokenizer; most callers want :meth:`Predictor.load` instead.
 
@@ -162,13 +181,17 @@ class Predictor:
             pad_right: pad at the end of each row (False: at the start, for left-padding tokenizers).
             model_dir: where the model came from (for messages).
             manifest: the directory's manifest.
+            tags: a span model's BIO tags, index = output id (default None: a classifier, outputs = labels).
 
         Raises:
             ModelError: the session needs an input this predictor cannot make, or its output width
-                disagrees with the number of labels.
+                disagrees with the number of labels (tags).
         """
         self.session = session
         self.labels = list(labels)
+        self.tags = None if tags is None else list(tags)
+        self.task = TASK_CLASSIFY if tags is None else TASK_SPANS
+        units = self.labels if self.tags is None else self.tags  # what the output columns mean
         self.max_length = int(max_length)
         self.model_dir = model_dir
         self.manifest = manifest or {}
@@ -189,10 +212,9 @@ class Predictor:
         outputs = session.get_outputs()
         logits = next((node for node in outputs if node.name == "logits"), outputs[0])
         width = logits.shape[-1] if logits.shape else None
-        if isinstance(width, int) and width != len(self.labels):
-            raise ModelError(
-                f"{where}: the model outputs {width} classes but the manifest lists {len(self.labels)} labels"
-            )
+        if isinstance(width, int) and width != len(units):
+            what = "labels" if self.tags is None else "tags"
+            raise ModelError(f"{where}: the model outputs {width} classes but the manifest lists {len(units)} {what}")
         self._output_names = [logits.name]
         self.provider = session_device(session)
         # On CUDA, bind inputs and outputs to device buffers ourselves (one copy each way per batch);
@@ -224,7 +246,7 @@ class Predictor:
                 shared machine.
 
         Returns:
-            A ready predictor.
+            A ready predictor for the manifest's task (classification, or spans for ``token-classification``).
 
         Raises:
             ConfigError: a bad setting, or ``provider="cuda"`` without a usable CUDA provider.
@@ -236,10 +258,11 @@ class Predictor:
         model_dir, manifest, labels, max_length = info.path, info.manifest, list(info.labels), info.max_length
         tokenizer, pad_id, pad_right = _load_tokenizer(model_dir, max_length)
         session = create_session(info.model_path, cfg.provider, cfg.threads, cfg.graph_optimization, cfg.spinning)
-        predictor = cls(session, tokenizer, labels, max_length, pad_id, pad_right, model_dir, manifest)
+        predictor = cls(session, tokenizer, labels, max_length, pad_id, pad_right, model_dir, manifest, info.tags)
         logger.info(
-            "loaded %s (%s, %d labels, max_length %d) on %s",
+            "loaded %s (%s, %s, %d labels, max_length %d) on %s",
             model_dir,
+            info.task,
             info.precision,
             len(labels),
             max_length,
@@ -256,47 +279,41 @@ class Predictor:
     def predict(
         self, texts: str | Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, top_k: int | None = None
     ) -> Prediction | list[Prediction]:
-        """Classify one text or many.
+        """Classify one text or many, or find a span model's spans in them.
 
         Args:
             texts: a string (returns one Prediction) or a sequence of strings (returns a list, in input order).
             batch_size: texts per ONNX Runtime call (default 32). Texts are sorted by length first so each batch
                 pads only to its own longest text; the results come back in input order.
             top_k: keep only the k most probable labels in ``scores``, most probable first (default None: every
-                label, in class-id order). Values above the number of labels mean every label.
+                label, in class-id order). Values above the number of labels mean every label. A span model
+                refuses it (its rows have no label scores).
 
         Returns:
-            A Prediction for a string, else a list of Predictions.
+            A Prediction for a string, else a list of Predictions; a span model's have ``spans`` set.
 
         Raises:
-            ConfigError: a bad batch_size or top_k.
+            ConfigError: a bad batch_size or top_k, or any top_k for a span model.
             DataError: an item of ``texts`` is not a string, or holds lone surrogates (not valid Unicode).
         """
         single = isinstance(texts, str)
         batch = [texts] if isinstance(texts, str) else _as_text_list(texts)
         k = self._check_top_k(top_k)
-        logits, truncated, unknown = self._infer(batch, batch_size)
-        probs = softmax(logits.astype(np.float32, copy=False))
-        flags = zip(truncated.tolist(), unknown.tolist())
-        if k is None:
-            best = probs.argmax(axis=1).tolist()
-            preds = [
-                Prediction(self.labels[b], row[b], dict(zip(self.labels, row)), cut, unk)
-                for b, row, (cut, unk) in zip(best, probs.tolist(), flags)
-            ]
-        else:
-            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-            top = np.take_along_axis(probs, order, axis=1).tolist()
-            preds = [
-                Prediction(self.labels[idx[0]], vals[0], {self.labels[i]: v for i, v in zip(idx, vals)}, cut, unk)
-                for idx, vals, (cut, unk) in zip(order.tolist(), top, flags)
-            ]
+        preds: list[Prediction] = [None] * len(batch)  # type: ignore[list-item]  # every slot is filled below
+        for rows, encodings, outputs in self._batches(batch, batch_size):
+            flags = zip(self._truncated(encodings).tolist(), self._unknown(encodings).tolist())
+            if self.tags is None:
+                decoded = self._decode_labels(outputs, k)
+            else:
+                decoded = self._decode_spans([batch[i] for i in rows], encodings, outputs)
+            for i, (label, score, scores, spans), (cut, unk) in zip(rows, decoded, flags):
+                preds[i] = Prediction(label, score, scores, cut, unk, spans=spans)
         return preds[0] if single else preds
 
     def predict_stream(
         self, texts: Iterable[Any], batch_size: int = DEFAULT_BATCH_SIZE, top_k: int | None = None
     ) -> Iterator[Prediction]:
-        """Classify a stream of untrusted inputs: one Prediction per input, in input order, in constant memory.
+        """Predict a stream of untrusted inputs: one Prediction per input, in input order, in constant memory.
 
         The one prediction loop behind ``edgesent predict``, the server and the distributed engines. Inputs are
         read a window at a time (``batch_size * SORT_WINDOW_BATCHES``), length-sorted and batched inside it
@@ -323,10 +340,10 @@ class Predictor:
             usable = [text for text, problem in zip(window, problems) if problem is None]
             predictions = iter(self.predict(usable, batch_size, top_k) if usable else [])
             for problem in problems:
-                yield Prediction.failed(problem) if problem else next(predictions)
+                yield Prediction.failed(problem, spans=self.tags is not None) if problem else next(predictions)
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """Raw model outputs, for parity checks and calibration.
+        """A classifier's raw outputs, for parity checks and calibration.
 
         Args:
             texts: the texts.
@@ -338,9 +355,19 @@ class Predictor:
         Raises:
             ConfigError: a bad batch_size.
             DataError: an item of ``texts`` is not a string.
+            ModelError: a span model, whose outputs are per token (use :meth:`predict`, or :meth:`encode` and
+                ``session.run`` for the (B, T, K) logits of one batch).
         """
-        logits, _, _ = self._infer(_as_text_list(texts), batch_size)
-        return logits.astype(np.float32, copy=False)
+        if self.tags is not None:
+            raise ModelError(
+                f"{self.model_dir or 'model'}: a token-classification model has per-token outputs, not one row "
+                "of logits per text; use predict() for its spans"
+            )
+        batch = _as_text_list(texts)
+        logits = np.empty((len(batch), len(self.labels)), dtype=np.float32)
+        for rows, _, outputs in self._batches(batch, batch_size):
+            logits[rows] = outputs
+        return logits
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenize texts into one batch of ONNX inputs, padded to its longest text.
@@ -361,39 +388,76 @@ class Predictor:
 
     def __repr__(self) -> str:
         return (
-            f"Predictor({str(self.model_dir)!r}, provider={self.provider!r}, labels={self.labels!r}, "
-            f"max_length={self.max_length})"
+            f"Predictor({str(self.model_dir)!r}, provider={self.provider!r}, task={self.task!r}, "
+            f"labels={self.labels!r}, max_length={self.max_length})"
         )
 
     def _check_top_k(self, top_k: int | None) -> int | None:
         if top_k is None:
             return None
+        if self.tags is not None:
+            raise ConfigError(
+                f"top_k={top_k!r}: a token-classification model returns spans, not label scores; leave top_k unset"
+            )
         if not _is_positive_int(top_k):
             raise ConfigError(f"top_k={top_k!r} must be a positive integer or None")
         return min(top_k, len(self.labels))
 
-    def _infer(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N, C) logits, (N,) truncated flags and (N,) unknown-token counts, in input order."""
+    def _batches(self, texts: list[str], batch_size: int) -> Iterator[tuple[list[int], list[Encoding], np.ndarray]]:
+        """The one batching loop: (input positions, their encodings, the model's outputs) per ONNX Runtime call.
+
+        Texts are tokenized a window at a time and length-sorted inside it, so a batch pads only to its own
+        longest text. Outputs are (B, C) for a classifier, (B, T, K) for a span model (T: the batch's longest
+        encoding, padded on the tokenizer's padding side).
+        """
         if not _is_positive_int(batch_size):
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
-        n = len(texts)
-        if n == 1:  # the latency path: no sorting, no scatter
+        if len(texts) == 1:  # the latency path: no sorting
             encodings = self._tokenize(texts)
-            return self._run(self._pad(encodings)), self._truncated(encodings), self._unknown(encodings)
-        logits = np.empty((n, len(self.labels)), dtype=np.float32)
-        truncated = np.zeros(n, dtype=bool)
-        unknown = np.zeros(n, dtype=np.int64)
+            yield [0], encodings, self._run(self._pad(encodings))
+            return
         window = batch_size * SORT_WINDOW_BATCHES
-        for start in range(0, n, window):
+        for start in range(0, len(texts), window):
             encodings = self._tokenize(texts[start : start + window], start)
-            truncated[start : start + len(encodings)] = self._truncated(encodings)
-            unknown[start : start + len(encodings)] = self._unknown(encodings)
             # Stable sort: equal lengths keep input order, so results do not depend on the window size.
             order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
             for first in range(0, len(order), batch_size):
                 rows = order[first : first + batch_size]
-                logits[[start + i for i in rows]] = self._run(self._pad([encodings[i] for i in rows]))
-        return logits, truncated, unknown
+                batch = [encodings[i] for i in rows]
+                yield [start + i for i in rows], batch, self._run(self._pad(batch))
+
+    def _decode_labels(self, logits: np.ndarray, k: int | None) -> list[_Decoded]:
+        """A classifier's batch: (label, score, scores, no spans) per row of (B, C) logits."""
+        probs = softmax(logits.astype(np.float32, copy=False))
+        if k is None:
+            best = probs.argmax(axis=1).tolist()
+            return [
+                (self.labels[b], row[b], dict(zip(self.labels, row)), None) for b, row in zip(best, probs.tolist())
+            ]
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(probs, order, axis=1).tolist()
+        return [
+            (self.labels[idx[0]], vals[0], {self.labels[i]: v for i, v in zip(idx, vals)}, None)
+            for idx, vals in zip(order.tolist(), top)
+        ]
+
+    def _decode_spans(self, texts: list[str], encodings: list[Encoding], logits: np.ndarray) -> list[_Decoded]:
+        """A span model's batch: (no label, no score, no scores, spans) per row of (B, T, K) logits.
+
+        Each row is cut back to its own tokens (padding removed on the side it was added), softmaxed over the
+        tags and decoded against its encoding's character offsets and word ids: offsets into the string as given,
+        so accents, emoji and CJK keep their positions even though the tokenizer normalised them.
+        """
+        assert self.tags is not None
+        width = logits.shape[1]
+        decoded: list[_Decoded] = []
+        for text, enc, row in zip(texts, encodings, logits):
+            size = len(enc)
+            mine = row[:size] if self._pad_right else row[width - size :]
+            scores = softmax(mine.astype(np.float32, copy=False))  # (T, K)
+            spans = decode_spans(text, scores, enc.offsets, enc.word_ids, self.tags)
+            decoded.append((None, None, {}, [span.to_dict() for span in spans]))
+        return decoded
 
     def _tokenize(self, texts: list[str], offset: int = 0) -> list[Encoding]:
         """Unpadded, truncated encodings; DataError (not a bare TypeError) for text that is not valid Unicode."""
@@ -434,7 +498,7 @@ class Predictor:
         return feed
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        """(B, C) logits for one batch."""
+        """(B, C) logits for one batch; (B, T, K) for a span model."""
         if not self._io_binding:
             return self.session.run(self._output_names, feed)[0]
         return run_on_device(self.session, feed, self._output_names)[0]

@@ -153,3 +153,57 @@ def short_onnx_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFa
 def short_onnx_copy(short_onnx_dir: Path, tmp_path: Path) -> Path:
     """A copy of ``short_onnx_dir`` that one test may tamper with."""
     return Path(shutil.copytree(short_onnx_dir, tmp_path / "onnx"))
+
+
+SPAN_LABELS = ["negative", "positive"]
+
+
+@pytest.fixture(scope="session")
+def tiny_span_onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A span model's ONNX export dir (task token-classification) and, beside it, the PyTorch model. Read-only.
+
+    A tiny random ``BertForTokenClassification`` (2 layers, hidden 32, the offline WordPiece vocab) with the BIO
+    tags of ``SPAN_LABELS`` as ``id2label``; its classifier weights are scaled up so that the tags vary from word
+    to word and most texts get spans. Exported with Optimum (``task="token-classification"``, dynamic batch and
+    sequence, output ``logits``) into the returned directory with the tokenizer files and an onnx manifest
+    (``task``, ``labels``, ``tags``, ``max_length`` 64, ``precision`` fp32). The PyTorch model it came from is
+    ``tiny_span_onnx_dir.parent / "torch"`` (HF files and a pytorch manifest with the same task, labels and tags).
+    """
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    onnx_export = pytest.importorskip("optimum.exporters.onnx")
+    from edgesent.artifacts import KIND_ONNX, KIND_PYTORCH, TASK_SPANS, write_manifest
+    from edgesent.tasks.spans import tag_names
+
+    root = tmp_path_factory.mktemp("span")
+    tags = tag_names(SPAN_LABELS)
+    vocab_path = root / "vocab.txt"
+    vocab_path.write_text("\n".join(_vocab()) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=True, model_max_length=64)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        id2label=dict(enumerate(tags)),
+        label2id={tag: i for i, tag in enumerate(tags)},
+    )
+    model = transformers.BertForTokenClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 1.0)
+    payload = {"task": TASK_SPANS, "labels": SPAN_LABELS, "tags": tags, "max_length": 64}
+    torch_dir = root / "torch"
+    model.save_pretrained(torch_dir)
+    tokenizer.save_pretrained(torch_dir)
+    write_manifest(torch_dir, KIND_PYTORCH, {**payload, "base_model": "tiny-random-bert"})
+    onnx_dir = root / "onnx"
+    onnx_export.main_export(str(torch_dir), onnx_dir, task="token-classification", opset=17, no_post_process=True)
+    for leftover in set(onnx_dir.iterdir()) - {onnx_dir / "model.onnx"}:
+        leftover.unlink()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
+        shutil.copy(torch_dir / name, onnx_dir / name)
+    write_manifest(onnx_dir, KIND_ONNX, {**payload, "onnx_file": "model.onnx", "precision": "fp32"})
+    return onnx_dir

@@ -675,6 +675,35 @@ def test_real_texts_are_timed_end_to_end_and_bare(
     assert doc["gates"][0]["status"] == "pass" and doc["gates"][0]["measured"] > 0
 
 
+def test_span_models_are_measured_like_classifiers(
+    runner: CliRunner, tiny_span_onnx_dir: Path, tmp_path: Path
+) -> None:
+    """A span model's PyTorch dir and ONNX export: synthetic cells, and real texts end to end (spans decoded)."""
+    texts = write_csv(tmp_path / "texts.csv", [("great 😀 service was awful", "x"), ("服务很好 the staff", "y")])
+    args = _bench_args(
+        tiny_span_onnx_dir.parent / "torch",
+        tiny_span_onnx_dir,
+        names=("torch-spans", "onnx-spans"),
+        extra=("--data", str(texts), "--batch-sizes", "2", "--seq-lens", "8", "--no-peak", "--json"),
+    )
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert [(v["name"], v["kind"], v["task"]) for v in doc["variants"]] == [
+        ("torch-spans", "pytorch", "token-classification"),
+        ("onnx-spans", "onnx", "token-classification"),
+    ]
+    cells = sorted((r["variant"], r["source"], r["mode"], r["batch_size"]) for r in doc["rows"])
+    assert cells == sorted(
+        (variant, source, mode, batch)
+        for variant in ("torch-spans", "onnx-spans")
+        for source, mode, batch in (("synthetic", "session", 2), ("data", "session", 2), ("data", "e2e", 2))
+    )
+    assert all(r["p50_ms"] > 0 for r in doc["rows"])
+    speedups = [r["speedup"] for r in doc["rows"] if r["variant"] == "onnx-spans"]
+    assert all(speedup > 0 for speedup in speedups)
+
+
 def test_cuda_session_binds_inputs_and_outputs_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """The IO-binding path, checked against a fake session since CI has no GPU."""
     import onnxruntime as ort

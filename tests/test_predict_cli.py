@@ -76,6 +76,38 @@ def test_top_k(runner: CliRunner, short_onnx_dir: Path) -> None:
     assert table.count("=") == 1  # the runner-up label=probability
 
 
+SPAN_TEXTS = ["great 😀 service 👍🏽 was awful", "服务很好 the staff", "Café naïve résumé"]
+
+
+def test_span_model_json_lines_are_predictor_rows(runner: CliRunner, tiny_span_onnx_dir: Path) -> None:
+    rows = _rows(_run(runner, tiny_span_onnx_dir, *SPAN_TEXTS, "", "--json"))
+    expected = Predictor.load(tiny_span_onnx_dir).predict(SPAN_TEXTS)
+    assert rows[:3] == [pred.to_dict() for pred in expected]
+    assert rows[3] == {"spans": [], "truncated": False, "unknown_tokens": 0, "error": "empty text"}
+    for text, row in zip(SPAN_TEXTS, rows):
+        assert set(row) == {"spans", "truncated", "unknown_tokens"} and row["spans"]
+        assert all(text[s["start"] : s["end"]] == s["text"] for s in row["spans"])
+
+
+def test_span_model_table(runner: CliRunner, tiny_span_onnx_dir: Path) -> None:
+    result = _run(runner, tiny_span_onnx_dir, *SPAN_TEXTS, "  ")
+    assert result.exit_code == 0, result.output
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["#", "spans", "|", "text"]
+    expected = Predictor.load(tiny_span_onnx_dir).predict(SPAN_TEXTS)
+    for i, (text, line, pred) in enumerate(zip(SPAN_TEXTS, lines, expected), 1):
+        terms = ", ".join(f"{s['text']} [{s['label']} {s['score']:.2f}]" for s in pred.spans or [])
+        assert line == f"{i:>6}  {terms}  |  {text}"
+    assert lines[3] == "     4  -  |  (empty text)"
+    assert "predicted 3 text(s)" in result.stderr
+
+
+def test_span_model_refuses_top_k(runner: CliRunner, tiny_span_onnx_dir: Path) -> None:
+    result = _run(runner, tiny_span_onnx_dir, "great", "--top-k", "2")
+    assert result.exit_code == 2 and "a token-classification model returns spans" in result.stderr
+    assert result.stdout == ""
+
+
 def test_stdin_lines_with_empty_and_non_utf8_lines(
     runner: CliRunner, short_onnx_dir: Path, predictor: Predictor
 ) -> None:

@@ -1,6 +1,7 @@
 """``edgesent serve``: a real server process on a free loopback port, called with a real HTTP client.
 
-One server per module (started once, stopped with SIGTERM at the end, which must exit 0); a second short-lived one
+One server per module, serving the classifier and the span model under two names (started once, stopped with
+SIGTERM at the end, which must exit 0); a second short-lived one
 for the SIGTERM-with-requests-in-flight test; queue-full (429) and timeout (503) run in process on a slow fake model.
 """
 
@@ -34,6 +35,7 @@ from edgesent.serve import ServeConfig
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MODEL = "tiny"
+SPAN_MODEL = "aspects"  # the span model (task token-classification) the module's server serves beside MODEL
 TEXTS = ["great food and friendly staff", "", "awful", "   ", "the phone arrived on tuesday", "héllo wörld ✓"]
 
 
@@ -51,12 +53,13 @@ class _Server:
         return self.log_path.read_text()
 
 
-def _start(model_dir: Path, tmp: Path, *options: str) -> _Server:
+def _start(model_dir: Path, tmp: Path, *options: str, span_dir: Path | None = None) -> _Server:
     port = _free_port()
     key_file = tmp / "keys.txt"
     key_file.write_text(f"# operators\nother-key\n{KEY}\n")
     log_path = tmp / f"server-{port}.log"
     cmd = [sys.executable, "-m", "edgesent", "serve", f"{MODEL}={model_dir}", "--port", str(port)]
+    cmd += [f"{SPAN_MODEL}={span_dir}"] if span_dir is not None else []
     cmd += ["--api-key-file", str(key_file), "--threads", "1", *options]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -85,9 +88,9 @@ def _stop(server: _Server) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def server(tiny_onnx_dir: Path, tiny_span_onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     limits = ["--max-wait-ms", "20", "--max-texts", "8", "--max-chars", "200", "--max-body-bytes", "2048"]
-    srv = _start(tiny_onnx_dir, tmp_path_factory.mktemp("serve"), *limits)
+    srv = _start(tiny_onnx_dir, tmp_path_factory.mktemp("serve"), *limits, span_dir=tiny_span_onnx_dir)
     yield srv
     assert _stop(srv) == 0, srv.log()
 
@@ -142,12 +145,12 @@ def test_predictions_equal_predictor(client, predictor, top_k) -> None:
     assert body["results"][-1]["truncated"] is True
 
 
-def test_models_probes_and_openapi(server, client, tiny_onnx_dir) -> None:
+def test_models_probes_and_openapi(server, client, tiny_onnx_dir, tiny_span_onnx_dir) -> None:
     from edgesent.artifacts import manifest_sha256, read_manifest
 
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}  # no key needed
     assert httpx.get(f"{server.url}/readyz").status_code == 200
-    (model,) = client.get("/v1/models").json()["models"]
+    model, span_model = client.get("/v1/models").json()["models"]
     manifest = read_manifest(tiny_onnx_dir)
     assert model == {
         "name": MODEL,
@@ -157,8 +160,63 @@ def test_models_probes_and_openapi(server, client, tiny_onnx_dir) -> None:
         "max_length": manifest["max_length"],
         "manifest_sha256": manifest_sha256(tiny_onnx_dir),
     }
+    span_manifest = read_manifest(tiny_span_onnx_dir)
+    assert span_model == {
+        "name": SPAN_MODEL,
+        "task": "token-classification",
+        "labels": span_manifest["labels"],
+        "tags": span_manifest["tags"],
+        "precision": "fp32",
+        "max_length": span_manifest["max_length"],
+        "manifest_sha256": manifest_sha256(tiny_span_onnx_dir),
+    }
     schema = client.get("/openapi.json").json()
     assert schema["openapi"].startswith("3.") and "/v1/models/{name}/predict" in schema["paths"]
+    result = schema["components"]["schemas"]["Result"]["properties"]
+    assert result["spans"]["items"] == {"$ref": "#/components/schemas/Span"}
+    assert schema["components"]["schemas"]["Span"]["required"] == ["text", "start", "end", "label", "score"]
+
+
+def test_span_model_returns_the_predictors_spans(client, tiny_span_onnx_dir) -> None:
+    from edgesent.runtime import Predictor
+
+    texts = ["great 😀 service 👍🏽 was awful", "", "服务很好 the staff", "Café naïve résumé"]
+    response = client.post(f"/v1/models/{SPAN_MODEL}/predict", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    want = [p.to_dict() for p in Predictor.load(tiny_span_onnx_dir, threads=1).predict_stream(texts)]
+    assert [row.keys() for row in results] == [row.keys() for row in want]
+    assert results[1] == {"spans": [], "truncated": False, "unknown_tokens": 0, "error": "empty text"}
+    for text, got, expected in zip(texts, results, want):
+        assert [{**s, "score": None} for s in got["spans"]] == [{**s, "score": None} for s in expected["spans"]]
+        assert [s["score"] for s in got["spans"]] == pytest.approx([s["score"] for s in expected["spans"]], abs=1e-5)
+        assert all(text[s["start"] : s["end"]] == s["text"] for s in got["spans"])
+    assert sum(len(row["spans"]) for row in results) > 3
+    refused = client.post(f"/v1/models/{SPAN_MODEL}/predict", json={"texts": ["great"], "top_k": 2})
+    assert refused.status_code == 422 and "returns spans, not label scores" in refused.json()["error"]
+
+
+def test_span_metrics_count_each_span_label(client) -> None:
+    before = _metrics(client)
+    texts = ["great 😀 service 👍🏽 was awful", "服务很好 the staff", "   "]
+    response = client.post(f"/v1/models/{SPAN_MODEL}/predict", json={"texts": texts})
+    assert response.status_code == 200
+    spans = [span["label"] for row in response.json()["results"] for span in row["spans"]]
+    after = _metrics(client)
+
+    def moved(family: str, **labels: str) -> float:
+        name = f"{family}_total"
+        return _value(after[family], name, model=SPAN_MODEL, **labels) - _value(
+            before[family], name, model=SPAN_MODEL, **labels
+        )
+
+    assert moved("edgesent_texts_predicted") == 2
+    assert {s.labels["label"] for s in after["edgesent_predictions"] if s.labels["model"] == SPAN_MODEL} == {
+        "negative",
+        "positive",
+    }  # span labels, not BIO tags, each from the start
+    for label in ("negative", "positive"):
+        assert moved("edgesent_predictions", label=label) == spans.count(label)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
@@ -267,7 +325,7 @@ def test_metrics_parse_and_move(client, predictor) -> None:
         _value(after["edgesent_request_duration_seconds"], "edgesent_request_duration_seconds_count", route=route) > 0
     )
     assert _value(after["edgesent_model_load_seconds"], "edgesent_model_load_seconds", model=MODEL) > 0
-    assert [s.labels["model"] for s in after["edgesent_queue_depth"]] == [MODEL]
+    assert [s.labels["model"] for s in after["edgesent_queue_depth"]] == [MODEL, SPAN_MODEL]
     assert _value(after["edgesent_ready"], "edgesent_ready") == 1
 
 

@@ -6,7 +6,9 @@ A runner has two steps: ``prepare`` turns an input into what ``run`` consumes, o
 synthetic and real-text rows at any thread count are comparable.
 
 Needs numpy and onnxruntime; torch and transformers are imported only when a PyTorch variant is loaded,
-``edgesent.runtime`` only when real texts are timed end to end.
+``edgesent.runtime`` only when real texts are timed end to end. Span models (task ``token-classification``) are
+measured like classifiers: synthetic inputs are the same token ids, the PyTorch runner loads a token classifier,
+and the end-to-end cells decode spans (the predictor's own ``predict``, and ``decode_spans`` for PyTorch).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from edgesent.artifacts import KIND_ONNX, KIND_PYTORCH, read_model_dir
+from edgesent.artifacts import KIND_ONNX, KIND_PYTORCH, TASK_CLASSIFY, TASK_SPANS, read_model_dir
 from edgesent.bench.config import MODE_E2E, MODE_SESSION, SOURCE_DATA, SOURCE_SYNTHETIC
 from edgesent.errors import ConfigError
 from edgesent.flops import count_flops
@@ -73,6 +75,8 @@ class Variant:
     hf_config: dict[str, Any] = field(repr=False)
     manifest: dict[str, Any] = field(repr=False)
     peak_rss_mb: float | None = None
+    task: str = TASK_CLASSIFY
+    tags: tuple[str, ...] | None = None  # a span model's BIO tags, index = output id
 
     @property
     def backend(self) -> str:
@@ -89,6 +93,7 @@ class Variant:
             "name": self.name,
             "model_dir": str(self.model_dir),
             "kind": self.kind,
+            "task": self.task,
             "precision": self.precision,
             "pruned": self.pruned,
             "backend": self.backend,
@@ -104,7 +109,8 @@ def load_variant(model_dir: Path, name: str) -> Variant:
         name: The name the variant goes by in tables and gate rules.
 
     Returns:
-        The Variant, with kind and precision from the manifest (precision defaults to fp32).
+        The Variant, with kind, task (and a span model's tags) and precision from the manifest (precision
+        defaults to fp32).
 
     Raises:
         ModelError: no manifest, an unknown kind, no config.json, or a file that does not match its hash.
@@ -123,6 +129,8 @@ def load_variant(model_dir: Path, name: str) -> Variant:
         model.labels,
         hf_config,
         model.manifest,
+        task=model.task,
+        tags=model.tags,
     )
 
 
@@ -204,7 +212,8 @@ def load_predictor(variant: Variant, provider: str, threads: int) -> Any:
 
 
 class TorchModel:
-    """A PyTorch classifier on one device (fp16 on CUDA), timed bare or end to end on texts."""
+    """A PyTorch classifier or span model (token classifier) on one device (fp16 on CUDA), timed bare or end to
+    end on texts."""
 
     def __init__(self, variant: Variant, provider: str):
         import inspect
@@ -213,10 +222,11 @@ class TorchModel:
         # when torch first starts its pool, so a user's own setting (or an earlier start) wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
         _limit_torch_interop(torch)
-        model = AutoModelForSequenceClassification.from_pretrained(variant.model_dir)
+        auto = AutoModelForTokenClassification if variant.task == TASK_SPANS else AutoModelForSequenceClassification
+        model = auto.from_pretrained(variant.model_dir)
         if provider == "cuda":
             model = model.half().to("cuda")  # the GPU reference is PyTorch fp16
         self.torch = torch
@@ -226,6 +236,7 @@ class TorchModel:
         self.tokenizer = AutoTokenizer.from_pretrained(variant.model_dir)
         self.max_length = variant.max_length
         self.labels = list(variant.labels)
+        self.tags = list(variant.tags) if variant.task == TASK_SPANS and variant.tags else None
 
     def tensors(self, item: Any) -> dict[str, Any]:
         """Device tensors from synthetic feeds or, for a list of texts, from the tokenizer."""
@@ -234,7 +245,7 @@ class TorchModel:
         return {k: self.torch.from_numpy(np.asarray(v)).to(self.device) for k, v in item.items() if k in self.accepts}
 
     def forward(self, tensors: dict[str, Any]) -> Any:
-        """(B, C) logits, synchronised on CUDA so the timing covers the work, not the launch."""
+        """(B, C) logits, (B, T, K) for a span model, synchronised on CUDA so the timing covers the work, not the launch."""
         with self.torch.inference_mode():
             logits = self.model(**tensors).logits
         if self.device == "cuda":
@@ -258,7 +269,7 @@ class TorchForward:
 
 
 class TorchE2E:
-    """Tokenizer, forward, softmax and labels: the PyTorch counterpart of ``Predictor.predict``."""
+    """Tokenizer, forward, softmax and labels (or decoded spans): the PyTorch counterpart of ``Predictor.predict``."""
 
     def __init__(self, model: TorchModel):
         self.model = model
@@ -268,9 +279,26 @@ class TorchE2E:
         return item
 
     def run(self, prepared: list[str]) -> None:
-        """Tokenize, forward, softmax and pick the labels (kept, as a caller would, then dropped)."""
-        probs = self.model.forward(self.model.tensors(prepared)).float().softmax(-1)  # (B, C)
-        _ = [self.model.labels[i] for i in probs.argmax(-1).tolist()]
+        """Tokenize, forward, softmax and pick the labels or decode the spans (kept, as a caller would, then
+        dropped)."""
+        tags = getattr(self.model, "tags", None)
+        if tags is None:
+            probs = self.model.forward(self.model.tensors(prepared)).float().softmax(-1)  # (B, C)
+            _ = [self.model.labels[i] for i in probs.argmax(-1).tolist()]
+            return
+        from edgesent.tasks.spans import decode_spans
+
+        encoded = self.model.tokenizer(
+            prepared,
+            padding=True,
+            truncation=True,
+            max_length=self.model.max_length,
+            return_offsets_mapping=True,
+            return_tensors="np",
+        )
+        offsets = encoded.pop("offset_mapping")  # (B, T, 2)
+        probs = self.model.forward(self.model.tensors(dict(encoded))).float().softmax(-1).cpu().numpy()  # (B, T, K)
+        _ = [decode_spans(text, probs[i], offsets[i], encoded.word_ids(i), tags) for i, text in enumerate(prepared)]
 
 
 def _limit_torch_interop(torch: Any) -> None:

@@ -1,4 +1,4 @@
-"""``edgesent predict``: classify texts from arguments, a file or stdin with an exported model.
+"""``edgesent predict``: classify texts, or find a span model's spans, from arguments, a file or stdin.
 
 A thin shell over the library: ``data.iter_records`` reads the file (the same reader training uses, in its
 lenient mode) and ``Predictor.predict_stream`` predicts, both in constant memory. This module only formats
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 _PREVIEW_CHARS = 60
 _SHOWN_LINES = 10
+_SPANS_SEPARATOR = "  |  "  # between a span row's spans (variable width) and its text preview
 
 
 @dataclass
@@ -99,7 +100,9 @@ class _Report:
     "a directory or glob of .parquet/.csv/.tsv/.jsonl files.",
 )
 @text_column_option
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per input (label, score, scores).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="JSON Lines: one object per input (label, score, scores; or spans)."
+)
 @click.option(
     "--output",
     "output_path",
@@ -109,7 +112,9 @@ class _Report:
     "the output directory (Parquet files and edgesent.json, written atomically).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Texts per model call.")
-@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Keep only the k most probable labels.")
+@click.option(
+    "--top-k", type=click.IntRange(min=1), default=None, help="Keep only the k most probable labels (classifiers)."
+)
 @click.option(
     "--provider",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -153,7 +158,9 @@ def predict(
 ) -> None:
     """Classify TEXT arguments, the texts of --input FILE, or lines piped on stdin with an exported model.
 
-    Prints a table, or JSON Lines with --json; one result per input, in input order. Empty texts, bytes
+    Prints a table, or JSON Lines with --json; one result per input, in input order. A span model
+    (token-classification) prints each text's spans as `term [label score]`, or in JSON their text, character
+    offsets, label and score. Empty texts, bytes
     that are not UTF-8 and texts longer than the model's max_length are reported on stderr, never fatal.
     With --engine ray|spark, scores a folder or glob of Parquet, CSV or JSONL files into a folder of Parquet.
     """
@@ -306,9 +313,9 @@ def _write_rows(
     for index, prediction in enumerate(predictor.predict_stream(texts(), batch_size, top_k)):
         record = pending.popleft()
         if record.error:
-            prediction = type(prediction).failed(record.error)
+            prediction = type(prediction).failed(record.error, spans=prediction.spans is not None)
         if index == 0 and not as_json:  # after the first read, so a bad header fails before any output
-            write(f"{'#':>6}  {'label':<{label_width}}  {'score':>6}  text")
+            write(_format_header(prediction, label_width))
         report.add(record, prediction)
         write(_format_json(prediction) if as_json else _format_row(record, prediction, label_width, top_k))
 
@@ -317,11 +324,30 @@ def _format_json(prediction: Prediction) -> str:
     return json.dumps(prediction.to_dict(), ensure_ascii=False)
 
 
+def _format_header(prediction: Prediction, label_width: int) -> str:
+    if prediction.spans is not None:
+        return f"{'#':>6}  spans{_SPANS_SEPARATOR}text"
+    return f"{'#':>6}  {'label':<{label_width}}  {'score':>6}  text"
+
+
 def _format_row(record: Record, prediction: Prediction, label_width: int, top_k: int | None) -> str:
     text = " ".join(record.text.split())
     text = text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 1] + "…"
+    if prediction.spans is not None:
+        return _format_span_row(record.line, prediction, text)
     if prediction.label is None or prediction.score is None:
         return f"{record.line:>6}  {'-':<{label_width}}  {'-':>6}  ({prediction.error}) {text}".rstrip()
     others = " ".join(f"{label}={p:.3f}" for label, p in list(prediction.scores.items())[1:])
     others = f"  [{others}]" if top_k and others else ""
     return f"{record.line:>6}  {prediction.label:<{label_width}}  {prediction.score:6.3f}  {text}{others}"
+
+
+def _format_span_row(line: int, prediction: Prediction, text: str) -> str:
+    """``#``, the spans as ``term [label 0.93]`` joined with ``, `` (``-`` for none), then the text preview."""
+    assert prediction.spans is not None
+    if prediction.error:
+        return f"{line:>6}  -{_SPANS_SEPARATOR}({prediction.error}) {text}".rstrip()
+    spans = ", ".join(
+        f"{' '.join(span['text'].split())} [{span['label']} {span['score']:.2f}]" for span in prediction.spans
+    )
+    return f"{line:>6}  {spans or '-'}{_SPANS_SEPARATOR}{text}"

@@ -3,9 +3,13 @@
 Routes (see :mod:`edgesent.serve.openapi` and the README's Serve section)::
 
     POST /v1/models/{name}/predict   {"texts": [...], "top_k": k} -> {"model": name, "results": [...]}
-    GET  /v1/models                  names, labels, task, precision, manifest hash
+    GET  /v1/models                  names, task, labels (and a span model's tags), precision, manifest hash
     GET  /healthz  /readyz           liveness; readiness (models loaded and warmed up)
     GET  /metrics  /openapi.json     Prometheus text format; the OpenAPI document
+
+A classifier's result is ``{label, score, scores, truncated, unknown_tokens}``; a span model's (task
+``token-classification``) is ``{spans, truncated, unknown_tokens}`` with each span's ``{text, start, end, label,
+score}`` in character offsets of the text sent: ``Prediction.to_dict()`` either way.
 
 Models are loaded (and verified against their manifests) when the app is created, so a bad or tampered model
 fails before the server listens; the warm-up prediction runs at ASGI startup, and ``/readyz`` turns 200 after it.
@@ -67,7 +71,7 @@ class ServedModel:
     def describe(self) -> dict[str, Any]:
         """The model's entry in ``GET /v1/models``."""
         manifest = self.predictor.manifest or {}
-        return {
+        entry = {
             "name": self.name,
             "task": manifest.get("task", DEFAULT_TASK),
             "labels": list(self.predictor.labels),
@@ -75,6 +79,10 @@ class ServedModel:
             "max_length": self.predictor.max_length,
             "manifest_sha256": self.manifest_sha256,
         }
+        tags = getattr(self.predictor, "tags", None)
+        if tags is not None:  # a span model: what its outputs mean, index = output id
+            entry["tags"] = list(tags)
+        return entry
 
 
 def load_models(models: Sequence[str | Path] | Mapping[str, Any], cfg: ServeConfig) -> list[ServedModel]:
@@ -247,6 +255,8 @@ class _Routes:
             )
         except RequestError as err:
             return error_response(err.status, err.message)
+        if req.top_k is not None and getattr(model.predictor, "tags", None) is not None:
+            return error_response(422, f"top_k: model {name!r} returns spans, not label scores; leave top_k out")
         facts["n_texts"] = len(req.texts)
         if self.cfg.log_texts:
             facts["texts"] = req.texts

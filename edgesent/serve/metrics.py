@@ -53,7 +53,8 @@ class ServeMetrics:
         self.texts = Counter("edgesent_texts_predicted", "Texts predicted.", ["model"], registry=r)
         self.labels = Counter(
             "edgesent_predictions",
-            "Predictions by top label (watch the mix for drift).",
+            "Predictions by label: a classifier's top label per text, a span model's label per span (watch the mix "
+            "for drift).",
             ["model", "label"],
             registry=r,
         )
@@ -72,7 +73,10 @@ class ServeMetrics:
         self.ready = Gauge("edgesent_ready", "1 once every model is loaded and warmed up.", registry=r)
 
     def add_model(self, name: str, labels: Sequence[str], load_seconds: float) -> None:
-        """Register a model: its load time, and zeroed per-label counters so every label shows from the start."""
+        """Register a model: its load time, and zeroed per-label counters so every label shows from the start.
+
+        ``labels`` are a classifier's labels or a span model's span labels (not its BIO tags).
+        """
         self.load_seconds.labels(name).set(load_seconds)
         self.queue_depth.labels(name).set(0)
         self.texts.labels(name)
@@ -80,14 +84,23 @@ class ServeMetrics:
             self.labels.labels(name, label)
 
     def observe_batch(self, name: str, size: int, seconds: float, rows: Sequence[dict[str, Any]]) -> None:
-        """Record one model call: its size, duration, and each predicted text's top label (error rows aside)."""
+        """Record one model call: its size, duration, the texts predicted (error rows aside) and their labels.
+
+        A classifier's row counts its top label; a span model's row (``spans``) counts each span's label, so a
+        text with three aspects adds three and a text without any adds none.
+        """
         self.batch_size.labels(name).observe(size)
         self.batch_seconds.labels(name).observe(seconds)
+        texts = 0
         counts: dict[str, int] = {}
         for row in rows:
-            if row["label"] is not None:
-                counts[row["label"]] = counts.get(row["label"], 0) + 1
-        self.texts.labels(name).inc(sum(counts.values()))
+            if row.get("error"):
+                continue
+            texts += 1
+            found = [span["label"] for span in row["spans"]] if "spans" in row else [row["label"]]
+            for label in found:
+                counts[label] = counts.get(label, 0) + 1
+        self.texts.labels(name).inc(texts)
         for label, count in counts.items():
             self.labels.labels(name, label).inc(count)
 

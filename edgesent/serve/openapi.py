@@ -31,18 +31,41 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "texts": {"type": "array", "items": {"type": "string"}, "description": "Texts to classify, in order."},
-            "top_k": {"type": ["integer", "null"], "minimum": 1, "description": "Keep the k most probable labels."},
+            "top_k": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "Keep the k most probable labels (classifiers; a span model answers 422).",
+            },
+        },
+    },
+    "Span": {
+        "type": "object",
+        "required": ["text", "start", "end", "label", "score"],
+        "properties": {
+            "text": {"type": "string", "description": "The span's text: the request text's [start, end)."},
+            "start": {"type": "integer", "description": "First character (Unicode code point), 0-based."},
+            "end": {"type": "integer", "description": "One past the last character."},
+            "label": {"type": "string"},
+            "score": {"type": "number", "description": "Mean probability of the span's word tags."},
         },
     },
     "Result": {
         "type": "object",
-        "required": ["label", "score", "scores", "truncated"],
+        "description": "A classifier's result has label, score and scores; a span model's (token-classification) "
+        "has spans instead.",
+        "required": ["truncated", "unknown_tokens"],
         "properties": {
             "label": {"type": ["string", "null"], "description": "Most probable label; null with an error."},
             "score": {"type": ["number", "null"]},
             "scores": {"type": "object", "additionalProperties": {"type": "number"}},
+            "spans": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Span"},
+                "description": "A span model's spans in text order; empty with an error.",
+            },
             "truncated": {"type": "boolean", "description": "The text was cut to the model's max_length tokens."},
-            "error": {"type": "string", "description": "Only for a text that was not classified (e.g. 'empty text')."},
+            "unknown_tokens": {"type": "integer", "description": "Tokens the vocabulary does not know."},
+            "error": {"type": "string", "description": "Only for a text that was not predicted (e.g. 'empty text')."},
         },
     },
     "PredictResponse": {
@@ -59,6 +82,7 @@ _SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "task": {"type": "string"},
             "labels": {"type": "array", "items": {"type": "string"}},
+            "tags": {"type": "array", "items": {"type": "string"}, "description": "A span model's BIO tags."},
             "precision": {"type": ["string", "null"]},
             "max_length": {"type": "integer"},
             "manifest_sha256": {"type": ["string", "null"]},
@@ -81,7 +105,7 @@ def openapi_schema(version: str) -> dict[str, Any]:
         "paths": {
             "/v1/models/{name}/predict": {
                 "post": {
-                    "summary": "Classify texts: one result per text, in order.",
+                    "summary": "Classify texts, or find a span model's spans: one result per text, in order.",
                     "security": secured,
                     "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                     "requestBody": {
@@ -94,7 +118,7 @@ def openapi_schema(version: str) -> dict[str, Any]:
                         "401": _error("Missing or wrong API key."),
                         "404": _error("Unknown model."),
                         "413": _error("Body, number of texts or a text over its limit."),
-                        "422": _error("Wrong shape or types."),
+                        "422": _error("Wrong shape or types; top_k for a span model."),
                         "429": _error("Queue full; retry after the Retry-After header's seconds."),
                         "503": _error("Timed out, or shutting down."),
                     },
