@@ -55,12 +55,13 @@ def test_minilm_spans_finetune_export_int8_evaluate(tmp_path):
     from edgesent.tasks.spans_data import DEMO_SPANS_EVAL
 
     model_dir, onnx_dir = tmp_path / "spans-minilm", tmp_path / "spans-minilm-int8"
-    # Two epochs at a higher rate keep it near a minute on 2 CPU cores.
+    # Five epochs at a higher rate: about 1.5 minutes on 2 CPU cores. Three left polarity near-ties (exact F1 0.37)
+    # that int8 flipped, and the span parity gate refused the export (span_f1 0.94 < 0.97), as it should.
     args = ["--task", "spans", "--base", "minilm-l6", "--out", str(model_dir), "--max-length", "64"]
-    out = _run("finetune", *args, "--epochs", "2", "--lr", "1e-4", "--batch-size", "16", "--json")
+    out = _run("finetune", *args, "--epochs", "5", "--lr", "1.5e-4", "--batch-size", "16", "--json")
     trained = json.loads(out.stdout)
     assert trained["task"] == "token-classification" and trained["tags"][0] == "O"
-    assert trained["metrics"]["span_f1"] > 0.5 and trained["metrics"]["f1"] > 0.4
+    assert trained["metrics"]["span_f1"] > 0.8 and trained["metrics"]["f1"] > 0.8  # the demo run reaches 1.0
 
     _run("export", str(model_dir), "--int8", "--out", str(onnx_dir), "--parity-data", str(DEMO_SPANS_EVAL))
     exported = json.loads((onnx_dir / "edgesent.json").read_text())
