@@ -1,8 +1,9 @@
 """Evaluate any edgesent model directory (PyTorch or exported ONNX) on labelled data.
 
 One entry point for both kinds, so fp32, int8 and pruned variants are compared on the same data
-with the same metrics. ONNX directories go through the runtime predictor (no torch needed); PyTorch
-models through ``iter_torch_logits``, which imports torch only when it runs.
+with the same metrics; the model's task (``edgesent.tasks``) says which metrics and how to get predictions.
+ONNX directories need no torch; PyTorch models go through ``iter_torch_logits``, which imports torch only when
+it runs.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from edgesent.artifacts import KIND_ONNX, read_model_dir
+from edgesent.artifacts import KIND_ONNX, MANIFEST_NAME, TASK_CLASSIFY, ModelDir, read_manifest, read_model_dir
 from edgesent.config import check_number
 from edgesent.data import encode_labels, load_dataset
-from edgesent.errors import ModelError
+from edgesent.errors import ConfigError, ModelError
 from edgesent.metrics import classification_metrics
 
 
@@ -30,13 +31,13 @@ def iter_torch_logits(
     max_length: int,
     desc: str | None = None,
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Run a PyTorch classifier on groups of texts, each group tokenized as one padded batch.
+    """Run a PyTorch classifier or tagger on groups of texts, each group tokenized as one padded batch.
 
     The one PyTorch inference loop of the library: evaluation, pruning's accuracy checks and the parity
     gate's reference all go through it, so they see the same tokenization.
 
     Args:
-        model: A sequence-classification model in eval mode, on any device.
+        model: A sequence- or token-classification model in eval mode, on any device.
         tokenizer: Its tokenizer.
         texts: All texts; ``batches`` index into them.
         batches: Text indices of each batch.
@@ -45,7 +46,8 @@ def iter_torch_logits(
 
     Yields:
         (inputs, logits) per batch: the tokenized batch as (B, T) int64 arrays, only the inputs the model's
-        ``forward`` accepts (exactly what its ONNX export is fed), and its (B, C) float32 logits.
+        ``forward`` accepts (exactly what its ONNX export is fed), and its float32 logits: (B, C) for a
+        classifier, (B, T, K) for a tagger.
     """
     import torch
 
@@ -57,27 +59,35 @@ def iter_torch_logits(
         )
         inputs = {k: v.astype(np.int64) for k, v in encoded.items() if k in accepted}  # (B, T) each
         with torch.inference_mode():  # per batch: a generator must not leave the mode on between yields
-            logits = model(**{k: torch.from_numpy(v).to(device) for k, v in inputs.items()}).logits  # (B, C)
+            logits = model(**{k: torch.from_numpy(v).to(device) for k, v in inputs.items()}).logits  # (B, C|T, K)
         yield inputs, logits.float().cpu().numpy()
 
 
-def load_torch_model(model_dir: Path, **kwargs: Any) -> tuple[Any, Any]:
+def load_torch_model(model_dir: Path, task: str | None = None, **kwargs: Any) -> tuple[Any, Any]:
     """The tokenizer and the PyTorch model (eval mode) of a saved model directory: the one loader behind
-    evaluate, parity, prune and export's fallback.
+    evaluate, parity, prune, export's fallback and bench.
 
     Args:
         model_dir: a directory written by ``finetune`` or ``prune``.
+        task: the model's task (``classify``/``spans`` or ``text-classification``/``token-classification``),
+            which picks the model class; None: the task in the directory's ``edgesent.json``, else classification.
         kwargs: passed to ``from_pretrained`` (e.g. ``attn_implementation="eager"``).
 
     Raises:
         ModelError: the directory cannot be loaded (config only, no tokenizer, truncated weights), as one line.
     """
     from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from edgesent.tasks import get_task
+
+    if task is None:
+        manifest = read_manifest(model_dir) if (Path(model_dir) / MANIFEST_NAME).is_file() else {}
+        task = str(manifest.get("task", TASK_CLASSIFY))
+    model_class = get_task(task).model_class()
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs).eval()
+        model = model_class.from_pretrained(model_dir, **kwargs).eval()
     except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ModelError(f"{model_dir}: cannot load the model ({first}); re-create it") from err
@@ -104,47 +114,79 @@ def evaluate_model(
     batch_size: int = 64,
     skip_empty: bool = False,
     verify: bool = True,
+    drop_labels: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class report and confusion matrix of a model on a labelled file.
+    """The task's metrics of a model on a labelled file: for classification accuracy, macro-F1, per-class report
+    and confusion matrix; for spans exact-match and boundary-only span P/R/F1, polarity accuracy and macro-F1 on
+    the spans found with correct boundaries, and a per-label report.
 
     Args:
         model_dir: A directory written by ``edgesent finetune``/``prune`` (PyTorch) or ``export`` (ONNX).
-        data_path: CSV, TSV or JSONL with text and label columns; labels must be among the model's.
+        data_path: Classification: CSV, TSV or JSONL with text and label columns, labels among the model's.
+            Spans: JSONL with ``spans``, SemEval-2014 XML or CoNLL, span labels among the model's.
         text_column: column with the text (default ``text``).
-        label_column: column with the label (default ``label``).
+        label_column: column with the label (default ``label``; classification).
         batch_size: texts per forward pass (default 64).
-        skip_empty: drop rows with empty text instead of failing (default False).
+        skip_empty: drop rows with empty text instead of failing (default False; classification).
         verify: check the directory's files and manifest against their hashes first (default True).
+        drop_labels: span labels to leave out of span data, e.g. ``("conflict",)`` (default none).
 
     Returns:
-        ``classification_metrics`` plus ``model_dir``, ``kind``, ``precision`` and ``data``.
+        The task's metrics plus ``model_dir``, ``kind``, ``task``, ``model_precision`` (fp32, int8, fp16) and
+        ``data``; a classification report also has the model's precision as ``precision`` (a span report's
+        ``precision`` is the span precision).
 
     Raises:
-        ModelError: not an intact edgesent model directory. DataError: unusable data. ConfigError: bad batch_size.
+        ModelError: not an intact edgesent model directory. DataError: unusable data. ConfigError: bad batch_size,
+            or options the task does not take.
     """
+    from edgesent.tasks import get_task
+
     check_number("batch_size", batch_size, low=1, integer=True)
     model_dir = Path(model_dir)
     model = read_model_dir(model_dir, verify=verify)
+    options = {
+        "text_column": text_column,
+        "label_column": label_column,
+        "batch_size": batch_size,
+        "skip_empty": skip_empty,
+        "drop_labels": tuple(drop_labels),
+    }
+    report = get_task(model.task).evaluate(model, Path(data_path), options)
+    # "precision" is the model's numeric precision (fp32, int8) in a classification report, as it always was; a
+    # span report's "precision" is the exact-match span precision, so the model's is "model_precision" in both.
+    return {
+        "precision": model.precision,
+        **report,
+        "model_dir": str(model_dir),
+        "kind": model.kind,
+        "task": model.task,
+        "model_precision": model.precision,
+    }
+
+
+def classification_report(model: ModelDir, data_path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The classification task's evaluation (``evaluate_model`` for a text-classification directory).
+
+    ONNX directories go through the runtime predictor (no torch needed), PyTorch ones through ``torch_logits``.
+
+    Raises:
+        DataError: unusable data. ConfigError: ``drop_labels`` (a span-data option).
+    """
+    if options.get("drop_labels"):
+        raise ConfigError(f"--drop-label {', '.join(options['drop_labels'])}: only span data has labels to drop")
     labels = list(model.labels)
-    data = load_dataset(data_path, text_column, label_column, skip_empty)
+    data = load_dataset(data_path, options["text_column"], options["label_column"], options["skip_empty"])
     y_true = np.asarray(encode_labels(data, labels))
-    kind = model.kind
-    if kind == KIND_ONNX:
+    if model.kind == KIND_ONNX:
         from edgesent.runtime import Predictor
 
-        # verified above already: the predictor need not hash the files a second time
-        logits = Predictor.load(model_dir, verify=False).predict_logits(data.texts, batch_size=batch_size)
+        # verified by read_model_dir already: the predictor need not hash the files a second time
+        logits = Predictor.load(model.path, verify=False).predict_logits(data.texts, batch_size=options["batch_size"])
     else:
         from edgesent._imports import require_train_extra
 
         require_train_extra("evaluate")
-        tokenizer, torch_model = load_torch_model(model_dir)
-        logits = torch_logits(torch_model, tokenizer, data.texts, batch_size, model.max_length)
-    report = classification_metrics(y_true, logits.argmax(axis=-1), labels)
-    return {
-        **report,
-        "model_dir": str(model_dir),
-        "kind": kind,
-        "precision": model.precision,
-        "data": data.fingerprint(),
-    }
+        tokenizer, torch_model = load_torch_model(model.path, model.task)
+        logits = torch_logits(torch_model, tokenizer, data.texts, options["batch_size"], model.max_length)
+    return {**classification_metrics(y_true, logits.argmax(axis=-1), labels), "data": data.fingerprint()}

@@ -6,6 +6,10 @@ convert it to int8 or fp16; run the parity gate against PyTorch, trying the know
 when it fails; write the model, tokenizer, config and manifest into a temporary sibling directory
 that replaces the output only when everything passed. A model that fails parity is never
 presented as verified: it is discarded, or kept with ``verified: false`` on request.
+
+The source's task (``edgesent.tasks``) says which head Optimum exports (text- or token-classification), the
+dynamic axes of ``logits`` in the fallback, what calibration data holds, the manifest's task fields (a span
+model's ``tags``) and the parity measure; quantization is the same for every task.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from edgesent.artifacts import (
     KIND_PYTORCH,
     LOGITS_OUTPUT,
     ONNX_FILE_NAME,
+    TASK_CLASSIFY,
     TOKENIZER_FILE_NAME,
     ModelDir,
     atomic_output_dir,
@@ -40,11 +45,11 @@ from edgesent.artifacts import (
 )
 from edgesent.config.export import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSET, MIN_OPSET, ExportConfig
 from edgesent.config.quantize import QuantizeConfig
-from edgesent.data import load_dataset
 from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
 from edgesent.evaluate import load_torch_model
 from edgesent.parity import ParityReport, TorchReference
 from edgesent.quantize import convert_fp16, detect_target, optimize_graph, quantize_model
+from edgesent.tasks import Task, get_task
 
 
 logger = logging.getLogger(__name__)
@@ -59,7 +64,7 @@ __all__ = [
     "export_model",
 ]
 
-TASK = "text-classification"
+TASK = TASK_CLASSIFY  # the default; an export takes its task from the source's manifest
 _DYNAMIC_AXES = {0: "batch_size", 1: "sequence_length"}
 
 
@@ -74,9 +79,14 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _torch_onnx_export(model_dir: Path, out_path: Path, opset: int) -> None:
-    """The fallback: TorchScript-based ``torch.onnx.export`` (``dynamo=True`` would need onnxscript)."""
-    tokenizer, model = load_torch_model(model_dir, attn_implementation="eager")
+def _torch_onnx_export(model_dir: Path, out_path: Path, opset: int, task: Task | None = None) -> None:
+    """The fallback: TorchScript-based ``torch.onnx.export`` (``dynamo=True`` would need onnxscript).
+
+    ``logits`` gets the task's dynamic axes: (batch,) for a classifier's (B, C), (batch, sequence) for a
+    tagger's (B, T, K). ``task`` None: the source manifest's.
+    """
+    task = task or get_task(read_model_dir(model_dir, verify=False).task)
+    tokenizer, model = load_torch_model(model_dir, task.hf_task, attn_implementation="eager")
     # Two texts of different lengths: batch and sequence dims > 1, so the tracer cannot specialise on 1.
     sample = tokenizer(
         ["a short text", "a somewhat longer text for the sample batch"], padding=True, return_tensors="pt"
@@ -84,7 +94,7 @@ def _torch_onnx_export(model_dir: Path, out_path: Path, opset: int) -> None:
     # input_names bind to the traced inputs by position, i.e. in forward()'s order; the tokenizer's order
     # (input_ids, token_type_ids, attention_mask) would silently swap the mask and the segment ids.
     names = [name for name in inspect.signature(model.forward).parameters if name in sample]
-    axes = {name: _DYNAMIC_AXES for name in names} | {LOGITS_OUTPUT: {0: "batch_size"}}
+    axes = {name: _DYNAMIC_AXES for name in names} | {LOGITS_OUTPUT: task.logits_axes()}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about constants that are constant for this model
         torch.onnx.export(
@@ -101,16 +111,25 @@ def _torch_onnx_export(model_dir: Path, out_path: Path, opset: int) -> None:
         )
 
 
-def _export_fp32(model_dir: Path, work_dir: Path, opset: int | None) -> tuple[Path, dict[str, Any]]:
+def _export_fp32(
+    model_dir: Path, work_dir: Path, opset: int | None, task: Task | None = None
+) -> tuple[Path, dict[str, Any]]:
     """Export with Optimum (dynamic batch/sequence axes); fall back to torch.onnx.export if it fails.
 
-    Optimum's own validation is off: the parity gate that follows is stricter and runs on real text.
+    Optimum exports the task's head (``task.hf_task``: text- or token-classification; None: the source
+    manifest's). Its own validation is off: the parity gate that follows is stricter and runs on real text.
     """
+    task = task or get_task(read_model_dir(model_dir, verify=False).task)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             main_export(
-                str(model_dir), work_dir / "optimum", task=TASK, opset=opset, device="cpu", do_validation=False
+                str(model_dir),
+                work_dir / "optimum",
+                task=task.hf_task,
+                opset=opset,
+                device="cpu",
+                do_validation=False,
             )
         path = work_dir / "optimum" / ONNX_FILE_NAME
         if not path.is_file():
@@ -122,7 +141,7 @@ def _export_fp32(model_dir: Path, work_dir: Path, opset: int | None) -> tuple[Pa
     logger.warning("Optimum's ONNX exporter failed (%s); falling back to torch.onnx.export", reason)
     path = work_dir / "torch_onnx.onnx"
     try:
-        _torch_onnx_export(model_dir, path, opset or DEFAULT_OPSET)
+        _torch_onnx_export(model_dir, path, opset or DEFAULT_OPSET, task)
     except Exception as err:
         raise ExportError(
             f"{model_dir}: cannot export to ONNX: Optimum failed ({reason}), "
@@ -163,12 +182,12 @@ def _save_support_files(model_dir: Path, out_dir: Path, max_length: int) -> None
     AutoConfig.from_pretrained(model_dir).save_pretrained(out_dir)
 
 
-def _calibration_texts(cfg: ExportConfig) -> list[str]:
-    """The first ``calibration_samples`` texts of ``calibration_data``, read before any model loads."""
+def _calibration_texts(cfg: ExportConfig, task: Task) -> list[str]:
+    """The first ``calibration_samples`` texts of ``calibration_data`` (a data file of the model's task), read
+    before any model loads."""
     if cfg.calibration_data is None:
         return []
-    data = load_dataset(cfg.calibration_data, cfg.parity.text_column, None, skip_empty=True)
-    return data.texts[: cfg.calibration_samples]
+    return task.read_texts(cfg.calibration_data, cfg.parity.text_column)[: cfg.calibration_samples]
 
 
 def _calibration_batches(
@@ -301,17 +320,18 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_opset(cfg.opset)
     source = read_model_dir(model_dir, kind=KIND_PYTORCH, verify=cfg.verify)
+    task = get_task(source.task)
     try:
         hf_config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as err:
         raise ModelError(f"{model_dir}/config.json: unreadable ({_one_line(err)})") from err
     max_length = _resolve_max_length(cfg, source, hf_config, model_dir)
     parity_cfg = replace(cfg.parity, max_length=max_length, verify=cfg.verify)
-    calibration_texts = _calibration_texts(cfg)
+    calibration_texts = _calibration_texts(cfg, task)
     with atomic_output_dir(out_dir, cfg.overwrite, sources=[model_dir]) as tmp_dir, scratch_dir("export") as tmp:
         work_dir = Path(tmp)
         reference = TorchReference(model_dir, parity_cfg)
-        fp32_path, exporter = _export_fp32(model_dir, work_dir, cfg.opset)
+        fp32_path, exporter = _export_fp32(model_dir, work_dir, cfg.opset, task)
         graph_path, fused = fp32_path, None
         if cfg.optimize:
             graph_path = work_dir / "optimized.onnx"
@@ -328,8 +348,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
             tmp_dir,
             KIND_ONNX,
             {
-                "task": TASK,
+                "task": task.hf_task,
                 "labels": list(source.labels),
+                **task.manifest_fields(source.labels),
                 "max_length": max_length,
                 "onnx_file": ONNX_FILE_NAME,
                 "precision": cfg.precision,

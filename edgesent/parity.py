@@ -25,6 +25,7 @@ from edgesent.artifacts import (
     LOGITS_OUTPUT,
     MANIFEST_NAME,
     ONNX_FILE_NAME,
+    TASK_CLASSIFY,
     TOKENIZER_FILE_NAME,
     read_manifest,
     read_model_dir,
@@ -33,6 +34,7 @@ from edgesent.config.parity import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLDS, PRECI
 from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
 from edgesent.evaluate import iter_torch_logits, load_torch_model
+from edgesent.tasks import get_task
 
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,10 @@ class ParityReport:
     ``n_texts`` texts gave ``n_rows`` compared rows (probe texts run once in a mixed batch and once
     alone), truncated to ``max_length`` tokens. Accuracies are fractions, None without labels;
     ``accuracy_delta`` is onnx - torch.
+
+    For span models (``task`` ``token-classification``) ``agreement`` is per token (each word's first
+    sub-token), ``span_f1`` the exact-match F1 of the ONNX spans against the PyTorch spans, and the accuracies
+    are the exact-match span F1 on the gold spans; differences are taken over the real (unpadded) tokens.
     """
 
     passed: bool
@@ -96,6 +102,8 @@ class ParityReport:
     checks: list[dict[str, Any]]
     disagreements: list[dict[str, Any]] = field(default_factory=list)
     onnx_file: str = ""
+    task: str = TASK_CLASSIFY
+    span_f1: float | None = None
 
     @property
     def failures(self) -> list[str]:
@@ -107,6 +115,8 @@ class ParityReport:
         if not self.passed:
             return "; ".join(self.failures)
         parts = [f"max_abs_diff {self.max_abs_diff:.2e}", f"agreement {self.agreement:.2%}"]
+        if self.span_f1 is not None:
+            parts.append(f"span_f1 {self.span_f1:.4f}")
         if self.accuracy_torch is not None:
             parts.append(f"accuracy {self.accuracy_torch:.4f} -> {self.accuracy_onnx:.4f}")
         return ", ".join(parts)
@@ -143,6 +153,21 @@ def load_parity_texts(cfg: ParityConfig, labels: list[str]) -> tuple[list[str], 
     return data.texts, data.labels, str(cfg.data)
 
 
+def class_ids(labels: list[str], n_texts: int, vocab: list[str]) -> np.ndarray:
+    """(N,) class ids of raw label strings, one per text: the classification gold parity compares accuracy on.
+
+    Raises:
+        ConfigError: not one label per text. DataError: labels the model does not know.
+    """
+    if len(labels) != n_texts:
+        raise ConfigError(f"labels: {len(labels)} labels for {n_texts} texts")
+    index = {label: i for i, label in enumerate(vocab)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataError(f"labels {unknown!r} are not among the model's ({', '.join(vocab)})")
+    return np.asarray([index[label] for label in labels])
+
+
 def _onnx_path(onnx_dir: Path) -> tuple[Path, dict[str, Any]]:
     onnx_dir = Path(onnx_dir)
     if not onnx_dir.is_dir():
@@ -165,7 +190,7 @@ class TorchReference:
         model_dir: Path,
         cfg: ParityConfig,
         texts: list[str] | None = None,
-        labels: list[str] | None = None,
+        labels: list[Any] | None = None,
     ) -> None:
         """Tokenize the texts and run the PyTorch model on them.
 
@@ -173,38 +198,47 @@ class TorchReference:
             model_dir: The PyTorch source directory (checked with ``artifacts.read_model_dir``).
             cfg: Data, max_length and batch size; ``texts``/``labels`` given here take precedence.
             texts: Texts to compare on; None: ``cfg.data`` or the probe texts.
-            labels: Raw label strings, one per text (accuracy is compared when given).
+            labels: Gold per text, compared when given: raw label strings (classification), or lists of
+                ``Span`` (span models; their span F1 is compared).
         """
         self.model_dir = Path(model_dir)
         self.cfg = cfg
         source = read_model_dir(self.model_dir, kind=KIND_PYTORCH, verify=cfg.verify)
+        self.task = get_task(source.task)
+        self.task_name = source.task
         self.labels_vocab: list[str] = list(source.labels)
+        self.outputs_vocab: list[str] = list(source.outputs)  # what each output unit means (labels or tags)
+        gold: Any
         if texts is None:
-            texts, labels, self.source = load_parity_texts(cfg, self.labels_vocab)
+            texts, gold, self.source = self.task.parity_data(cfg, source)
         else:
-            self.source = "given texts"
-        if labels is not None and len(labels) != len(texts):
-            raise ConfigError(f"labels: {len(labels)} labels for {len(texts)} texts")
+            gold, self.source = labels, "given texts"
         if not texts:
             raise ConfigError("texts: parity needs at least one text")
         self.texts = list(texts)
-        index = {label: i for i, label in enumerate(self.labels_vocab)}
-        unknown = sorted(set(labels or []) - set(index))
-        if unknown:
-            raise DataError(f"labels {unknown!r} are not among the model's ({', '.join(self.labels_vocab)})")
-        self.y_true = np.asarray([index[label] for label in labels]) if labels is not None else None
+        # the task's gold annotations (classification: class ids; spans: span lists), None without labels
+        self.gold = self.task.parity_gold(gold, len(self.texts), source) if gold is not None else None
         self.max_length = int(cfg.max_length or source.max_length)
-        self.tokenizer, model = load_torch_model(self.model_dir)
+        self.tokenizer, model = load_torch_model(self.model_dir, source.task)
         self.rows = self._plan(probes=self.source == "probe texts")
         self.batches: list[dict[str, np.ndarray]] = []  # (B, T) inputs per batch, fed to the ONNX model as is
-        outputs = []
+        self.outputs: list[np.ndarray] = []  # logits per batch: (B, C), or (B, T, K) for a tagger
         for batch, logits in iter_torch_logits(
             model, self.tokenizer, self.texts, self.rows, self.max_length, desc="parity: pytorch"
         ):
             self.batches.append(batch)
-            outputs.append(logits)
-        self.logits = np.concatenate(outputs)  # (R, C), R = rows over all batches
+            self.outputs.append(logits)
         self.row_text = np.concatenate([np.asarray(r) for r in self.rows])  # (R,) text index of each row
+
+    @property
+    def y_true(self) -> np.ndarray | None:
+        """Classification: the gold class id of each text (None without labels)."""
+        return self.gold
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Classification: (R, C) logits over all batches, R = rows."""
+        return np.concatenate(self.outputs)
 
     def _plan(self, probes: bool) -> list[list[int]]:
         n, size = len(self.texts), self.cfg.batch_size
@@ -234,7 +268,7 @@ class TorchReference:
         Returns:
             A ParityReport; ``passed`` is False when any check failed or the model could not run.
         """
-        bounds = self.cfg.thresholds(precision)
+        bounds = self.cfg.thresholds(precision, self.task_name)
         checks: list[dict[str, Any]] = []
 
         def check(name: str, value: float | None, bound: float | None, ok: bool, message: str) -> None:
@@ -242,13 +276,14 @@ class TorchReference:
                 {"name": name, "value": value, "bound": bound, "passed": ok, "message": None if ok else message}
             )
 
-        onnx_logits = self._run_onnx(onnx_path, check)
+        onnx_outputs = self._run_onnx(onnx_path, check)
         metrics: dict[str, Any] = dict.fromkeys(
             ("max_abs_diff", "mean_abs_diff", "agreement", "accuracy_torch", "accuracy_onnx", "accuracy_delta")
         )
         disagreements: list[dict[str, Any]] = []
-        if onnx_logits is not None:
-            metrics, disagreements = self._judge(onnx_logits, bounds, check)
+        if onnx_outputs is not None:
+            # the task's measure: logits and labels for classification, tags and spans for span models
+            metrics, disagreements = self.task.judge_parity(self, self.outputs, onnx_outputs, bounds, check)
         tokenizer_match = None
         if tokenizer_path is not None and tokenizer_path.is_file():
             tokenizer_match = self._tokenizer_match(tokenizer_path)
@@ -273,11 +308,12 @@ class TorchReference:
             checks=checks,
             disagreements=disagreements,
             onnx_file=str(onnx_path),
+            task=self.task_name,
         )
         logger.info("parity %s: %s", "passed" if report.passed else "FAILED", report.summary())
         return report
 
-    def _run_onnx(self, onnx_path: Path, check: _Check) -> np.ndarray | None:
+    def _run_onnx(self, onnx_path: Path, check: _Check) -> list[np.ndarray] | None:
         try:
             session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
             names = [i.name for i in session.get_inputs()]
@@ -294,23 +330,30 @@ class TorchReference:
             reason = " ".join(str(err).split())[:300]
             check("runs", None, None, False, f"onnxruntime cannot run {onnx_path.name}: {reason}")
             return None
-        logits = np.concatenate(outputs).astype(np.float32)  # (R, C')
-        ok = logits.shape == self.logits.shape
-        check("output_shape", None, None, ok, f"logits shape {logits.shape} != PyTorch's {self.logits.shape}")
-        if not ok:
+        outputs = [o.astype(np.float32) for o in outputs]  # (B, C') or (B, T, K') per batch
+        bad = next(((o.shape, t.shape) for o, t in zip(outputs, self.outputs) if o.shape != t.shape), None)
+        if bad is not None and all(o.ndim == 2 for o in outputs + self.outputs):  # classifiers: the whole (R, C)
+            bad = (np.concatenate(outputs).shape, self.logits.shape)
+        check("output_shape", None, None, bad is None, f"logits shape {bad and bad[0]} != PyTorch's {bad and bad[1]}")
+        if bad is not None:
             return None
-        finite = bool(np.isfinite(logits).all())
-        check("finite", None, None, finite, f"non-finite logits in {int((~np.isfinite(logits)).any(-1).sum())} rows")
-        return logits
+        nonfinite = sum(int((~np.isfinite(o)).any(-1).sum()) for o in outputs)
+        check("finite", None, None, not nonfinite, f"non-finite logits in {nonfinite} rows")
+        return outputs
 
-    def _judge(self, onnx_logits: np.ndarray, bounds: dict[str, float | None], check: _Check) -> tuple[dict, list]:
-        diff = np.abs(onnx_logits - self.logits)  # (R, C)
-        pred_torch, pred_onnx = self.logits.argmax(-1), onnx_logits.argmax(-1)  # (R,)
+    def judge_classes(
+        self, onnx_outputs: list[np.ndarray], bounds: dict[str, float | None], check: _Check
+    ) -> tuple[dict, list]:
+        """The classification measure: logit differences, label agreement and, with labels, accuracy."""
+        onnx_logits = np.concatenate(onnx_outputs)  # (R, C)
+        torch_logits = self.logits  # (R, C)
+        diff = np.abs(onnx_logits - torch_logits)  # (R, C)
+        pred_torch, pred_onnx = torch_logits.argmax(-1), onnx_logits.argmax(-1)  # (R,)
         agree = pred_torch == pred_onnx
         rows = np.arange(len(agree))
         # How far PyTorch preferred its label over the one ONNX picked: near 0 means the source model itself
         # was undecided there (a fresh head), so a flip says little about the export.
-        margin = self.logits[rows, pred_torch] - self.logits[rows, pred_onnx]  # (R,)
+        margin = torch_logits[rows, pred_torch] - torch_logits[rows, pred_onnx]  # (R,)
         metrics: dict[str, Any] = {
             "max_abs_diff": float(diff.max()),
             "mean_abs_diff": float(diff.mean()),
@@ -354,8 +397,8 @@ class TorchReference:
         disagreements = [
             {
                 "text": self.texts[self.row_text[r]][:80],
-                "torch": self.labels_vocab[pred_torch[r]],
-                "onnx": self.labels_vocab[pred_onnx[r]],
+                "torch": self.outputs_vocab[pred_torch[r]],
+                "onnx": self.outputs_vocab[pred_onnx[r]],
                 "torch_margin": float(margin[r]),
             }
             for r in np.flatnonzero(~agree)[:5]
@@ -368,7 +411,7 @@ def check_parity(
     onnx_dir: str | Path,
     cfg: ParityConfig | None = None,
     texts: list[str] | None = None,
-    labels: list[str] | None = None,
+    labels: list[Any] | None = None,
 ) -> ParityReport:
     """Compare an exported ONNX directory with its PyTorch source on the same tokenized batches.
 

@@ -65,6 +65,7 @@ from edgesent.data import LabelledTexts, encode_labels, load_dataset
 from edgesent.errors import ConfigError, ModelError
 from edgesent.evaluate import load_torch_model, torch_logits
 from edgesent.metrics import classification_metrics
+from edgesent.tasks import get_task
 from edgesent.train import best_entry, build_trainer, check_finite, encode_texts, epoch_history, resolve_device
 
 
@@ -439,12 +440,18 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         after pruning and after recovery; ``metrics`` is the final model's full report on ``eval_data``.
 
     Raises:
-        ModelError: the source is not an edgesent PyTorch directory or not a BERT-style encoder.
+        ModelError: the source is not an edgesent PyTorch directory, not a BERT-style encoder, or a span model
+            (token-classification: not supported yet).
         DataError: unusable data or labels the model does not know.
         ConfigError: invalid targets (checked before training), or an unwritable/existing ``out``.
     """
     started = time.perf_counter()
     source = read_model_dir(cfg.model_dir, kind=KIND_PYTORCH)
+    if not get_task(source.task).prunable:  # refused before any data is read or anything is written
+        raise ModelError(
+            f"{cfg.model_dir}: a {source.task} model; prune supports text-classification models only "
+            "(importance scoring and distillation recovery are per text, not per token)"
+        )
     labels = list(source.labels)
     max_length = cfg.max_length or source.max_length
     train_data = load_dataset(cfg.data, cfg.text_column, cfg.label_column, cfg.skip_empty)

@@ -2,13 +2,17 @@
 
 What edgesent adds: base-model resolution without a hub, label mapping from the data, checks before any
 model loads (``max_length`` within the base's positions, the base tokenizer's coverage of the data), metrics
-per epoch (accuracy, macro-F1, per-class report), class weights for imbalanced data, a refusal to save a
+per epoch (the task's: accuracy, macro-F1 and per-class report for classification; span P/R/F1 for spans),
+class weights for imbalanced data, a refusal to save a
 model whose loss or weights are not finite, and an atomic output directory with a manifest that ties the
 model to its data and settings. The settings are ``edgesent.config.train.TrainConfig`` (re-exported here).
+What differs between tasks (data, model class, encoding, collator, metrics, the best-epoch metric) is asked of
+the task (``edgesent.tasks``); the classification pieces live here and ``tasks.classify`` wraps them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import math
@@ -26,7 +30,6 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     EarlyStoppingCallback,
     Trainer,
     TrainingArguments,
@@ -37,6 +40,8 @@ from edgesent.config.train import DEFAULT_BASE, UNKNOWN_TOKEN_MAX_RATE, UNKNOWN_
 from edgesent.data import LabelledTexts, encode_labels, label_list, load_dataset, stratified_split
 from edgesent.errors import ConfigError, DataError, MissingDependencyError, ModelError, TrainingError
 from edgesent.metrics import classification_metrics
+from edgesent.tasks import CLASSIFY, resolve_task
+from edgesent.tasks.spans import IGNORE_INDEX
 
 
 logger = logging.getLogger(__name__)
@@ -118,10 +123,11 @@ def load_tokenizer(base_path: str) -> tuple[Any, Any]:
     return tokenizer, hf_config
 
 
-def load_model(base_path: str, labels: list[str]) -> Any:
-    """A classification model with a fresh head for ``labels``; ModelError if the weights cannot be loaded."""
+def load_model(base_path: str, labels: list[str], model_class: Any = AutoModelForSequenceClassification) -> Any:
+    """A model with a fresh head for ``labels`` (the output names: classes, or a tagger's tags); ModelError if
+    the weights cannot be loaded. ``model_class``: the task's auto class (default: sequence classification)."""
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        return model_class.from_pretrained(
             base_path,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
@@ -165,7 +171,7 @@ def resolve_device(device: str) -> str:
 
 def default_out_dir(cfg: TrainConfig) -> Path:
     """``models/<data name>-<base name>`` when no ``--out`` is given."""
-    data_name = cfg.data.stem if cfg.data else "demo"
+    data_name = cfg.data.stem if cfg.data else "demo" if cfg.task in (None, CLASSIFY) else f"demo-{cfg.task}"
     return MODELS_DIR / f"{data_name}-{Path(cfg.base).name.lower()}"
 
 
@@ -337,7 +343,11 @@ class MetricsRecorder:
 
 
 class WeightedLossTrainer(Trainer):
-    """Trainer whose cross-entropy weights classes (inverse frequency) for imbalanced data."""
+    """Trainer whose cross-entropy weights classes (inverse frequency) for imbalanced data.
+
+    Logits and labels are flattened, so a tagger's (B, T, K) logits and (B, T) tags (-100 where no tag is read)
+    are weighted per tag the same way as a classifier's (B, C) logits and (B,) labels.
+    """
 
     def __init__(self, *args: Any, class_weights: torch.Tensor, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -346,8 +356,11 @@ class WeightedLossTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        loss_fn = torch.nn.CrossEntropyLoss(weight=self.class_weights.to(outputs.logits.device))
-        loss = loss_fn(outputs.logits.float(), labels)
+        loss_fn = torch.nn.CrossEntropyLoss(
+            weight=self.class_weights.to(outputs.logits.device), ignore_index=IGNORE_INDEX
+        )
+        logits = outputs.logits.float()
+        loss = loss_fn(logits.view(-1, logits.shape[-1]), labels.view(-1))
         return (loss, outputs) if return_outputs else loss
 
 
@@ -358,7 +371,7 @@ def inverse_frequency_weights(class_ids: list[int], num_labels: int) -> torch.Te
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _amp_flags(device: str) -> dict[str, bool]:
+def _amp_flags(device: str) -> dict[str, Any]:
     """bf16 on GPUs that support it (no loss scaling needed), else fp16; none on CPU."""
     if device != "cuda":
         return {"bf16": False, "fp16": False}
@@ -388,7 +401,7 @@ def _to_hf_args(cfg: TrainConfig, work_dir: Path, device: str, train_size: int) 
         logging_strategy="epoch",
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model="macro_f1",
+        metric_for_best_model=resolve_task(cfg.task, cfg.data).best_metric,
         greater_is_better=True,
         save_only_model=True,
         report_to=[],
@@ -415,9 +428,11 @@ def build_trainer(
     device: str,
     trainer_cls: type[Trainer] = Trainer,
     **trainer_kwargs: Any,
-) -> tuple[Trainer, MetricsRecorder]:
-    """A Trainer with edgesent's metrics, dynamic padding and early stopping (reused by pruning recovery)."""
-    recorder = MetricsRecorder(labels)
+) -> tuple[Trainer, Any]:
+    """A Trainer with the task's metrics and collator (dynamic padding) and early stopping on the task's best
+    metric (reused by pruning recovery)."""
+    task = resolve_task(cfg.task, cfg.data)
+    recorder = task.metrics_recorder(labels)
     callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping)] if cfg.early_stopping else []
     trainer = trainer_cls(
         model=model,
@@ -425,7 +440,7 @@ def build_trainer(
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=task.collator(tokenizer),
         compute_metrics=recorder,
         callbacks=callbacks,
         **trainer_kwargs,
@@ -433,7 +448,7 @@ def build_trainer(
     return trainer, recorder
 
 
-def epoch_history(trainer: Trainer, recorder: MetricsRecorder) -> list[dict[str, Any]]:
+def epoch_history(trainer: Trainer, recorder: Any) -> list[dict[str, Any]]:
     """One entry per evaluation: epoch, step, train loss, and the full metrics report."""
     train_loss = {round(e["epoch"], 4): e["loss"] for e in trainer.state.log_history if "loss" in e}
     evals = [e for e in trainer.state.log_history if "eval_loss" in e]
@@ -450,7 +465,7 @@ def epoch_history(trainer: Trainer, recorder: MetricsRecorder) -> list[dict[str,
 
 
 def best_entry(history: list[dict[str, Any]], best_step: int | None) -> dict[str, Any]:
-    """The history entry the Trainer kept as best (by macro-F1), or the last one."""
+    """The history entry the Trainer kept as best (by the task's best metric), or the last one."""
     for entry in history:
         if entry["step"] == best_step:
             return entry
@@ -458,7 +473,11 @@ def best_entry(history: list[dict[str, Any]], best_step: int | None) -> dict[str
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Fine-tune ``cfg.base`` on ``cfg.data`` and save the best epoch's model to ``cfg.out``.
+    """Fine-tune ``cfg.base`` on ``cfg.data`` for ``cfg.task`` and save the best epoch's model to ``cfg.out``.
+
+    The task (``cfg.task``, else what the data holds) says how the data is read and encoded, which model class,
+    collator and metrics are used, and which metric picks the best epoch; everything else is the same Trainer
+    setup for every task.
 
     Returns:
         The manifest written to ``<out>/edgesent.json`` (its ``out_dir`` key says where).
@@ -469,7 +488,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         TrainingError: the loss or the weights are not finite after training; nothing is saved.
     """
     started = time.perf_counter()
-    train_data, eval_data, labels = load_training_data(cfg)
+    task = resolve_task(cfg.task, cfg.data)
+    cfg = dataclasses.replace(cfg, task=task.name)  # recorded resolved, and asked of by _to_hf_args/build_trainer
+    train_data, eval_data, labels = task.load_training_data(cfg)
     base_path = resolve_base(cfg.base)
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.out or default_out_dir(cfg))
@@ -479,39 +500,41 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     sources = [path for path in (cfg.data, cfg.eval_data, Path(base_path)) if path is not None and path.exists()]
     with atomic_output_dir(out_dir, overwrite=cfg.overwrite, sources=sources) as tmp_dir:
         torch.manual_seed(cfg.seed)
-        model = load_model(base_path, labels)
-        train_set = encode_texts(tokenizer, train_data, labels, cfg.max_length)
-        eval_set = encode_texts(tokenizer, eval_data, labels, cfg.max_length)
+        outputs = task.output_names(labels)
+        model = load_model(base_path, outputs, task.model_class())
+        train_set = task.encode(tokenizer, train_data, labels, cfg.max_length)
+        eval_set = task.encode(tokenizer, eval_data, labels, cfg.max_length)
         extra: dict[str, Any] = {}
         trainer_cls: type[Trainer] = Trainer
         if cfg.class_weights == "auto":
             trainer_cls = WeightedLossTrainer
-            extra["class_weights"] = inverse_frequency_weights([f["labels"] for f in train_set.features], len(labels))
+            ids = [int(i) for f in train_set.features for i in np.atleast_1d(f["labels"]) if i != IGNORE_INDEX]
+            extra["class_weights"] = inverse_frequency_weights(ids, len(outputs))
         with scratch_dir("checkpoints") as work_dir:
             trainer, recorder = build_trainer(
                 model, tokenizer, train_set, eval_set, cfg, labels, Path(work_dir), device, trainer_cls, **extra
             )
             result = trainer.train()
-            check_finite(trainer.model, result.training_loss, "fine-tuning", cfg.lr)
+            trained: Any = trainer.model  # the best epoch's weights (load_best_model_at_end)
+            check_finite(trained, result.training_loss, "fine-tuning", cfg.lr)
             history = epoch_history(trainer, recorder)
             best = best_entry(history, trainer.state.best_global_step)
-            trainer.model.save_pretrained(tmp_dir)
+            trained.save_pretrained(tmp_dir)
             tokenizer.save_pretrained(tmp_dir)
         manifest = write_manifest(
             tmp_dir,
             KIND_PYTORCH,
             {
-                "task": "text-classification",
+                "task": task.hf_task,
                 "labels": labels,
+                **task.manifest_fields(labels),
                 "max_length": cfg.max_length,
                 "base_model": {"name": cfg.base, "resolved": base_path},
                 "hyperparameters": cfg.to_dict(),
                 "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint(), "coverage": coverage},
                 "epochs": history,
                 "best_epoch": best["epoch"],
-                "metrics": {
-                    k: best[k] for k in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "n", "labels")
-                },
+                "metrics": {k: best[k] for k in task.summary_keys},
                 "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
                 "train_samples_per_second": result.metrics.get("train_samples_per_second"),
                 "wall_time_s": round(time.perf_counter() - started, 2),

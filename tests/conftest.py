@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import random
 import shutil
 from pathlib import Path
@@ -155,31 +156,49 @@ def short_onnx_copy(short_onnx_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(short_onnx_dir, tmp_path / "onnx"))
 
 
+# --- span models (task token-classification) ---------------------------------------------------------------------
+
 SPAN_LABELS = ["negative", "positive"]
 
 
-@pytest.fixture(scope="session")
-def tiny_span_onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A span model's ONNX export dir (task token-classification) and, beside it, the PyTorch model. Read-only.
+def make_span_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
+    """Deterministic span records: filler words with one or two keyword aspects, each labelled by its polarity."""
+    rng = random.Random(seed)
+    rows: list[dict[str, object]] = []
+    for _ in range(n):
+        words = rng.sample(_FILLER, 4)
+        keywords = [(rng.choice(_WORDS[label]), label) for label in rng.sample(SPAN_LABELS, rng.choice([1, 2]))]
+        for word, label in keywords:
+            words.insert(rng.randrange(len(words) + 1), f"\0{label}\0{word}")
+        text, spans = "", []
+        for word in words:
+            text += " " if text else ""
+            if word.startswith("\0"):
+                _, label, word = word.split("\0")
+                spans.append({"start": len(text), "end": len(text) + len(word), "label": label, "term": word})
+            text += word
+        rows.append({"text": text, "spans": spans})
+    return rows
 
-    A tiny random ``BertForTokenClassification`` (2 layers, hidden 32, the offline WordPiece vocab) with the BIO
-    tags of ``SPAN_LABELS`` as ``id2label``; its classifier weights are scaled up so that the tags vary from word
-    to word and most texts get spans. Exported with Optimum (``task="token-classification"``, dynamic batch and
-    sequence, output ``logits``) into the returned directory with the tokenizer files and an onnx manifest
-    (``task``, ``labels``, ``tags``, ``max_length`` 64, ``precision`` fp32). The PyTorch model it came from is
-    ``tiny_span_onnx_dir.parent / "torch"`` (HF files and a pytorch manifest with the same task, labels and tags).
-    """
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def _tiny_span_model_master(tmp_path_factory) -> Path:
+    """A tiny random BERT tagger (BIO tags of ``SPAN_LABELS``) with the tiny tokenizer and a span manifest."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    onnx_export = pytest.importorskip("optimum.exporters.onnx")
-    from edgesent.artifacts import KIND_ONNX, KIND_PYTORCH, TASK_SPANS, write_manifest
+    from edgesent.artifacts import KIND_PYTORCH, TASK_SPANS, write_manifest
     from edgesent.tasks.spans import tag_names
 
-    root = tmp_path_factory.mktemp("span")
-    tags = tag_names(SPAN_LABELS)
+    root = tmp_path_factory.mktemp("tiny-spans")
     vocab_path = root / "vocab.txt"
     vocab_path.write_text("\n".join(_vocab()) + "\n")
     tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=True, model_max_length=64)
+    tags = tag_names(SPAN_LABELS)
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=len(_vocab()),
@@ -192,18 +211,41 @@ def tiny_span_onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         label2id={tag: i for i, tag in enumerate(tags)},
     )
     model = transformers.BertForTokenClassification(config).eval()
-    with torch.no_grad():
+    with torch.no_grad():  # larger head weights: tags vary from word to word, so most texts get spans
         model.classifier.weight.normal_(0.0, 1.0)
-    payload = {"task": TASK_SPANS, "labels": SPAN_LABELS, "tags": tags, "max_length": 64}
-    torch_dir = root / "torch"
-    model.save_pretrained(torch_dir)
-    tokenizer.save_pretrained(torch_dir)
-    write_manifest(torch_dir, KIND_PYTORCH, {**payload, "base_model": "tiny-random-bert"})
-    onnx_dir = root / "onnx"
-    onnx_export.main_export(str(torch_dir), onnx_dir, task="token-classification", opset=17, no_post_process=True)
-    for leftover in set(onnx_dir.iterdir()) - {onnx_dir / "model.onnx"}:
-        leftover.unlink()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
-        shutil.copy(torch_dir / name, onnx_dir / name)
-    write_manifest(onnx_dir, KIND_ONNX, {**payload, "onnx_file": "model.onnx", "precision": "fp32"})
-    return onnx_dir
+    model_dir = root / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_manifest(
+        model_dir,
+        KIND_PYTORCH,
+        {
+            "task": TASK_SPANS,
+            "labels": SPAN_LABELS,
+            "tags": tags,
+            "base_model": "tiny-random-bert",
+            "max_length": 64,
+        },
+    )
+    return model_dir
+
+
+@pytest.fixture
+def tiny_span_model_dir(_tiny_span_model_master: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the tiny span (token-classification) model directory for one test."""
+    return Path(shutil.copytree(_tiny_span_model_master, tmp_path / "tiny-span-model"))
+
+
+@pytest.fixture
+def tiny_span_data(tmp_path: Path) -> tuple[Path, Path]:
+    """(train.jsonl, eval.jsonl): keyword aspects labelled negative/positive by the keyword."""
+    return (
+        write_jsonl(tmp_path / "spans_train.jsonl", make_span_rows(60, seed=1)),
+        write_jsonl(tmp_path / "spans_eval.jsonl", make_span_rows(16, seed=2)),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_span_onnx_dir(_tiny_span_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny span model exported by ``export_model`` with the default ExportConfig (fp32). Read-only."""
+    return _export(_tiny_span_model_master, tmp_path_factory.mktemp("onnx") / "spans-fp32")

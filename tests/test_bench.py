@@ -676,12 +676,12 @@ def test_real_texts_are_timed_end_to_end_and_bare(
 
 
 def test_span_models_are_measured_like_classifiers(
-    runner: CliRunner, tiny_span_onnx_dir: Path, tmp_path: Path
+    runner: CliRunner, _tiny_span_model_master: Path, tiny_span_onnx_dir: Path, tmp_path: Path
 ) -> None:
     """A span model's PyTorch dir and ONNX export: synthetic cells, and real texts end to end (spans decoded)."""
     texts = write_csv(tmp_path / "texts.csv", [("great 😀 service was awful", "x"), ("服务很好 the staff", "y")])
     args = _bench_args(
-        tiny_span_onnx_dir.parent / "torch",
+        _tiny_span_model_master,
         tiny_span_onnx_dir,
         names=("torch-spans", "onnx-spans"),
         extra=("--data", str(texts), "--batch-sizes", "2", "--seq-lens", "8", "--no-peak", "--json"),

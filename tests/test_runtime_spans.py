@@ -84,10 +84,10 @@ def test_spans_are_character_offsets_of_the_original_text(span_predictor: Predic
 
 
 def test_onnx_spans_equal_the_pytorch_models_decoded_spans(
-    span_predictor: Predictor, tiny_span_onnx_dir: Path
+    span_predictor: Predictor, _tiny_span_model_master: Path
 ) -> None:
     texts = [*TEXTS, LONG_TEXT]
-    expected = _torch_spans(tiny_span_onnx_dir.parent / "torch", texts, span_predictor.max_length)
+    expected = _torch_spans(_tiny_span_model_master, texts, span_predictor.max_length)
     got = span_predictor.predict(texts, batch_size=4)
     for text, want, pred in zip(texts, expected, got):
         assert pred.spans is not None

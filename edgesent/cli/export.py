@@ -35,11 +35,12 @@ PARITY_OPTIONS = {
     "max_abs_diff": "max_abs_diff",
     "min_agreement": "min_agreement",
     "max_accuracy_drop": "max_accuracy_drop",
+    "min_span_f1": "min_span_f1",
 }
 
 
 def threshold_options(func: Any) -> Any:
-    """--max-abs-diff, --min-agreement, --max-accuracy-drop: shared by export and parity."""
+    """--max-abs-diff, --min-agreement, --max-accuracy-drop, --min-span-f1: shared by export and parity."""
     for option in reversed(
         [
             click.option(
@@ -56,8 +57,14 @@ def threshold_options(func: Any) -> Any:
             click.option(
                 "--max-accuracy-drop",
                 type=float,
-                help="With labelled data: largest allowed accuracy drop, 0.01 = 1 point. "
+                help="With labelled data: largest allowed accuracy drop (span models: span F1 drop), 0.01 = 1 point. "
                 "Default: fp32 0, int8/fp16 0.01.",
+            ),
+            click.option(
+                "--min-span-f1",
+                type=float,
+                help="Span models: minimum F1 of the ONNX spans against the PyTorch spans (--min-agreement is then "
+                "per token). Default: fp32 1.0, int8/fp16 0.97.",
             ),
         ]
     ):
@@ -86,7 +93,8 @@ def format_parity(report: dict[str, Any]) -> str:
     if report["mean_abs_diff"] is not None:
         head += f" ({report['n_rows']} rows, mean_abs_diff {report['mean_abs_diff']:.2e})"
     if report["accuracy_torch"] is not None:
-        head += f"; accuracy torch {report['accuracy_torch']:.4f}, onnx {report['accuracy_onnx']:.4f}"
+        what = "span f1" if report.get("span_f1") is not None else "accuracy"  # a span model's gold measure
+        head += f"; {what} torch {report['accuracy_torch']:.4f}, onnx {report['accuracy_onnx']:.4f}"
     return head + "\n" + format_table(["check", "measured", "bound", ""], rows)
 
 
@@ -134,7 +142,8 @@ def _size(n_bytes: int) -> str:
 @click.option(
     "--parity-data",
     type=data_path,
-    help="Texts (with labels: accuracy too) for the parity check. Default: built-in probe texts.",
+    help="Texts (with labels: accuracy too) for the parity check; for span models a span file (JSONL, XML, CoNLL). "
+    "Default: built-in probe texts.",
 )
 @text_column_option
 @label_column_option

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from edgesent.cli._format import format_metrics, format_table
+from edgesent.cli._format import format_table
 from edgesent.cli._options import (
     given_options,
     json_option,
@@ -21,6 +21,7 @@ from edgesent.cli._options import (
     with_default,
 )
 from edgesent.config.train import CLASS_WEIGHTS, DEVICES, TrainConfig
+from edgesent.tasks import TASK_NAMES, get_task
 
 
 data_path = click.Path(dir_okay=False, path_type=Path)
@@ -31,8 +32,25 @@ def _default(text: str, name: str) -> str:
 
 
 @click.command()
-@click.option("--data", type=data_path, help="Training file (CSV, TSV, JSONL). Default: the built-in demo reviews.")
+@click.option(
+    "--data",
+    type=data_path,
+    help="Training file: CSV, TSV, JSONL; for spans JSONL with 'spans', SemEval-2014 XML or CoNLL. "
+    "Default: the built-in demo (reviews; aspects with their polarity for --task spans).",
+)
 @click.option("--eval-data", type=data_path, help="Evaluation file. Default: a held-out split of --data.")
+@click.option(
+    "--task",
+    type=click.Choice(TASK_NAMES),
+    help="classify: a label per text; spans: aspects/spans with their label by token tagging. "
+    "Default: what --data holds (.xml/.conll, or JSONL with 'spans'/'aspects': spans).",
+)
+@click.option(
+    "--drop-label",
+    "drop_labels",
+    multiple=True,
+    help="Span data: leave out spans with this label, e.g. conflict (repeatable).",
+)
 @click.option(
     "--base",
     help=_default("Base model: 'minilm-l6' (installed package), a local HF model directory, or a hub id.", "base"),
@@ -83,11 +101,12 @@ def _default(text: str, name: str) -> str:
 @overwrite_option
 @json_option
 def finetune(as_json: bool, **options: object) -> None:
-    """Fine-tune a pretrained encoder for text classification and save the best epoch.
+    """Fine-tune a pretrained encoder for text classification or span tagging and save the best epoch.
 
-    Evaluates every epoch (accuracy, macro-F1, per-class report), stops early when macro-F1 stops
-    improving, and writes a Hugging Face model directory plus an edgesent.json manifest. Results go to
-    stdout; the Trainer's logs and progress bars to stderr.
+    Evaluates every epoch (accuracy, macro-F1, per-class report; for spans span P/R/F1, span-only F1 and
+    polarity accuracy), stops early when macro-F1 (spans: span F1) stops improving, and writes a Hugging Face
+    model directory plus an edgesent.json manifest. Results go to stdout; the Trainer's logs and progress bars
+    to stderr.
     """
     from edgesent._imports import require_train_extra
 
@@ -100,25 +119,39 @@ def finetune(as_json: bool, **options: object) -> None:
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
+    task = get_task(manifest["task"])
     rows = [
-        [f"{e['epoch']:g}", e["train_loss"], e["eval_loss"], e["accuracy"], e["macro_f1"]] for e in manifest["epochs"]
+        [f"{e['epoch']:g}", e["train_loss"], e["eval_loss"], *(e[c] for c in task.epoch_columns)]
+        for e in manifest["epochs"]
     ]
-    click.echo(format_table(["epoch", "train_loss", "eval_loss", "accuracy", "macro_f1"], rows))
-    click.echo(f"\nbest epoch {manifest['best_epoch']:g}: " + format_metrics(manifest["metrics"]))
+    click.echo(format_table(["epoch", "train_loss", "eval_loss", *task.epoch_columns], rows))
+    click.echo(f"\nbest epoch {manifest['best_epoch']:g}: " + task.format_report(manifest["metrics"]))
     click.echo(f"\nsaved {manifest['out_dir']} ({manifest['wall_time_s']:.1f} s on {manifest['device']['type']})")
 
 
 @click.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--data", type=data_path, required=True, help="Labelled file (CSV, TSV, JSONL).")
+@click.option(
+    "--data",
+    type=data_path,
+    required=True,
+    help="Labelled file: CSV, TSV, JSONL; for span models JSONL with 'spans', SemEval-2014 XML or CoNLL.",
+)
 @text_column_option
 @label_column_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
+@click.option(
+    "--drop-label",
+    "drop_labels",
+    multiple=True,
+    help="Span data: leave out gold spans with this label, e.g. conflict (repeatable).",
+)
 @no_verify_option
 @json_option
 def evaluate(model_dir: Path, data: Path, as_json: bool, no_verify: bool, **options: Any) -> None:
-    """Accuracy, macro-F1, per-class report and confusion matrix of MODEL_DIR on --data.
+    """The metrics of MODEL_DIR on --data: accuracy, macro-F1, per-class report and confusion matrix; for a
+    span model exact-match span P/R/F1, span-only F1, polarity accuracy and macro-F1, per-label report.
 
     MODEL_DIR may be a PyTorch directory (finetune, prune) or an ONNX directory (export), so fp32,
     int8 and pruned variants can be compared on the same data.
@@ -126,8 +159,6 @@ def evaluate(model_dir: Path, data: Path, as_json: bool, no_verify: bool, **opti
     from edgesent.evaluate import evaluate_model
 
     report = evaluate_model(model_dir, data, verify=not no_verify, **options)
-    click.echo(
-        json.dumps(report, indent=2)
-        if as_json
-        else f"{model_dir} ({report['kind']}, {report['precision']})\n" + format_metrics(report)
-    )
+    head = f"{model_dir} ({report['kind']}, {report['model_precision']})"
+    text = f"{head}\n" + get_task(report["task"]).format_report(report)
+    click.echo(json.dumps(report, indent=2) if as_json else text)

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesent.artifacts import TASK_SPANS
 from edgesent.config._base import (
     ConfigBase,
     check_bool,
@@ -25,6 +26,14 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float | None]] = {
     "int8": {"max_abs_diff": None, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
     "fp16": {"max_abs_diff": 1e-2, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
 }
+# Span models (task token-classification) are judged on spans too: min_span_f1 bounds the exact-match F1 of the
+# ONNX model's spans against PyTorch's (one flipped tag breaks a span twice, a missed and an extra one, so the
+# bound sits below min_agreement, which counts tags); max_accuracy_drop bounds the drop of the span F1 on gold.
+SPAN_THRESHOLDS: dict[str, dict[str, float | None]] = {
+    "fp32": {"min_span_f1": 1.0},
+    "int8": {"min_span_f1": 0.97},
+    "fp16": {"min_span_f1": 0.97},
+}
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -42,7 +51,9 @@ class ParityConfig(ConfigBase):
             ``inf`` turns the check off. NaN is refused.
         min_agreement: Minimum fraction of rows whose argmax agrees (fp32 1.0, int8 and fp16 0.99).
         max_accuracy_drop: With labels, the largest allowed accuracy drop as a fraction, 0.01 = 1 point
-            (fp32 0, int8 and fp16 0.01).
+            (fp32 0, int8 and fp16 0.01); for span models the drop of the exact-match span F1 on the gold spans.
+        min_span_f1: Span models only: minimum exact-match F1 of the ONNX spans against the PyTorch spans
+            (fp32 1.0, int8 and fp16 0.97); ``min_agreement`` is then the per-token tag agreement.
         verify: Check the source model directory's file hashes first (default True).
 
     Raises:
@@ -58,6 +69,7 @@ class ParityConfig(ConfigBase):
     max_abs_diff: float | None = None
     min_agreement: float | None = None
     max_accuracy_drop: float | None = None
+    min_span_f1: float | None = None
     verify: bool = True
 
     def __post_init__(self) -> None:
@@ -69,16 +81,21 @@ class ParityConfig(ConfigBase):
         check_number("batch_size", self.batch_size, low=1, integer=True)
         if self.max_abs_diff is not None and self.max_abs_diff != math.inf:  # inf: explicitly unchecked
             check_number("max_abs_diff", self.max_abs_diff, low=0)
-        for name in ("min_agreement", "max_accuracy_drop"):
+        for name in ("min_agreement", "max_accuracy_drop", "min_span_f1"):
             value = getattr(self, name)
             check_optional_number(name, value)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a fraction in [0, 1], got {value!r}")
         check_bool("verify", self.verify)
 
-    def thresholds(self, precision: str) -> dict[str, float | None]:
-        """The bounds in force for a ``precision`` model: the ones set here, its defaults for the rest."""
-        defaults = DEFAULT_THRESHOLDS[precision]
+    def thresholds(self, precision: str, task: str | None = None) -> dict[str, float | None]:
+        """The bounds in force for a ``precision`` model: the ones set here, its defaults for the rest.
+
+        Args:
+            precision: ``fp32``, ``int8`` or ``fp16``.
+            task: the model's task; span models (``token-classification``) get ``SPAN_THRESHOLDS`` too.
+        """
+        defaults = {**DEFAULT_THRESHOLDS[precision], **(SPAN_THRESHOLDS[precision] if task == TASK_SPANS else {})}
         resolved = {
             name: getattr(self, name) if getattr(self, name) is not None else default
             for name, default in defaults.items()

@@ -18,6 +18,8 @@ from edgesent.config._base import (
     check_text,
     optional_path,
 )
+from edgesent.errors import ConfigError
+from edgesent.tasks import CLASSIFY, TASK_NAMES
 
 
 DEFAULT_BASE = "minilm-l6"
@@ -37,8 +39,13 @@ class TrainConfig(ConfigBase):
     """Everything a fine-tuning run depends on; validated on creation, recorded in the manifest.
 
     Args:
-        data: Training file (CSV, TSV, JSONL); None: the demo data shipped with edgesent (3-class reviews).
-        eval_data: Evaluation file; None: a stratified, seeded ``eval_split`` of ``data`` is held out.
+        data: Training file (CSV, TSV, JSONL; span data: JSONL with ``spans``, SemEval-2014 XML, CoNLL); None:
+            the demo data shipped with edgesent (3-class reviews; aspects with their polarity for ``spans``).
+        eval_data: Evaluation file; None: a seeded ``eval_split`` of ``data`` is held out (stratified for
+            classification), or the demo's evaluation file without ``data``.
+        task: ``classify`` (text classification) or ``spans`` (aspects/spans by token tagging); None (default):
+            what ``data`` holds (``edgesent.tasks.detect_task``).
+        drop_labels: Span labels to leave out of span data, e.g. ``("conflict",)`` (default none; spans only).
         base: Base model: an alias (``minilm-l6``, the default), a local Hugging Face directory or a hub id.
         out: Output directory; None: ``models/<data name>-<base name>``.
         epochs: Training epochs (default 3.0; fractions allowed).
@@ -50,7 +57,8 @@ class TrainConfig(ConfigBase):
         weight_decay: AdamW weight decay, >= 0 (default 0.01).
         grad_accum: Gradient accumulation steps (default 1).
         seed: Random seed for the split, the head's initialisation and the data order (default 42).
-        early_stopping: Patience in epochs without a better macro-F1; 0 turns it off (default 2).
+        early_stopping: Patience in epochs without a better best-epoch metric (macro-F1; span F1 for spans);
+            0 turns it off (default 2).
         class_weights: ``none`` (default) or ``auto``: loss weighted by inverse class frequency.
         device: ``auto`` (default: CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
         max_steps: Cap on optimiser steps; the run stops at whichever comes first, ``epochs`` or this
@@ -69,6 +77,8 @@ class TrainConfig(ConfigBase):
 
     data: Path | None = None
     eval_data: Path | None = None
+    task: str | None = None
+    drop_labels: tuple[str, ...] = ()
     base: str = DEFAULT_BASE
     out: Path | None = None
     epochs: float = 3.0
@@ -97,6 +107,17 @@ class TrainConfig(ConfigBase):
         if self.class_weights is None:  # manifests written before "none" was the default recorded None
             self.class_weights = "none"
         check_text("base", self.base)
+        if self.task is not None:
+            check_choice("task", self.task, TASK_NAMES)
+        if isinstance(self.drop_labels, str) or not isinstance(self.drop_labels, (list, tuple)):
+            raise ConfigError(f"drop_labels must be a list of span labels, got {self.drop_labels!r}")
+        self.drop_labels = tuple(dict.fromkeys(self.drop_labels))
+        for label in self.drop_labels:
+            check_text("drop_labels", label)
+        if self.drop_labels and self.task == CLASSIFY:
+            raise ConfigError(
+                f"drop_labels {list(self.drop_labels)!r}: only span data has labels to drop (--task spans)"
+            )
         check_number("epochs", self.epochs, low=0, low_open=True)
         check_number("lr", self.lr, low=0, low_open=True)
         check_number("batch_size", self.batch_size, low=1, integer=True)

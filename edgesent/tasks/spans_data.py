@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -60,6 +61,11 @@ class SpanDataset:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    @property
+    def texts(self) -> list[str]:
+        """The texts in file order (what the tokenizer coverage check and calibration read)."""
+        return [ex.text for ex in self.examples]
 
     def labels(self) -> list[str]:
         """The span labels present, sorted (the model's label set before :func:`~edgesent.tasks.spans.tag_names`)."""
@@ -292,6 +298,29 @@ def read_span_records(
             yield from _conll(path, lines, drop, dropped)
     finally:
         stream.close()
+
+
+def split_span_dataset(data: SpanDataset, fraction: float, seed: int) -> tuple[SpanDataset, SpanDataset]:
+    """Hold out a seeded random ``fraction`` of the sentences (at least one, and one left to train on).
+
+    Returns:
+        (train, held out), each in file order; the fingerprints record the source file and the rows kept.
+
+    Raises:
+        DataError: fewer than two sentences, so nothing can be held out.
+    """
+    n = len(data.examples)
+    if n < 2:
+        raise DataError(f"{data.path}: {n} sentence(s) cannot be split for evaluation; pass --eval-data")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[: min(max(1, round(n * fraction)), n - 1)])
+    train = [ex for i, ex in enumerate(data.examples) if i not in held]
+    held_out = [ex for i, ex in enumerate(data.examples) if i in held]
+    return (
+        SpanDataset(train, data.path, data.sha256, dict(data.dropped)),
+        SpanDataset(held_out, data.path, data.sha256, {}),
+    )
 
 
 def load_span_dataset(source: str | Path, text_column: str = "text", drop_labels: Iterable[str] = ()) -> SpanDataset:
