@@ -191,7 +191,9 @@ def test_int8_remedy_is_tried_and_reported(_tiny_model_master: Path, tmp_path: P
 
     monkeypatch.setattr(export_module, "quantize_model", quantize_breaking_per_tensor)
     per_tensor = QuantizeConfig.for_target("avx512_vnni", per_channel=False)
-    manifest = export_model(_tiny_model_master, tmp_path / "out", ExportConfig(precision="int8", quantize=per_tensor))
+    # The tiny random head decides nothing by 0.1 logits, so every flip would be a near-tie: judge every row.
+    cfg = ExportConfig(precision="int8", quantize=per_tensor, parity={"near_tie_margin": 0.0})
+    manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
     assert manifest["verified"] and manifest["export"]["remedy"] == "per_channel"
     assert manifest["export"]["quantize"]["per_channel"] is True
     attempts = manifest["export"]["attempts"]
@@ -215,7 +217,19 @@ def test_int8_failing_every_remedy_exits_1_and_writes_nothing(
     monkeypatch.setattr(export_module, "quantize_model", always_broken)
     out = tmp_path / "out"
     result = runner.invoke(
-        cli, ["export", str(_tiny_model_master), "--out", str(out), "--int8", "--target", "avx512_vnni"]
+        cli,
+        # --near-tie-margin 0: the tiny random head decides nothing by 0.1 logits; judge every row
+        [
+            "export",
+            str(_tiny_model_master),
+            "--out",
+            str(out),
+            "--int8",
+            "--target",
+            "avx512_vnni",
+            "--near-tie-margin",
+            "0",
+        ],
     )
     assert result.exit_code == 1, result.output
     message = result.output.strip().splitlines()[-1]

@@ -171,3 +171,19 @@ def test_parity_config_validation():
     assert cfg.label_column is None and cfg.thresholds("int8") == {**DEFAULT_THRESHOLDS["int8"], "max_abs_diff": 0.5}
     assert ParityConfig(max_abs_diff=float("inf")).thresholds("fp32")["max_abs_diff"] is None
     assert ParityConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_flips_on_near_ties_are_reported_not_judged(broken_copy, _tiny_model_master: Path):
+    """The tiny random head decides by < 0.02 logits: negating it flips labels that PyTorch itself barely chose."""
+
+    def negate(model: onnx.ModelProto) -> None:
+        for node in model.graph.node:
+            node.output[:] = ["raw" if name == "logits" else name for name in node.output]
+        model.graph.node.append(onnx.helper.make_node("Neg", ["raw"], ["logits"]))
+
+    broken = broken_copy(negate)
+    lenient = check_parity(_tiny_model_master, broken, ParityConfig(precision="int8"))
+    verdict = lenient.agreement_verdict
+    assert lenient.passed and verdict["near_tie_flips"] == 13 and verdict["decisive_flips"] == 0
+    strict = check_parity(_tiny_model_master, broken, ParityConfig(precision="int8", near_tie_margin=0.0))
+    assert not strict.passed and "13 decisive flip(s) in 13" in strict.failures[0]

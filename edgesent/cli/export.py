@@ -36,11 +36,12 @@ PARITY_OPTIONS = {
     "min_agreement": "min_agreement",
     "max_accuracy_drop": "max_accuracy_drop",
     "min_span_f1": "min_span_f1",
+    "near_tie_margin": "near_tie_margin",
 }
 
 
 def threshold_options(func: Any) -> Any:
-    """--max-abs-diff, --min-agreement, --max-accuracy-drop, --min-span-f1: shared by export and parity."""
+    """The parity bounds (--max-abs-diff, --min-agreement, --max-accuracy-drop, --near-tie-margin, --min-span-f1)."""
     for option in reversed(
         [
             click.option(
@@ -59,6 +60,12 @@ def threshold_options(func: Any) -> Any:
                 type=float,
                 help="With labelled data: largest allowed accuracy drop (span models: span F1 drop), 0.01 = 1 point. "
                 "Default: fp32 0, int8/fp16 0.01.",
+            ),
+            click.option(
+                "--near-tie-margin",
+                type=float,
+                help="Logits: a label flip where PyTorch's own top-1 minus top-2 margin is below this is reported, "
+                "not judged (0 judges every row). Default: fp32 2e-4, int8/fp16 0.1.",
             ),
             click.option(
                 "--min-span-f1",
