@@ -8,6 +8,7 @@ from edgesent.errors import MissingDependencyError
 
 
 TRAIN_EXTRA = "pip install torch==2.13.0 && pip install 'edgesent[train]'"
+SEARCH_EXTRA = "pip install 'edgesent[search]'"
 _TRAIN_MODULES = ("torch", "transformers", "optimum.exporters.onnx", "onnx", "accelerate")
 
 
@@ -30,4 +31,12 @@ def require_train_extra(command: str) -> None:
         raise MissingDependencyError(
             f"'{command}' needs the training/export extra (missing: {', '.join(sorted(set(missing)))}); "
             f"install it with: {TRAIN_EXTRA}"
+        )
+
+
+def require_search_extra(command: str) -> None:
+    """Raise MissingDependencyError unless optuna (the ``search`` extra) is importable."""
+    if _missing(("optuna",)):
+        raise MissingDependencyError(
+            f"'{command}' needs optuna, which is not installed; install it with: {SEARCH_EXTRA}"
         )

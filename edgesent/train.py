@@ -15,7 +15,8 @@ import math
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
@@ -457,8 +459,12 @@ def best_entry(history: list[dict[str, Any]], best_step: int | None) -> dict[str
     return history[-1]
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, manifest_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune ``cfg.base`` on ``cfg.data`` and save the best epoch's model to ``cfg.out``.
+
+    Args:
+        cfg: the settings.
+        manifest_extra: more manifest keys (``finetune --search`` records its trials under ``search``).
 
     Returns:
         The manifest written to ``<out>/edgesent.json`` (its ``out_dir`` key says where).
@@ -516,6 +522,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "train_samples_per_second": result.metrics.get("train_samples_per_second"),
                 "wall_time_s": round(time.perf_counter() - started, 2),
                 "device": _device_info(device),
+                **(manifest_extra or {}),
             },
         )
     return {**manifest, "out_dir": str(out_dir)}
@@ -526,3 +533,131 @@ def _device_info(device: str) -> dict[str, Any]:
     if device == "cuda":
         info["name"] = torch.cuda.get_device_name(0)
     return info
+
+
+# --- hooks for the hyperparameter search (edgesent.search): one configuration trained without saving it ----------
+
+
+@dataclass
+class RunInputs:
+    """What every run of a search shares, loaded and checked once: data, base, tokenizer, encoded sets."""
+
+    train_data: LabelledTexts
+    eval_data: LabelledTexts
+    labels: list[str]
+    base_path: str
+    device: str
+    tokenizer: Any
+    train_set: _EncodedTexts
+    eval_set: _EncodedTexts
+    subset: dict[str, Any] | None = None
+
+
+def prepare_run(cfg: TrainConfig, subset: int | None = None) -> RunInputs:
+    """Load, check and encode the data of ``cfg`` as :func:`train` does, optionally on a training subset.
+
+    Args:
+        cfg: the settings (data, base, max_length, columns, seed).
+        subset: encode only a stratified, seeded sample of about this many training rows (at least one per
+            class); None, or at least the training set's size: all of it.
+
+    Returns:
+        The shared inputs; ``subset`` holds the sample's fingerprint when one was drawn.
+
+    Raises:
+        DataError, ConfigError, ModelError, MissingDependencyError: as :func:`train`, before any model loads.
+    """
+    train_data, eval_data, labels = load_training_data(cfg)
+    base_path = resolve_base(cfg.base)
+    device = resolve_device(cfg.device)
+    tokenizer, hf_config = load_tokenizer(base_path)
+    check_max_length(cfg, hf_config, base_path)
+    evaluate_coverage(cfg, tokenizer, train_data, eval_data)
+    fingerprint = None
+    if subset is not None and subset < len(train_data):
+        _, train_data = stratified_split(train_data, subset / len(train_data), cfg.seed)
+        fingerprint = train_data.fingerprint()
+    return RunInputs(
+        train_data=train_data,
+        eval_data=eval_data,
+        labels=labels,
+        base_path=base_path,
+        device=device,
+        tokenizer=tokenizer,
+        train_set=encode_texts(tokenizer, train_data, labels, cfg.max_length),
+        eval_set=encode_texts(tokenizer, eval_data, labels, cfg.max_length),
+        subset=fingerprint,
+    )
+
+
+class _EvaluationHook(TrainerCallback):
+    """Hands each evaluation's selection metric to ``report(evaluation number, value)``; it may raise to stop."""
+
+    def __init__(self, report: Callable[[int, float], None]) -> None:
+        self.report = report
+        self.evaluations = 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.evaluations += 1
+        self.report(self.evaluations, float((metrics or {})[f"eval_{args.metric_for_best_model}"]))
+
+
+def fit_candidate(
+    cfg: TrainConfig,
+    inputs: RunInputs,
+    work_dir: Path,
+    report: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train one configuration on prepared inputs, as :func:`train` does, and return its scores; save nothing.
+
+    The score is the metric the run selects its best epoch by (the Trainer's ``metric_for_best_model``:
+    macro-F1 for classification), taken at the best epoch, so a search maximises what training keeps.
+
+    Args:
+        cfg: the settings of this run (hyperparameters; data settings must match ``inputs``).
+        inputs: from :func:`prepare_run`.
+        work_dir: a scratch directory for the Trainer's checkpoints.
+        report: called after every evaluation with its number (1, 2, ...) and the metric's value; an
+            exception it raises (a pruned trial) stops training and propagates.
+
+    Returns:
+        ``{"metric", "score", "best_epoch", "epochs", "train_runtime_s"}``.
+
+    Raises:
+        TrainingError: the loss or the weights are not finite after training.
+    """
+    torch.manual_seed(cfg.seed)
+    model = load_model(inputs.base_path, inputs.labels)
+    extra: dict[str, Any] = {}
+    trainer_cls: type[Trainer] = Trainer
+    if cfg.class_weights == "auto":
+        trainer_cls = WeightedLossTrainer
+        class_ids = [f["labels"] for f in inputs.train_set.features]
+        extra["class_weights"] = inverse_frequency_weights(class_ids, len(inputs.labels))
+    trainer, recorder = build_trainer(
+        model,
+        inputs.tokenizer,
+        inputs.train_set,
+        inputs.eval_set,
+        cfg,
+        inputs.labels,
+        work_dir,
+        inputs.device,
+        trainer_cls,
+        **extra,
+    )
+    if report is not None:
+        trainer.add_callback(_EvaluationHook(report))
+    result = trainer.train()
+    check_finite(trainer.model, result.training_loss, "a search trial", cfg.lr)
+    history = epoch_history(trainer, recorder)
+    best = best_entry(history, trainer.state.best_global_step)
+    metric = trainer.args.metric_for_best_model
+    score = trainer.state.best_metric if trainer.state.best_metric is not None else best[metric]
+    return {
+        "metric": metric,
+        "score": float(score),
+        "best_epoch": best["epoch"],
+        "epochs": history,
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+    }
