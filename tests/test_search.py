@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -264,3 +265,24 @@ def test_the_search_module_and_its_config_import_neither_torch_nor_optuna():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_diverged_trials_are_recorded_as_failed_and_no_completed_trial_saves_nothing(
+    search_inputs, tmp_path, monkeypatch
+):
+    _needs_training()
+    import edgesent.train
+    from edgesent.errors import TrainingError
+    from edgesent.search import search_hyperparameters
+
+    def diverge(cfg, inputs, work_dir, report):
+        raise TrainingError("a search trial produced a broken model: final training loss nan")
+
+    monkeypatch.setattr(edgesent.train, "fit_candidate", diverge)
+    train = TrainConfig(data=search_inputs["train"], eval_data=search_inputs["eval"], base=str(search_inputs["base"]))
+    cfg = SearchConfig(
+        train=dataclasses.replace(train, out=tmp_path / "out"), trials=2, space_file=search_inputs["space"]
+    )
+    with pytest.raises(TrainingError, match=r"no search trial completed \(0: fail, 1: fail\); nothing was saved"):
+        search_hyperparameters(cfg)
+    assert not (tmp_path / "out").exists()
