@@ -8,6 +8,7 @@ from edgesent.errors import MissingDependencyError
 
 
 TRAIN_EXTRA = "pip install torch==2.13.0 && pip install 'edgesent[train]'"
+SEARCH_EXTRA = "pip install 'edgesent[search]'"
 _TRAIN_MODULES = ("torch", "transformers", "optimum.exporters.onnx", "onnx", "accelerate")
 
 
@@ -44,3 +45,8 @@ def require_extra(what: str, extra: str, modules: tuple[str, ...], install: str 
 def require_train_extra(command: str) -> None:
     """Raise MissingDependencyError unless torch, transformers, optimum and onnx are importable."""
     require_extra(f"'{command}'", "train", _TRAIN_MODULES, TRAIN_EXTRA)
+
+
+def require_search_extra(command: str) -> None:
+    """Raise MissingDependencyError unless optuna (the ``search`` extra) is importable."""
+    require_extra(f"'{command}'", "search", ("optuna",), SEARCH_EXTRA)

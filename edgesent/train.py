@@ -19,7 +19,8 @@ import math
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from transformers import (
     AutoTokenizer,
     EarlyStoppingCallback,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
@@ -40,7 +42,7 @@ from edgesent.config.train import DEFAULT_BASE, UNKNOWN_TOKEN_MAX_RATE, UNKNOWN_
 from edgesent.data import LabelledTexts, encode_labels, label_list, load_dataset, stratified_split
 from edgesent.errors import ConfigError, DataError, MissingDependencyError, ModelError, TrainingError
 from edgesent.metrics import classification_metrics
-from edgesent.tasks import CLASSIFY, resolve_task
+from edgesent.tasks import CLASSIFY, Task, resolve_task
 from edgesent.tasks.spans import IGNORE_INDEX
 
 
@@ -472,12 +474,16 @@ def best_entry(history: list[dict[str, Any]], best_step: int | None) -> dict[str
     return history[-1]
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, manifest_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune ``cfg.base`` on ``cfg.data`` for ``cfg.task`` and save the best epoch's model to ``cfg.out``.
 
     The task (``cfg.task``, else what the data holds) says how the data is read and encoded, which model class,
     collator and metrics are used, and which metric picks the best epoch; everything else is the same Trainer
     setup for every task.
+
+    Args:
+        cfg: the settings.
+        manifest_extra: more manifest keys (``finetune --search`` records its trials under ``search``).
 
     Returns:
         The manifest written to ``<out>/edgesent.json`` (its ``out_dir`` key says where).
@@ -488,39 +494,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         TrainingError: the loss or the weights are not finite after training; nothing is saved.
     """
     started = time.perf_counter()
-    task = resolve_task(cfg.task, cfg.data)
-    cfg = dataclasses.replace(cfg, task=task.name)  # recorded resolved, and asked of by _to_hf_args/build_trainer
-    train_data, eval_data, labels = task.load_training_data(cfg)
-    base_path = resolve_base(cfg.base)
-    device = resolve_device(cfg.device)
+    cfg, inputs = prepare_run(cfg)
     out_dir = Path(cfg.out or default_out_dir(cfg))
-    tokenizer, hf_config = load_tokenizer(base_path)
-    check_max_length(cfg, hf_config, base_path)
-    coverage = evaluate_coverage(cfg, tokenizer, train_data, eval_data)
-    sources = [path for path in (cfg.data, cfg.eval_data, Path(base_path)) if path is not None and path.exists()]
+    base = Path(inputs.base_path)
+    sources = [path for path in (cfg.data, cfg.eval_data, base) if path is not None and path.exists()]
     with atomic_output_dir(out_dir, overwrite=cfg.overwrite, sources=sources) as tmp_dir:
-        torch.manual_seed(cfg.seed)
-        outputs = task.output_names(labels)
-        model = load_model(base_path, outputs, task.model_class())
-        train_set = task.encode(tokenizer, train_data, labels, cfg.max_length)
-        eval_set = task.encode(tokenizer, eval_data, labels, cfg.max_length)
-        extra: dict[str, Any] = {}
-        trainer_cls: type[Trainer] = Trainer
-        if cfg.class_weights == "auto":
-            trainer_cls = WeightedLossTrainer
-            ids = [int(i) for f in train_set.features for i in np.atleast_1d(f["labels"]) if i != IGNORE_INDEX]
-            extra["class_weights"] = inverse_frequency_weights(ids, len(outputs))
         with scratch_dir("checkpoints") as work_dir:
-            trainer, recorder = build_trainer(
-                model, tokenizer, train_set, eval_set, cfg, labels, Path(work_dir), device, trainer_cls, **extra
-            )
-            result = trainer.train()
-            trained: Any = trainer.model  # the best epoch's weights (load_best_model_at_end)
-            check_finite(trained, result.training_loss, "fine-tuning", cfg.lr)
-            history = epoch_history(trainer, recorder)
-            best = best_entry(history, trainer.state.best_global_step)
-            trained.save_pretrained(tmp_dir)
-            tokenizer.save_pretrained(tmp_dir)
+            trainer, result, history, best = fit(cfg, inputs, Path(work_dir), "fine-tuning")
+            trainer.model.save_pretrained(tmp_dir)  # the best epoch's weights (load_best_model_at_end)
+            inputs.tokenizer.save_pretrained(tmp_dir)
+        task, labels = inputs.task, inputs.labels
         manifest = write_manifest(
             tmp_dir,
             KIND_PYTORCH,
@@ -529,16 +512,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "labels": labels,
                 **task.manifest_fields(labels),
                 "max_length": cfg.max_length,
-                "base_model": {"name": cfg.base, "resolved": base_path},
+                "base_model": {"name": cfg.base, "resolved": inputs.base_path},
                 "hyperparameters": cfg.to_dict(),
-                "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint(), "coverage": coverage},
+                "data": {
+                    "train": inputs.train_data.fingerprint(),
+                    "eval": inputs.eval_data.fingerprint(),
+                    "coverage": inputs.coverage,
+                },
                 "epochs": history,
                 "best_epoch": best["epoch"],
                 "metrics": {k: best[k] for k in task.summary_keys},
                 "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
                 "train_samples_per_second": result.metrics.get("train_samples_per_second"),
                 "wall_time_s": round(time.perf_counter() - started, 2),
-                "device": _device_info(device),
+                "device": _device_info(inputs.device),
+                **(manifest_extra or {}),
             },
         )
     return {**manifest, "out_dir": str(out_dir)}
@@ -549,3 +537,166 @@ def _device_info(device: str) -> dict[str, Any]:
     if device == "cuda":
         info["name"] = torch.cuda.get_device_name(0)
     return info
+
+
+# --- hooks for the hyperparameter search (edgesent.search): one configuration trained without saving it ----------
+
+
+@dataclass
+class RunInputs:
+    """What a run needs besides its hyperparameters, loaded and checked once (a search shares it across trials)."""
+
+    task: Task
+    train_data: Any
+    eval_data: Any
+    labels: list[str]
+    base_path: str
+    device: str
+    tokenizer: Any
+    coverage: dict[str, Any]
+    train_set: Any
+    eval_set: Any
+    subset: dict[str, Any] | None = None
+
+
+def prepare_run(cfg: TrainConfig, subset: int | None = None) -> tuple[TrainConfig, RunInputs]:
+    """Resolve the task, then load, check and encode the data of ``cfg``, before any model is loaded.
+
+    Args:
+        cfg: the settings (task, data, base, max_length, columns, seed).
+        subset: encode only a seeded sample of about this many training rows (classification: stratified);
+            None, or at least the training set's size: all of it.
+
+    Returns:
+        ``cfg`` with its task resolved (recorded so), and the inputs; ``subset`` holds the sample's fingerprint.
+
+    Raises:
+        DataError, ConfigError, ModelError, MissingDependencyError: unusable data, a base that cannot be loaded
+            or cannot read the data, ``max_length`` over the base's positions.
+    """
+    task = resolve_task(cfg.task, cfg.data)
+    cfg = dataclasses.replace(cfg, task=task.name)  # recorded resolved, and asked of by _to_hf_args/build_trainer
+    train_data, eval_data, labels = task.load_training_data(cfg)
+    base_path = resolve_base(cfg.base)
+    tokenizer, hf_config = load_tokenizer(base_path)
+    check_max_length(cfg, hf_config, base_path)
+    coverage = evaluate_coverage(cfg, tokenizer, train_data, eval_data)
+    fingerprint = None
+    if subset is not None and subset < len(train_data):
+        train_data = task.sample(train_data, subset, cfg.seed)
+        fingerprint = train_data.fingerprint()
+    inputs = RunInputs(
+        task=task,
+        train_data=train_data,
+        eval_data=eval_data,
+        labels=labels,
+        base_path=base_path,
+        device=resolve_device(cfg.device),
+        tokenizer=tokenizer,
+        coverage=coverage,
+        train_set=task.encode(tokenizer, train_data, labels, cfg.max_length),
+        eval_set=task.encode(tokenizer, eval_data, labels, cfg.max_length),
+        subset=fingerprint,
+    )
+    return cfg, inputs
+
+
+def fit(
+    cfg: TrainConfig,
+    inputs: RunInputs,
+    work_dir: Path,
+    what: str,
+    report: Callable[[int, float], None] | None = None,
+) -> tuple[Trainer, Any, list[dict[str, Any]], dict[str, Any]]:
+    """Train one configuration on prepared inputs: the one Trainer run behind finetune and every search trial.
+
+    Args:
+        cfg: the run's settings (hyperparameters; data settings must match ``inputs``).
+        inputs: from :func:`prepare_run`.
+        work_dir: a scratch directory for the Trainer's checkpoints.
+        what: the run's name for the non-finite error ("fine-tuning", "a search trial").
+        report: called after every evaluation with its number (1, 2, ...) and the selection metric's value;
+            an exception it raises (a pruned trial) stops training and propagates.
+
+    Returns:
+        (trainer holding the best epoch's model, the train result, per-epoch history, the best entry).
+
+    Raises:
+        TrainingError: the loss or the weights are not finite after training.
+    """
+    torch.manual_seed(cfg.seed)
+    task, labels = inputs.task, inputs.labels
+    outputs = task.output_names(labels)
+    model = load_model(inputs.base_path, outputs, task.model_class())
+    extra: dict[str, Any] = {}
+    trainer_cls: type[Trainer] = Trainer
+    if cfg.class_weights == "auto":
+        trainer_cls = WeightedLossTrainer
+        ids = [int(i) for f in inputs.train_set.features for i in np.atleast_1d(f["labels"]) if i != IGNORE_INDEX]
+        extra["class_weights"] = inverse_frequency_weights(ids, len(outputs))
+    trainer, recorder = build_trainer(
+        model,
+        inputs.tokenizer,
+        inputs.train_set,
+        inputs.eval_set,
+        cfg,
+        labels,
+        work_dir,
+        inputs.device,
+        trainer_cls,
+        **extra,
+    )
+    if report is not None:
+        trainer.add_callback(_EvaluationHook(report))
+    result = trainer.train()
+    check_finite(trainer.model, result.training_loss, what, cfg.lr)
+    history = epoch_history(trainer, recorder)
+    return trainer, result, history, best_entry(history, trainer.state.best_global_step)
+
+
+class _EvaluationHook(TrainerCallback):
+    """Hands each evaluation's selection metric to ``report(evaluation number, value)``; it may raise to stop."""
+
+    def __init__(self, report: Callable[[int, float], None]) -> None:
+        self.report = report
+        self.evaluations = 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.evaluations += 1
+        self.report(self.evaluations, float((metrics or {})[f"eval_{args.metric_for_best_model}"]))
+
+
+def fit_candidate(
+    cfg: TrainConfig,
+    inputs: RunInputs,
+    work_dir: Path,
+    report: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train one configuration on prepared inputs, as :func:`train` does, and return its scores; save nothing.
+
+    The score is the metric the run selects its best epoch by (the Trainer's ``metric_for_best_model``:
+    macro-F1 for classification), taken at the best epoch, so a search maximises what training keeps.
+
+    Args:
+        cfg: the settings of this run (hyperparameters; data settings must match ``inputs``).
+        inputs: from :func:`prepare_run`.
+        work_dir: a scratch directory for the Trainer's checkpoints.
+        report: called after every evaluation with its number (1, 2, ...) and the metric's value; an
+            exception it raises (a pruned trial) stops training and propagates.
+
+    Returns:
+        ``{"metric", "score", "best_epoch", "epochs", "train_runtime_s"}``.
+
+    Raises:
+        TrainingError: the loss or the weights are not finite after training.
+    """
+    trainer, result, history, best = fit(cfg, inputs, work_dir, "a search trial", report)
+    metric = trainer.args.metric_for_best_model
+    score = trainer.state.best_metric if trainer.state.best_metric is not None else best[metric]
+    return {
+        "metric": metric,
+        "score": float(score),
+        "best_epoch": best["epoch"],
+        "epochs": history,
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+    }

@@ -28,6 +28,7 @@ _COMMANDS = {
     "bench": "edgesent.cli.bench:bench",
     "prune": "edgesent.cli.prune:prune",
     "serve": "edgesent.cli.serve:serve",
+    "search-report": "edgesent.cli.train:search_report",
 }
 
 

@@ -1,9 +1,10 @@
-"""``edgesent finetune`` and ``edgesent evaluate``."""
+"""``edgesent finetune`` (with ``--search``), ``edgesent evaluate`` and ``edgesent search-report``."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,24 @@ def _default(text: str, name: str) -> str:
     "such a base cannot read the data).",
 )
 @overwrite_option
+@click.option(
+    "--search",
+    type=click.IntRange(min=1),
+    help="Search hyperparameters with N Optuna trials (needs edgesent[search]), then retrain the best "
+    "configuration. Options given on the command line are fixed, not searched.",
+)
+@click.option(
+    "--search-space",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML search space (README: 'Hyperparameter search'). Default: lr, epochs, batch size, warm-up, "
+    "weight decay, class weights.",
+)
+@click.option(
+    "--search-subset",
+    type=int,
+    help="Train trials on a stratified sample of K training rows; the best is retrained on all of them.",
+)
+@click.option("--search-timeout", type=float, help="Start no new trial after this many minutes.")
 @json_option
 def finetune(as_json: bool, **options: object) -> None:
     """Fine-tune a pretrained encoder for text classification or span tagging and save the best epoch.
@@ -106,19 +125,23 @@ def finetune(as_json: bool, **options: object) -> None:
     Evaluates every epoch (accuracy, macro-F1, per-class report; for spans span P/R/F1, span-only F1 and
     polarity accuracy), stops early when macro-F1 (spans: span F1) stops improving, and writes a Hugging Face
     model directory plus an edgesent.json manifest. Results go to stdout; the Trainer's logs and progress bars
-    to stderr.
+    to stderr. With --search N, N trials pick the hyperparameters first (one progress line each).
     """
     from edgesent._imports import require_train_extra
 
+    given = given_options(options)
+    search = {key: given.pop(key) for key in _SEARCH_OPTIONS if key in given}
     require_train_extra("finetune")
-    cfg = TrainConfig.from_dict(given_options(options))
-    from edgesent.train import train
-
+    cfg = TrainConfig.from_dict(given)
     with contextlib.redirect_stdout(sys.stderr):  # Trainer logs go to stderr; stdout is ours (table or JSON)
-        manifest = train(cfg)
+        manifest = _search(cfg, search, fixed=list(given)) if search else _train(cfg)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
+    if "search" in manifest:
+        from edgesent.search import trial_table
+
+        click.echo(format_table(*trial_table(manifest["search"])) + "\n")
     task = get_task(manifest["task"])
     rows = [
         [f"{e['epoch']:g}", e["train_loss"], e["eval_loss"], *(e[c] for c in task.epoch_columns)]
@@ -127,6 +150,60 @@ def finetune(as_json: bool, **options: object) -> None:
     click.echo(format_table(["epoch", "train_loss", "eval_loss", *task.epoch_columns], rows))
     click.echo(f"\nbest epoch {manifest['best_epoch']:g}: " + task.format_report(manifest["metrics"]))
     click.echo(f"\nsaved {manifest['out_dir']} ({manifest['wall_time_s']:.1f} s on {manifest['device']['type']})")
+
+
+_SEARCH_OPTIONS = {
+    "search": "trials",
+    "search_space": "space_file",
+    "search_subset": "subset",
+    "search_timeout": "timeout_minutes",
+}
+
+
+def _train(cfg: TrainConfig) -> dict[str, Any]:
+    from edgesent.train import train
+
+    return train(cfg)
+
+
+def _search(cfg: TrainConfig, options: dict[str, Any], fixed: list[str]) -> dict[str, Any]:
+    """``finetune --search``: the search options become a SearchConfig around ``cfg``; progress lines shown."""
+    if "search" not in options:
+        raise click.BadParameter(f"{', '.join('--' + k.replace('_', '-') for k in options)} need(s) --search N")
+    from edgesent._imports import require_search_extra
+    from edgesent.config.search import SearchConfig
+
+    require_search_extra("finetune --search")
+    search_cfg = SearchConfig(train=cfg, fixed=tuple(fixed), **{_SEARCH_OPTIONS[k]: v for k, v in options.items()})
+    from edgesent.search import search_hyperparameters
+
+    logging.getLogger("edgesent.search").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    return search_hyperparameters(search_cfg)
+
+
+@click.command("search-report")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write trials.md, trials.json and score_vs_lr.png to this directory.",
+)
+@overwrite_option
+@json_option
+def search_report(model_dir: Path, report_dir: Path | None, overwrite: bool, as_json: bool) -> None:
+    """The trials of MODEL_DIR's hyperparameter search (finetune --search): parameters, score, state, time.
+
+    The best trial, the one MODEL_DIR was retrained from, is marked with *.
+    """
+    from edgesent.search import read_search, trial_table, write_search_report
+
+    search = read_search(model_dir)
+    if report_dir is not None:
+        write_search_report(model_dir, report_dir, overwrite=overwrite)
+    click.echo(json.dumps(search, indent=2) if as_json else format_table(*trial_table(search)))
+    if report_dir is not None and not as_json:
+        click.echo(f"\nreport written to {report_dir}")
 
 
 @click.command()

@@ -87,6 +87,10 @@ class Task:
         """
         raise NotImplementedError
 
+    def sample(self, data: Any, size: int, seed: int) -> Any:
+        """A seeded sample of about ``size`` training rows (a search's trial set); classes kept where it can."""
+        raise NotImplementedError
+
     def read_texts(self, path: Path, text_column: str) -> list[str]:
         """The texts of a data file of this task (calibration texts), labels not needed."""
         raise NotImplementedError

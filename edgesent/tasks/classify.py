@@ -35,6 +35,11 @@ class ClassifyTask(Task):
     def load_training_data(self, cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
         return stage_module("train").load_training_data(cfg)
 
+    def sample(self, data: Any, size: int, seed: int) -> Any:
+        from edgesent.data import stratified_split
+
+        return stratified_split(data, size / len(data), seed)[1]  # stratified: every class keeps its share
+
     def read_texts(self, path: Path, text_column: str) -> list[str]:
         from edgesent.data import load_dataset
 

@@ -190,6 +190,9 @@ class SpanTask(Task):
     def manifest_fields(self, labels: Sequence[str]) -> dict[str, Any]:
         return {"tags": tag_names(labels)}
 
+    def sample(self, data: Any, size: int, seed: int) -> Any:
+        return split_span_dataset(data, size / len(data), seed)[1]
+
     def load_training_data(self, cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
         train_path: Path
         eval_path: Path | None
