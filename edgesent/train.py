@@ -12,14 +12,16 @@ the task (``edgesent.tasks``); the classification pieces live here and ``tasks.c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
 import math
+import os
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, scratch_dir, write_manifest
+from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_manifest, scratch_dir, write_manifest
 from edgesent.config.train import DEFAULT_BASE, UNKNOWN_TOKEN_MAX_RATE, UNKNOWN_TOKEN_WARN_RATE, TrainConfig
 from edgesent.data import LabelledTexts, encode_labels, label_list, load_dataset, stratified_split
 from edgesent.errors import ConfigError, DataError, MissingDependencyError, ModelError, TrainingError
@@ -495,14 +497,21 @@ def train(cfg: TrainConfig, *, manifest_extra: Mapping[str, Any] | None = None) 
     """
     started = time.perf_counter()
     cfg, inputs = prepare_run(cfg)
+    rank, world = _process_group(inputs.device)
     out_dir = Path(cfg.out or default_out_dir(cfg))
     base = Path(inputs.base_path)
     sources = [path for path in (cfg.data, cfg.eval_data, base) if path is not None and path.exists()]
-    with atomic_output_dir(out_dir, overwrite=cfg.overwrite, sources=sources) as tmp_dir:
-        with scratch_dir("checkpoints") as work_dir:
-            trainer, result, history, best = fit(cfg, inputs, Path(work_dir), "fine-tuning")
-            trainer.model.save_pretrained(tmp_dir)  # the best epoch's weights (load_best_model_at_end)
-            inputs.tokenizer.save_pretrained(tmp_dir)
+    # Under torchrun/accelerate every rank trains; only rank 0 writes the output (atomically, as always).
+    writer = atomic_output_dir(out_dir, overwrite=cfg.overwrite, sources=sources) if rank == 0 else _no_output()
+    with writer as tmp_dir:
+        with _shared_scratch("checkpoints", rank, world) as work_dir:
+            trainer, result, history, best = fit(cfg, inputs, work_dir, "fine-tuning")
+            if tmp_dir is not None:
+                trainer.model.save_pretrained(tmp_dir)  # the best epoch's weights (load_best_model_at_end)
+                inputs.tokenizer.save_pretrained(tmp_dir)
+        if tmp_dir is None:
+            _barrier(world)  # rank 0 writes and renames the output meanwhile
+            return {**read_manifest(out_dir), "out_dir": str(out_dir)}
         task, labels = inputs.task, inputs.labels
         manifest = write_manifest(
             tmp_dir,
@@ -526,10 +535,67 @@ def train(cfg: TrainConfig, *, manifest_extra: Mapping[str, Any] | None = None) 
                 "train_samples_per_second": result.metrics.get("train_samples_per_second"),
                 "wall_time_s": round(time.perf_counter() - started, 2),
                 "device": _device_info(inputs.device),
+                "distributed": _distributed_info(trainer, cfg, world),
                 **(manifest_extra or {}),
             },
         )
+    _barrier(world)
     return {**manifest, "out_dir": str(out_dir)}
+
+
+def _process_group(device: str) -> tuple[int, int]:
+    """(rank, world size): (0, 1) for a plain run; under torchrun or accelerate launch the process group is
+    started here (gloo on CPU, nccl on CUDA, through accelerate as the Trainer would) so ranks can agree on a
+    checkpoint directory before training."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu")
+    return state.process_index, state.num_processes
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+@contextlib.contextmanager
+def _no_output() -> Iterator[None]:
+    """What ranks other than 0 write: nothing."""
+    yield None
+
+
+@contextlib.contextmanager
+def _shared_scratch(purpose: str, rank: int, world: int) -> Iterator[Path]:
+    """A scratch directory every rank uses: rank 0 makes it (and removes it), the others learn its path.
+
+    The Trainer saves checkpoints on rank 0 and every rank loads the best one at the end, so they must share it.
+    """
+    if world == 1:
+        with scratch_dir(purpose) as path:
+            yield path
+        return
+    holder: list[Any] = [None]
+    with scratch_dir(purpose) if rank == 0 else contextlib.nullcontext(None) as path:
+        holder[0] = str(path) if path is not None else None
+        torch.distributed.broadcast_object_list(holder, src=0)
+        try:
+            yield Path(holder[0])
+        finally:
+            torch.distributed.barrier()  # every rank is done with it before rank 0 removes it
+
+
+def _distributed_info(trainer: Trainer, cfg: TrainConfig, world: int) -> dict[str, Any]:
+    """World size, backend and batch sizes, so a run launched on N devices says so."""
+    backend = torch.distributed.get_backend() if world > 1 else None
+    return {
+        "world_size": world,
+        "backend": backend,
+        "per_device_batch_size": cfg.batch_size,
+        "global_batch_size": cfg.batch_size * world * cfg.grad_accum,
+        "launcher": "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else ("env" if world > 1 else None),
+    }
 
 
 def _device_info(device: str) -> dict[str, Any]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 from transformers import AutoModelForSequenceClassification, Trainer
 
-from edgesent.artifacts import read_manifest, verify_files
+from edgesent.artifacts import read_manifest, read_model_dir, verify_files
 from edgesent.cli import cli
 from edgesent.errors import ConfigError
 from edgesent.evaluate import evaluate_model
@@ -418,3 +421,80 @@ def test_a_signal_during_training_leaves_nothing_behind(tiny_model_dir, tiny_dat
     assert not out.exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
     assert not list(scratch.glob("edgesent-checkpoints-*"))
+
+
+def test_torchrun_two_processes_train_and_only_rank_0_writes(tiny_model_dir: Path, tiny_data, tmp_path: Path):
+    """DDP on CPU (gloo) through the real launcher: one output directory, saying world size 2, that reloads."""
+    train, dev = tiny_data
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "edgesent",
+        "finetune",
+        "--base",
+        str(tiny_model_dir),
+        "--data",
+        str(train),
+        "--eval-data",
+        str(dev),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--json",
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads(proc.stdout)  # one JSON object: rank 1 printed nothing
+    assert manifest["distributed"]["world_size"] == 2 and manifest["distributed"]["backend"] == "gloo"
+    assert manifest["distributed"]["global_batch_size"] == 16
+    assert read_model_dir(out).manifest["distributed"]["world_size"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".ddp", "edgesent-"))] == []
+    report = evaluate_model(out, dev)
+    assert 0.0 <= report["accuracy"] <= 1.0 and report["n"] == 18
+
+
+def test_torchrun_data_error_is_one_line_from_rank_0_and_fails_every_rank(tiny_model_dir: Path, tmp_path: Path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label,text\na,1,b\n")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "edgesent",
+        "finetune",
+        "--base",
+        str(tiny_model_dir),
+        "--data",
+        str(bad),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]  # torchrun adds its own report
+    assert len(ours) == 1 and "column 'text' appears twice" in ours[0]
+    assert not (tmp_path / "o").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import types
 from typing import Any
@@ -30,6 +31,11 @@ _COMMANDS = {
     "serve": "edgesent.cli.serve:serve",
     "search-report": "edgesent.cli.train:search_report",
 }
+
+
+def is_main_process() -> bool:
+    """False on ranks other than 0 of a torchrun/accelerate launch, which print neither results nor errors."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 class _UserFacingError(click.ClickException):
@@ -55,6 +61,8 @@ class EdgesentGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EdgesentError as err:
+            if not is_main_process():  # under torchrun every rank fails alike; rank 0 says it once
+                raise SystemExit(err.exit_code) from err
             raise _UserFacingError(err) from err
 
 

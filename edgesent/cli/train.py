@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from edgesent.cli import is_main_process
 from edgesent.cli._format import format_table
 from edgesent.cli._options import (
     given_options,
@@ -135,6 +136,8 @@ def finetune(as_json: bool, **options: object) -> None:
     cfg = TrainConfig.from_dict(given)
     with contextlib.redirect_stdout(sys.stderr):  # Trainer logs go to stderr; stdout is ours (table or JSON)
         manifest = _search(cfg, search, fixed=list(given)) if search else _train(cfg)
+    if not is_main_process():  # the other ranks of a torchrun launch: rank 0 reports
+        return
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
