@@ -37,6 +37,9 @@ TOKENIZER_FILE_NAME = "tokenizer.json"
 HF_CONFIG_NAME = "config.json"
 WEIGHTS_FILE_NAMES = ("model.safetensors", "pytorch_model.bin")
 LOGITS_OUTPUT = "logits"
+# A seeded sample of a model's evaluation split kept in its directory: the parity gate's default data.
+PARITY_SAMPLE_NAME = "parity_sample.jsonl"
+PARITY_SAMPLE_ROWS = 1000
 # 2: the manifest carries content_sha256, a hash of its own content (labels included).
 FORMAT_VERSION = 2
 KIND_PYTORCH = "pytorch"

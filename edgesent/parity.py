@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from edgesent.artifacts import (
     ONNX_FILE_NAME,
     TASK_CLASSIFY,
     TOKENIZER_FILE_NAME,
+    ModelDir,
     read_manifest,
     read_model_dir,
 )
@@ -214,7 +215,7 @@ class TorchReference:
         self.outputs_vocab: list[str] = list(source.outputs)  # what each output unit means (labels or tags)
         gold: Any
         if texts is None:
-            texts, gold, self.source = self.task.parity_data(cfg, source)
+            texts, gold, self.source = self.task.parity_data(_with_model_sample(cfg, source), source)
         else:
             gold, self.source = labels, "given texts"
         if not texts:
@@ -420,6 +421,19 @@ class TorchReference:
             for r in np.flatnonzero(~agree)[:5]
         ]
         return metrics, disagreements
+
+
+def _with_model_sample(cfg: ParityConfig, source: ModelDir) -> ParityConfig:
+    """``cfg`` with the source model's own parity sample as its data when none was given (and the model has one).
+
+    Real, labelled, in-domain texts decide label agreement; the probe texts would not (a fresh or pruned model
+    sits on near-ties for an empty string or an emoji).
+    """
+    sample = source.manifest.get("parity_sample")
+    if cfg.data is not None or not isinstance(sample, dict) or not isinstance(sample.get("file"), str):
+        return cfg
+    logger.info("parity: no --parity-data; using the model's own sample of its evaluation split (%s)", sample["file"])
+    return replace(cfg, data=source.path / sample["file"], text_column="text", label_column="label")
 
 
 def check_parity(

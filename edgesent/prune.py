@@ -66,7 +66,15 @@ from edgesent.errors import ConfigError, ModelError
 from edgesent.evaluate import load_torch_model, torch_logits
 from edgesent.metrics import classification_metrics
 from edgesent.tasks import get_task
-from edgesent.train import best_entry, build_trainer, check_finite, encode_texts, epoch_history, resolve_device
+from edgesent.train import (
+    best_entry,
+    build_trainer,
+    check_finite,
+    encode_texts,
+    epoch_history,
+    resolve_device,
+    write_parity_sample,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -512,6 +520,7 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         check_finite(student, None, "pruning")
         student.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
+        sample = write_parity_sample(get_task(source.task), eval_data, tmp_dir, cfg.seed)
         layers_after = _layer_shapes(student)
         manifest = write_manifest(
             tmp_dir,
@@ -522,6 +531,7 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
                 "max_length": max_length,
                 "base_model": source.manifest.get("base_model"),
                 "source": {"model_dir": str(cfg.model_dir), "manifest_sha256": source.sha256},
+                "parity_sample": sample,
                 "pruning": {
                     "config": cfg.to_dict(),
                     "fractions": {"heads": heads, "ffn": ffn},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -39,7 +40,15 @@ from transformers import (
     TrainingArguments,
 )
 
-from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_manifest, scratch_dir, write_manifest
+from edgesent.artifacts import (
+    KIND_PYTORCH,
+    PARITY_SAMPLE_NAME,
+    PARITY_SAMPLE_ROWS,
+    atomic_output_dir,
+    read_manifest,
+    scratch_dir,
+    write_manifest,
+)
 from edgesent.config.train import DEFAULT_BASE, UNKNOWN_TOKEN_MAX_RATE, UNKNOWN_TOKEN_WARN_RATE, TrainConfig
 from edgesent.data import LabelledTexts, encode_labels, label_list, load_dataset, stratified_split
 from edgesent.errors import ConfigError, DataError, MissingDependencyError, ModelError, TrainingError
@@ -509,6 +518,7 @@ def train(cfg: TrainConfig, *, manifest_extra: Mapping[str, Any] | None = None) 
             if tmp_dir is not None:
                 trainer.model.save_pretrained(tmp_dir)  # the best epoch's weights (load_best_model_at_end)
                 inputs.tokenizer.save_pretrained(tmp_dir)
+                sample = write_parity_sample(inputs.task, inputs.eval_data, tmp_dir, cfg.seed)
         if tmp_dir is None:
             _barrier(world)  # rank 0 writes and renames the output meanwhile
             return {**read_manifest(out_dir), "out_dir": str(out_dir)}
@@ -536,11 +546,30 @@ def train(cfg: TrainConfig, *, manifest_extra: Mapping[str, Any] | None = None) 
                 "wall_time_s": round(time.perf_counter() - started, 2),
                 "device": _device_info(inputs.device),
                 "distributed": _distributed_info(trainer, cfg, world),
+                "parity_sample": sample,
                 **(manifest_extra or {}),
             },
         )
     _barrier(world)
     return {**manifest, "out_dir": str(out_dir)}
+
+
+def write_parity_sample(task: Task, data: Any, out_dir: Path, seed: int) -> dict[str, Any]:
+    """Keep a seeded sample (up to ``PARITY_SAMPLE_ROWS``) of the evaluation split in the model directory.
+
+    ``export`` and ``parity`` judge the exported model on it when no ``--parity-data`` is given: real, in-domain
+    texts with labels, where the built-in probe texts (empty string, emoji, ...) say nothing about agreement.
+
+    Returns:
+        What the manifest records under ``parity_sample``.
+    """
+    if len(data) > PARITY_SAMPLE_ROWS:
+        data = task.sample(data, PARITY_SAMPLE_ROWS, seed)
+    rows = task.records(data)
+    (Path(out_dir) / PARITY_SAMPLE_NAME).write_text(
+        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
+    )
+    return {"file": PARITY_SAMPLE_NAME, "rows": len(rows), "seed": seed, "source": "evaluation split"}
 
 
 def _process_group(device: str) -> tuple[int, int]:

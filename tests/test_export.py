@@ -514,3 +514,24 @@ def test_cli_builds_the_config_from_the_options_given_only(tiny_model_dir: Path,
     assert cfg.parity == ParityConfig(min_agreement=0.9) and cfg.remedies is False
     result = runner.invoke(cli, ["export", str(tiny_model_dir), "--min-agreement", "nan"])
     assert result.exit_code == 2 and "Error: min_agreement must be a finite number, got nan" in result.output
+
+
+def test_export_judges_on_the_models_own_sample_by_default(tiny_model_dir: Path, tiny_data, tmp_path: Path, runner):
+    """finetune keeps a seeded sample of its eval split; export without --parity-data judges on it, not on probes."""
+    train, dev = tiny_data
+    model = tmp_path / "model"
+    args = ["finetune", "--base", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev)]
+    assert runner.invoke(cli, [*args, "--out", str(model), "--epochs", "1"]).exit_code == 0
+    manifest = read_manifest(model)
+    assert manifest["parity_sample"] == {
+        "file": "parity_sample.jsonl",
+        "rows": 18,
+        "seed": 42,
+        "source": "evaluation split",
+    }
+    assert "parity_sample.jsonl" in manifest["files"]  # hashed like every file
+    result = runner.invoke(cli, ["export", str(model), "--out", str(tmp_path / "onnx"), "--json"])
+    assert result.exit_code == 0, result.output
+    parity = json.loads(result.stdout)["parity"]
+    assert parity["source"].endswith("parity_sample.jsonl") and parity["n_texts"] == 18
+    assert parity["accuracy_torch"] is not None  # labelled: accuracy is judged too

@@ -91,6 +91,10 @@ class Task:
         """A seeded sample of about ``size`` training rows (a search's trial set); classes kept where it can."""
         raise NotImplementedError
 
+    def records(self, data: Any) -> list[dict[str, Any]]:
+        """The rows of a data object as JSON objects this task's readers read back (the parity sample)."""
+        raise NotImplementedError
+
     def read_texts(self, path: Path, text_column: str) -> list[str]:
         """The texts of a data file of this task (calibration texts), labels not needed."""
         raise NotImplementedError

@@ -40,6 +40,9 @@ class ClassifyTask(Task):
 
         return stratified_split(data, size / len(data), seed)[1]  # stratified: every class keeps its share
 
+    def records(self, data: Any) -> list[dict[str, Any]]:
+        return [{"text": text, "label": label} for text, label in zip(data.texts, data.labels)]
+
     def read_texts(self, path: Path, text_column: str) -> list[str]:
         from edgesent.data import load_dataset
 

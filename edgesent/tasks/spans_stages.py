@@ -193,6 +193,12 @@ class SpanTask(Task):
     def sample(self, data: Any, size: int, seed: int) -> Any:
         return split_span_dataset(data, size / len(data), seed)[1]
 
+    def records(self, data: Any) -> list[dict[str, Any]]:
+        return [
+            {"text": ex.text, "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in ex.spans]}
+            for ex in data.examples
+        ]
+
     def load_training_data(self, cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
         train_path: Path
         eval_path: Path | None
