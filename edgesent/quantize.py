@@ -174,7 +174,7 @@ def quantize_model(
     Args:
         onnx_path: The fp32 model.
         out_path: Where to write the int8 model.
-        cfg: Weight format, granularity and the node groups to keep in fp32.
+        cfg: Weight format, granularity, and the node groups and nodes to keep in fp32.
         calibration: ONNX input batches (name -> (B, T) int64) for ``cfg.static``; a few hundred
             representative texts are enough for MinMax calibration.
 
@@ -196,7 +196,7 @@ def quantize_model(
             except Exception as err:
                 raise ExportError(f"{onnx_path}: symbolic shape inference before quantization failed: {err}") from err
             model_path = inferred
-        excluded = sensitive_nodes(onnx.load(str(model_path)), cfg.keep_fp32)
+        excluded = list(dict.fromkeys([*sensitive_nodes(onnx.load(str(model_path)), cfg.keep_fp32), *cfg.fp32_nodes]))
         common = {
             "per_channel": cfg.per_channel,
             "reduce_range": cfg.reduce_range,

@@ -20,22 +20,19 @@ onnxruntime and numpy; no torch.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import quantize_dynamic
 
 from edgesent.artifacts import LOGITS_OUTPUT, scratch_dir
 from edgesent.config.quantize import QuantizeConfig
 from edgesent.errors import ConfigError, ExportError
-from edgesent.quantize import QUANTIZED_OP_TYPES, WEIGHT_TYPES, op_counts
 from edgesent.sessions import create_session
 
 
@@ -54,22 +51,6 @@ __all__ = [
 ]
 
 Feeds = Sequence[Mapping[str, np.ndarray]]
-
-
-class _DropOrtChatter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
-
-
-@contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """Drop the quantizer's root-logger warnings (a pre-processing hint per call: dozens per ranking)."""
-    chatter = _DropOrtChatter()
-    logging.getLogger().addFilter(chatter)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeFilter(chatter)
 
 
 def _config(cfg: QuantizeConfig | str | Mapping[str, Any]) -> QuantizeConfig:
@@ -104,7 +85,7 @@ def quantize_excluding(
 ) -> dict[str, Any]:
     """Dynamic int8 with the given nodes left in fp32, with the weight settings of ``cfg``.
 
-    The same ``quantize_dynamic`` call ``edgesent.quantize.quantize_model`` makes for a dynamic config, with
+    ``edgesent.quantize.quantize_model`` itself (the one quantization path) for a dynamic config, with
     ``nodes_to_exclude`` extended by the names given (plain, unfused graphs: the export default).
 
     Args:
@@ -120,23 +101,9 @@ def quantize_excluding(
         ConfigError: a static config. ExportError: the quantizer failed.
     """
     qcfg = _config(cfg)
-    from edgesent.quantize import sensitive_nodes
+    from edgesent.quantize import quantize_model  # the one quantization path, with these nodes added to fp32
 
-    excluded = list(dict.fromkeys([*sensitive_nodes(onnx.load(str(fp32_path)), qcfg.keep_fp32), *nodes_to_exclude]))
-    try:
-        with _quiet_quantizer():
-            quantize_dynamic(
-                str(fp32_path),
-                str(out_path),
-                per_channel=qcfg.per_channel,
-                reduce_range=qcfg.reduce_range,
-                weight_type=WEIGHT_TYPES[qcfg.weight_type],
-                nodes_to_exclude=excluded,
-            )
-    except Exception as err:
-        raise ExportError(f"{fp32_path}: int8 quantization failed ({type(err).__name__}: {err})") from err
-    counts = op_counts(onnx.load(str(out_path)))
-    return {"excluded_nodes": excluded, "op_counts": {k: v for k, v in counts.items() if k in QUANTIZED_OP_TYPES}}
+    return quantize_model(fp32_path, out_path, replace(qcfg, fp32_nodes=(*qcfg.fp32_nodes, *nodes_to_exclude)))
 
 
 def run_logits(model_path: Path, feeds: Feeds, threads: int = 1) -> np.ndarray:

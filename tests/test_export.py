@@ -535,3 +535,25 @@ def test_export_judges_on_the_models_own_sample_by_default(tiny_model_dir: Path,
     parity = json.loads(result.stdout)["parity"]
     assert parity["source"].endswith("parity_sample.jsonl") and parity["n_texts"] == 18
     assert parity["accuracy_torch"] is not None  # labelled: accuracy is judged too
+
+
+def test_the_targeted_remedy_keeps_the_most_sensitive_matmuls_before_the_coarse_ones(
+    _tiny_model_master: Path, tmp_path: Path, monkeypatch
+):
+    """Only a model with some MatMuls in fp32 passes here: the ranked remedy must come before fp32_head."""
+    real = export_module.quantize_model
+
+    def broken_unless_nodes_kept(onnx_path, out_path, cfg, calibration=None):
+        info = real(onnx_path, out_path, cfg, calibration)
+        if not cfg.fp32_nodes:
+            negate_logits(out_path)
+        return info
+
+    monkeypatch.setattr(export_module, "quantize_model", broken_unless_nodes_kept)
+    cfg = ExportConfig(precision="int8", quantize="avx512_vnni", parity={"near_tie_margin": 0.0})
+    manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
+    remedy = manifest["export"]["remedy"]
+    assert manifest["verified"] and remedy == "fp32_matmuls_top1"
+    kept = manifest["export"]["quantize"]["fp32_nodes"]
+    assert len(kept) == 1 and kept[0] in manifest["export"]["excluded_nodes"]
+    assert [a["remedy"] for a in manifest["export"]["attempts"]][-1] == "fp32_matmuls_top1"

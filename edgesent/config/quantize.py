@@ -42,6 +42,8 @@ class QuantizeConfig(ConfigBase):
         static: Static QDQ quantization with calibration data instead of dynamic quantization (default False).
         keep_fp32: Node groups left in fp32: ``embeddings`` (embedding lookups) and/or ``head``
             (pooler and classifier), the parts most sensitive to rounding (default none).
+        fp32_nodes: Graph nodes (by name) left in fp32 besides those groups: the most sensitive MatMuls, as
+            measured by ``edgesent.sensitivity`` (the export's targeted remedy; default none).
 
     Raises:
         ConfigError: an unknown target, type or group.
@@ -54,6 +56,7 @@ class QuantizeConfig(ConfigBase):
     reduce_range: bool = True
     static: bool = False
     keep_fp32: tuple[str, ...] = ()
+    fp32_nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("target", self.target, TARGETS)
@@ -70,6 +73,9 @@ class QuantizeConfig(ConfigBase):
         if unknown:
             raise ConfigError(f"keep_fp32 groups must be among {', '.join(KEEP_FP32_GROUPS)}, got {unknown!r}")
         self.keep_fp32 = groups
+        if isinstance(self.fp32_nodes, str) or not all(isinstance(n, str) for n in self.fp32_nodes):
+            raise ConfigError(f"fp32_nodes must be a list of node names, got {self.fp32_nodes!r}")
+        self.fp32_nodes = tuple(dict.fromkeys(self.fp32_nodes))
 
     # Presets (Optimum's AutoQuantizationConfig pattern), one per target; see bench/EXPORT_DEFAULTS.md.
     @classmethod
