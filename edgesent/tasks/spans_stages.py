@@ -338,12 +338,15 @@ class SpanTask(Task):
             check("max_abs_diff", diff_max, bound, diff_max <= bound, f"max_abs_diff {diff_max:.2e} > {bound:.0e}")
         bound = bounds["min_agreement"]
         assert bound is not None
+        # As for classification (edgesent.agreement): with gold spans, the drop of the span F1 on them is the
+        # primary check and agreement with PyTorch is reported, not gating, except at fp32's exact bound.
+        gold_decides = reference.gold is not None and bound < 1.0
         flips = int((ref_tags != cand_tags).sum())
         check(
             "agreement",
             agreement,
             bound,
-            agreement >= bound,
+            agreement >= bound or gold_decides,
             f"token agreement {agreement:.4f} < {bound:.4f} ({flips} of {ref_tags.size} words changed their tag)",
         )
         bound = bounds["min_span_f1"]
@@ -352,7 +355,7 @@ class SpanTask(Task):
             "span_f1",
             spans["span_f1"],
             bound,
-            spans["span_f1"] >= bound,
+            spans["span_f1"] >= bound or gold_decides,
             f"span_f1 {spans['span_f1']:.4f} < {bound:.4f} (ONNX spans against PyTorch's: {spans['n_reference']} "
             f"PyTorch spans, {spans['n_candidate']} ONNX spans, {spans['texts_identical']:.1%} of rows identical)",
         )
