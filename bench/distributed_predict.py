@@ -63,7 +63,7 @@ def _cli(args: list[str]) -> float:
 def _warm_ray(model: Path, parquet: Path, out: Path, workers: int) -> float:
     import ray
 
-    from edgesent.distributed.ray_engine import predict_dataset, start_local
+    from edgesent.distributed.ray_engine import BLOCKS_PER_WORKER, predict_dataset, start_local
 
     start_local(workers)
     try:
@@ -71,7 +71,8 @@ def _warm_ray(model: Path, parquet: Path, out: Path, workers: int) -> float:
         head = ray.data.read_parquet(str(parquet)).limit(WARMUP_ROWS)
         predict_dataset(head, model, concurrency=workers).materialize()
         started = time.perf_counter()
-        predict_dataset(ray.data.read_parquet(str(parquet)), model, concurrency=workers).write_parquet(str(out))
+        lake = ray.data.read_parquet(str(parquet)).repartition(workers * BLOCKS_PER_WORKER)  # as the CLI splits it
+        predict_dataset(lake, model, concurrency=workers).write_parquet(str(out))
         return time.perf_counter() - started
     finally:
         ray.shutdown()
@@ -84,7 +85,8 @@ def _warm_spark(model: Path, parquet: Path, out: Path, workers: int) -> float:
     try:
         predict_dataframe(spark.read.parquet(str(parquet)).limit(WARMUP_ROWS), model).collect()
         started = time.perf_counter()
-        predict_dataframe(spark.read.parquet(str(parquet)), model).write.parquet(str(out))
+        lake = spark.read.parquet(str(parquet)).repartition(workers)  # as the CLI splits it
+        predict_dataframe(lake, model).write.parquet(str(out))
         return time.perf_counter() - started
     finally:
         spark.stop()

@@ -383,7 +383,9 @@ class TorchReference:
         verdict = agreement_verdict(
             torch_logits,
             onnx_logits,
+            None if self.y_true is None else self.y_true[self.row_text],
             min_agreement=bound,
+            max_accuracy_drop=bounds["max_accuracy_drop"] or 0.0,
             near_tie_margin=bounds["near_tie_margin"] or 0.0,
             groups=self.row_text,
         )

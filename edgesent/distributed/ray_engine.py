@@ -131,6 +131,10 @@ def _map(ds: ray.data.Dataset, cfg: PartitionConfig, concurrency: int, rows_per_
     )
 
 
+# Blocks per actor when the CLI reads files: more than one, so a slow block does not leave an actor idle at the end.
+BLOCKS_PER_WORKER = 4
+
+
 def start_local(workers: int) -> bool:
     """Start Ray for one job on this machine, unless it is running or ``RAY_ADDRESS`` names a cluster.
 
@@ -192,7 +196,9 @@ def run_files(
 
     started = start_local(workers)
     try:
-        _map(read_files(files, fmt, columns), cfg, workers, rows_per_batch).write_parquet(str(out_dir))
+        # One file reads as one block, which feeds one actor: split it so every actor gets work.
+        ds = read_files(files, fmt, columns).repartition(workers * BLOCKS_PER_WORKER)
+        _map(ds, cfg, workers, rows_per_batch).write_parquet(str(out_dir))
     finally:
         if started:
             ray.shutdown()

@@ -176,6 +176,8 @@ def run_files(
     spark, started = start_local(workers)
     try:
         df = read_files(spark, files, fmt, columns)
+        if df.rdd.getNumPartitions() < workers:  # one small file is one partition: one core would do all the work
+            df = df.repartition(workers)
         predicted = df.mapInPandas(_PartitionFunction(cfg, False), output_schema(df.schema, cfg.labels))
         predicted.write.mode("errorifexists").parquet(str(out_dir))
     finally:
