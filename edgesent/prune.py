@@ -59,9 +59,10 @@ from transformers import DataCollatorWithPadding, Trainer
 from transformers.pytorch_utils import prune_linear_layer
 
 from edgesent import flops
-from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_model_dir, scratch_dir, write_manifest
+from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_manifest, read_model_dir, write_manifest
 from edgesent.config.prune import DEFAULT_SCORE_SAMPLES, PruneConfig
 from edgesent.data import LabelledTexts, encode_labels, load_dataset
+from edgesent.ddp import barrier, distributed_info, no_output, process_group, shared_scratch
 from edgesent.errors import ConfigError, ModelError
 from edgesent.evaluate import load_torch_model, torch_logits
 from edgesent.metrics import classification_metrics
@@ -405,14 +406,18 @@ def _recover(
     labels: list[str],
     max_length: int,
     device: str,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, Any]:
     """Distillation fine-tuning with finetune's Trainer setup; leaves the best epoch's weights in ``student``.
+
+    Under torchrun the ranks share one checkpoint directory (``train.shared_scratch``), as finetune's do.
 
     Raises:
         TrainingError: the loss or the weights are not finite afterwards.
     """
     train_cfg = cfg.train_config(max_length)
-    with scratch_dir("prune-checkpoints") as work_dir:
+    with shared_scratch("prune-checkpoints", rank, world) as work_dir:
         trainer, recorder = build_trainer(
             student,
             tokenizer,
@@ -467,9 +472,11 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
     encode_labels(train_data, labels)
     encode_labels(eval_data, labels)
     device = resolve_device(cfg.device)
-    with atomic_output_dir(
-        cfg.out, overwrite=cfg.overwrite, sources=[cfg.model_dir, cfg.data, cfg.eval_data]
-    ) as tmp_dir:
+    rank, world = process_group(device)
+    # Under torchrun every rank scores, prunes and recovers alike (same seed, same data); only rank 0 writes.
+    sources = [cfg.model_dir, cfg.data, cfg.eval_data]
+    writer = atomic_output_dir(cfg.out, overwrite=cfg.overwrite, sources=sources) if rank == 0 else no_output()
+    with writer as tmp_dir:
         torch.manual_seed(cfg.seed)
         tokenizer, teacher = load_torch_model(cfg.model_dir)
         teacher = teacher.to(device)
@@ -514,10 +521,15 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         )
         recovery = None
         if cfg.recovery is not None:
-            recovery = _recover(student, teacher, tokenizer, train_set, eval_set, cfg, labels, max_length, device)
+            recovery = _recover(
+                student, teacher, tokenizer, train_set, eval_set, cfg, labels, max_length, device, rank, world
+            )
             final = evaluate(student)
             accuracy["recovered"] = _summary(final)
         check_finite(student, None, "pruning")
+        if tmp_dir is None:
+            barrier(world)  # rank 0 writes and renames the output meanwhile
+            return {**read_manifest(Path(cfg.out)), "out_dir": str(Path(cfg.out))}
         student.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
         sample = write_parity_sample(get_task(source.task), eval_data, tmp_dir, cfg.seed)
@@ -532,6 +544,11 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
                 "base_model": source.manifest.get("base_model"),
                 "source": {"model_dir": str(cfg.model_dir), "manifest_sha256": source.sha256},
                 "parity_sample": sample,
+                "distributed": (
+                    distributed_info(cfg.train_config(max_length), world)
+                    if cfg.recovery is not None
+                    else {"world_size": world}
+                ),
                 "pruning": {
                     "config": cfg.to_dict(),
                     "fractions": {"heads": heads, "ffn": ffn},
@@ -568,4 +585,5 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
                 "device": {"type": device, "torch_threads": torch.get_num_threads()},
             },
         )
+    barrier(world)
     return {**manifest, "out_dir": str(Path(cfg.out))}

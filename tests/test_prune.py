@@ -16,6 +16,7 @@ from conftest import LABELS, make_texts
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
+from edgesent.artifacts import read_manifest
 from edgesent.cli import cli
 from edgesent.errors import ConfigError, ModelError
 from edgesent.prune import (
@@ -404,3 +405,27 @@ def test_recovery_options_without_recovery_are_refused(
     result = runner.invoke(cli, [*args, "--heads", "0.5", "--lr", "nan"])
     assert result.exit_code == 2 and "Error: lr must be a finite number, got nan" in result.output
     assert not (tmp_path / "p").exists()
+
+
+def test_prune_under_torchrun_writes_once_and_says_world_size_2(tiny_model_dir: Path, tiny_data, tmp_path: Path):
+    """Recovery is DDP on CPU (gloo) through the real launcher; only rank 0 writes the pruned directory."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    train, dev = tiny_data
+    out = tmp_path / "pruned"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    command += ["-m", "edgesent", "prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev)]
+    command += ["--out", str(out), "--heads", "0.5", "--epochs", "1", "--batch-size", "8", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads(proc.stdout)  # one JSON object: rank 1 printed nothing
+    assert manifest["distributed"]["world_size"] == 2 and manifest["distributed"]["backend"] == "gloo"
+    assert read_manifest(out)["pruning"]["heads_per_layer"]["after"] == [2, 2]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".pruned", "edgesent-"))] == []

@@ -361,7 +361,7 @@ def test_capped_tokenization_keeps_exactly_the_same_tokens(tiny_model_dir):
     from transformers import AutoTokenizer
 
     from edgesent.data import LabelledTexts
-    from edgesent.train import CHARS_PER_TOKEN_BUDGET, encode_texts
+    from edgesent.train_inputs import CHARS_PER_TOKEN_BUDGET, encode_texts
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     max_length = 16

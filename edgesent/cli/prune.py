@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edgesent.cli import is_main_process
 from edgesent.cli._format import format_table
 from edgesent.cli._options import (
     given_options,
@@ -113,6 +114,8 @@ def prune(model_dir: Path, as_json: bool, **options: object) -> None:
 
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its per-epoch logs; stdout is ours
         manifest = prune_model(cfg)
+    if not is_main_process():  # the other ranks of a torchrun launch: rank 0 reports
+        return
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return

@@ -33,7 +33,7 @@ class ClassifyTask(Task):
         return list(labels)
 
     def load_training_data(self, cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
-        return stage_module("train").load_training_data(cfg)
+        return stage_module("train_inputs").load_training_data(cfg)
 
     def sample(self, data: Any, size: int, seed: int) -> Any:
         from edgesent.data import stratified_split
@@ -54,7 +54,7 @@ class ClassifyTask(Task):
         return AutoModelForSequenceClassification
 
     def encode(self, tokenizer: Any, data: Any, labels: list[str], max_length: int) -> Any:
-        return stage_module("train").encode_texts(tokenizer, data, labels, max_length)
+        return stage_module("train_inputs").encode_texts(tokenizer, data, labels, max_length)
 
     def collator(self, tokenizer: Any) -> Any:
         from transformers import DataCollatorWithPadding

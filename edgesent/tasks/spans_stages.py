@@ -118,7 +118,7 @@ def encode_spans(tokenizer: Any, data: SpanDataset, labels: list[str], max_lengt
             row = {key: np.asarray(encoded[key][i], dtype=np.int32) for key in keys}
             tags = align_labels(encoded["offset_mapping"][i], encoded.word_ids(i), example.spans, index)
             features.append({**row, "labels": tags})
-    return stage_module("train")._EncodedTexts(features)
+    return stage_module("train_inputs").EncodedTexts(features)
 
 
 def torch_spans(
