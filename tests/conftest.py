@@ -11,6 +11,8 @@ import importlib.util
 import json
 import random
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,13 +59,31 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
     return path
 
 
-@pytest.fixture(scope="session")
-def _tiny_model_master(tmp_path_factory) -> Path:
+def free_port() -> int:
+    """A free TCP port on the loopback interface (servers and torchrun rendezvous in tests bind only there)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(nproc: int = 2) -> list[str]:
+    """The command prefix of a local DDP launch through the real launcher, on a free loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(free_port()),
+    ]
+
+
+def _tiny_bert(root: Path, outputs: list[str]) -> tuple[object, object]:
+    """(tokenizer, BertConfig) of the tiny random BERT (2 layers, hidden 32, offline WordPiece vocab) with
+    ``outputs`` as its id2label; torch is seeded, so the weights built from it are the same every session."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from edgesent.artifacts import KIND_PYTORCH, write_manifest
-
-    root = tmp_path_factory.mktemp("tiny")
     vocab_path = root / "vocab.txt"
     vocab_path.write_text("\n".join(_vocab()) + "\n")
     tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=True, model_max_length=64)
@@ -75,9 +95,19 @@ def _tiny_model_master(tmp_path_factory) -> Path:
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=128,
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
+        id2label=dict(enumerate(outputs)),
+        label2id={name: i for i, name in enumerate(outputs)},
     )
+    return tokenizer, config
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_master(tmp_path_factory) -> Path:
+    transformers = pytest.importorskip("transformers")
+    from edgesent.artifacts import KIND_PYTORCH, write_manifest
+
+    root = tmp_path_factory.mktemp("tiny")
+    tokenizer, config = _tiny_bert(root, LABELS)
     model = transformers.BertForSequenceClassification(config).eval()
     model_dir = root / "model"
     model.save_pretrained(model_dir)
@@ -195,21 +225,8 @@ def _tiny_span_model_master(tmp_path_factory) -> Path:
     from edgesent.tasks.spans import tag_names
 
     root = tmp_path_factory.mktemp("tiny-spans")
-    vocab_path = root / "vocab.txt"
-    vocab_path.write_text("\n".join(_vocab()) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=True, model_max_length=64)
     tags = tag_names(SPAN_LABELS)
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(_vocab()),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        id2label=dict(enumerate(tags)),
-        label2id={tag: i for i, tag in enumerate(tags)},
-    )
+    tokenizer, config = _tiny_bert(root, tags)
     model = transformers.BertForTokenClassification(config).eval()
     with torch.no_grad():  # larger head weights: tags vary from word to word, so most texts get spans
         model.classifier.weight.normal_(0.0, 1.0)

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from click.testing import CliRunner
-from conftest import LABELS, make_texts
+from conftest import LABELS, make_texts, torchrun
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
@@ -410,17 +410,21 @@ def test_recovery_options_without_recovery_are_refused(
 def test_prune_under_torchrun_writes_once_and_says_world_size_2(tiny_model_dir: Path, tiny_data, tmp_path: Path):
     """Recovery is DDP on CPU (gloo) through the real launcher; only rank 0 writes the pruned directory."""
     import os
-    import socket
     import subprocess
-    import sys
 
     train, dev = tiny_data
     out = tmp_path / "pruned"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    command += ["-m", "edgesent", "prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev)]
+    command = [
+        *torchrun(2),
+        "-m",
+        "edgesent",
+        "prune",
+        str(tiny_model_dir),
+        "--data",
+        str(train),
+        "--eval-data",
+        str(dev),
+    ]
     command += ["--out", str(out), "--heads", "0.5", "--epochs", "1", "--batch-size", "8", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)

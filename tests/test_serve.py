@@ -26,6 +26,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 httpx = pytest.importorskip("httpx")
 
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgesent.errors import ConfigError
@@ -39,12 +40,6 @@ SPAN_MODEL = "aspects"  # the span model (task token-classification) the module'
 TEXTS = ["great food and friendly staff", "", "awful", "   ", "the phone arrived on tuesday", "héllo wörld ✓"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class _Server:
     def __init__(self, proc: subprocess.Popen, url: str, log_path: Path) -> None:
         self.proc, self.url, self.log_path = proc, url, log_path
@@ -54,7 +49,7 @@ class _Server:
 
 
 def _start(model_dir: Path, tmp: Path, *options: str, span_dir: Path | None = None) -> _Server:
-    port = _free_port()
+    port = free_port()
     key_file = tmp / "keys.txt"
     key_file.write_text(f"# operators\nother-key\n{KEY}\n")
     log_path = tmp / f"server-{port}.log"
@@ -377,7 +372,7 @@ def test_tampered_model_stops_the_start(short_onnx_copy: Path) -> None:
     model = short_onnx_copy / "model.onnx"
     model.write_bytes(model.read_bytes()[:-16] + b"\0" * 16)
     result = subprocess.run(
-        [sys.executable, "-m", "edgesent", "serve", str(short_onnx_copy), "--port", str(_free_port())],
+        [sys.executable, "-m", "edgesent", "serve", str(short_onnx_copy), "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=60,

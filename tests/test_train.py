@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import torchrun
 
 
 pytest.importorskip("torch")
@@ -386,7 +387,6 @@ def test_a_signal_during_training_leaves_nothing_behind(tiny_model_dir, tiny_dat
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     train, dev = tiny_data
@@ -429,13 +429,7 @@ def test_torchrun_two_processes_train_and_only_rank_0_writes(tiny_model_dir: Pat
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
+        *torchrun(2),
         "-m",
         "edgesent",
         "finetune",
@@ -468,13 +462,7 @@ def test_torchrun_data_error_is_one_line_from_rank_0_and_fails_every_rank(tiny_m
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label,text\na,1,b\n")
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
+        *torchrun(2),
         "-m",
         "edgesent",
         "finetune",
@@ -490,11 +478,3 @@ def test_torchrun_data_error_is_one_line_from_rank_0_and_fails_every_rank(tiny_m
     ours = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]  # torchrun adds its own report
     assert len(ours) == 1 and "column 'text' appears twice" in ours[0]
     assert not (tmp_path / "o").exists()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
