@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from edgesent.artifacts import KIND_ONNX, MANIFEST_NAME, TASK_CLASSIFY, ModelDir, read_manifest, read_model_dir
 from edgesent.config import check_number
-from edgesent.data import encode_labels, load_dataset
+from edgesent.data import LabelledTexts, encode_labels, load_dataset
 from edgesent.errors import ConfigError, ModelError
 from edgesent.metrics import classification_metrics
 
@@ -165,6 +165,33 @@ def evaluate_model(
     }
 
 
+def load_labelled_texts(data_path: Path, labels: Sequence[str], options: dict[str, Any]) -> LabelledTexts:
+    """A labelled classification file (the classification task's ``load_labelled``).
+
+    Raises:
+        DataError: unusable data, or labels the model does not know. ConfigError: ``drop_labels`` (a span-data
+            option).
+    """
+    if options.get("drop_labels"):
+        raise ConfigError(f"--drop-label {', '.join(options['drop_labels'])}: only span data has labels to drop")
+    data = load_dataset(data_path, options["text_column"], options["label_column"], options["skip_empty"])
+    encode_labels(data, list(labels))
+    return data
+
+
+def _classification_scores(data: LabelledTexts, logits: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    return classification_metrics(np.asarray(encode_labels(data, labels)), logits.argmax(axis=-1), labels)
+
+
+def classification_torch_report(
+    model: Any, tokenizer: Any, data: LabelledTexts, labels: list[str], batch_size: int, max_length: int
+) -> dict[str, Any]:
+    """classification_metrics of an in-memory PyTorch classifier on labelled texts (eval mode, no grad)."""
+    return _classification_scores(
+        data, torch_logits(model.eval(), tokenizer, data.texts, batch_size, max_length), labels
+    )
+
+
 def classification_report(model: ModelDir, data_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     """The classification task's evaluation (``evaluate_model`` for a text-classification directory).
 
@@ -173,20 +200,20 @@ def classification_report(model: ModelDir, data_path: Path, options: dict[str, A
     Raises:
         DataError: unusable data. ConfigError: ``drop_labels`` (a span-data option).
     """
-    if options.get("drop_labels"):
-        raise ConfigError(f"--drop-label {', '.join(options['drop_labels'])}: only span data has labels to drop")
     labels = list(model.labels)
-    data = load_dataset(data_path, options["text_column"], options["label_column"], options["skip_empty"])
-    y_true = np.asarray(encode_labels(data, labels))
+    data = load_labelled_texts(data_path, labels, options)
     if model.kind == KIND_ONNX:
         from edgesent.runtime import Predictor
 
         # verified by read_model_dir already: the predictor need not hash the files a second time
         logits = Predictor.load(model.path, verify=False).predict_logits(data.texts, batch_size=options["batch_size"])
+        report = _classification_scores(data, logits, labels)
     else:
         from edgesent._imports import require_train_extra
 
         require_train_extra("evaluate")
         tokenizer, torch_model = load_torch_model(model.path, model.task)
-        logits = torch_logits(torch_model, tokenizer, data.texts, options["batch_size"], model.max_length)
-    return {**classification_metrics(y_true, logits.argmax(axis=-1), labels), "data": data.fingerprint()}
+        report = classification_torch_report(
+            torch_model, tokenizer, data, labels, options["batch_size"], model.max_length
+        )
+    return {**report, "data": data.fingerprint()}

@@ -33,7 +33,12 @@ loader can rebuild the shapes if the pin is ever lifted.
 
 Recovery fine-tunes the pruned model with knowledge distillation from the unpruned one (Hinton et al.
 2015: hard-label cross-entropy plus ``T^2``-scaled KL to the teacher's softened distribution), through
-the same Trainer setup as ``finetune`` (per-epoch evaluation, early stopping, best checkpoint by macro-F1).
+the same Trainer setup as ``finetune`` (per-epoch evaluation, early stopping, best checkpoint by the task's
+metric: macro-F1, or span F1).
+
+Both tasks go through the same code: the loss (of the scores and of both distillation terms) is taken over the
+rows that carry a label, one per text for a classifier and one per tagged word (its first sub-token) for a span
+tagger; data, encoding, collator and the before/after metrics are asked of the task (``edgesent.tasks``).
 Its hyperparameters are the ``TrainConfig`` nested in ``edgesent.config.prune.PruneConfig`` (re-exported here).
 """
 
@@ -50,28 +55,25 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, Trainer
+from transformers import Trainer
 from transformers.pytorch_utils import prune_linear_layer
 
 from edgesent import flops
 from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_manifest, read_model_dir, write_manifest
 from edgesent.config.prune import DEFAULT_SCORE_SAMPLES, PruneConfig
-from edgesent.data import LabelledTexts, encode_labels, load_dataset
 from edgesent.ddp import barrier, distributed_info, no_output, process_group, shared_scratch
 from edgesent.errors import ConfigError, ModelError
-from edgesent.evaluate import load_torch_model, torch_logits
-from edgesent.metrics import classification_metrics
-from edgesent.tasks import get_task
+from edgesent.evaluate import load_torch_model
+from edgesent.tasks import Task, get_task
+from edgesent.tasks.spans import IGNORE_INDEX
 from edgesent.train import (
     best_entry,
     build_trainer,
     check_finite,
-    encode_texts,
     epoch_history,
     resolve_device,
     write_parity_sample,
@@ -187,8 +189,9 @@ def compute_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tenso
     ``|dL/dgate|`` is summed over examples (Michel et al.'s expectation of the absolute gradient).
 
     Args:
-        model: A sequence-classification model with BERT-style layers; left unchanged.
-        batches: Dicts of (B, T) tensors with ``labels`` (B,), e.g. from DataCollatorWithPadding.
+        model: A sequence- or token-classification model with BERT-style layers; left unchanged.
+        batches: Dicts of (B, T) tensors with ``labels``, (B,) or (B, T) with -100 where no tag is read, e.g. from
+            the task's collator.
 
     Returns:
         Importance with raw (unnormalised) scores.
@@ -229,7 +232,7 @@ def compute_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tenso
             size = labels.shape[0]
             gates["heads"] = [torch.ones(size, h, device=device, requires_grad=True) for h, _, _ in shapes]
             gates["neurons"] = [torch.ones(size, n, device=device, requires_grad=True) for _, _, n in shapes]
-            loss = F.cross_entropy(model(**batch).logits.float(), labels, reduction="sum")
+            loss = task_loss(model(**batch).logits.float(), labels, reduction="sum")
             grads = torch.autograd.grad(loss, gates["heads"] + gates["neurons"])
             for score, grad in zip(head_scores + neuron_scores, grads):
                 score += grad.abs().sum(dim=0)
@@ -346,18 +349,39 @@ def _fraction_for_speedup(model: nn.Module, kept_layers: list[int], speedup: flo
     )
 
 
+def _labelled_rows(
+    logits: torch.Tensor, labels: torch.Tensor, *others: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """(N, K) logits and (N,) labels of the rows that carry a label: every text of a classifier ((B, C) logits,
+    (B,) labels), the tagged tokens of a tagger ((B, T, K) logits, (B, T) labels, -100 on the rest); ``others``
+    (a teacher's logits of the same shape) are cut alike."""
+    keep = labels.reshape(-1) != IGNORE_INDEX
+    rows = [t.reshape(-1, t.shape[-1])[keep] for t in (logits, *others)]
+    return rows[0], labels.reshape(-1)[keep], tuple(rows[1:])
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over the labelled rows (one per text, or one per tagged token): the loss both tasks train
+    with, so importance is scored for spans as for labels."""
+    rows, targets, _ = _labelled_rows(logits, labels)
+    return F.cross_entropy(rows, targets, reduction=reduction)
+
+
 def distillation_loss(
     student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
 ) -> torch.Tensor:
     """``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))``.
 
     The ``T^2`` factor keeps the soft-target gradients on the same scale as the hard ones whatever the
-    temperature (Hinton et al. 2015). ``student`` and ``teacher`` are (B, C) logits, ``labels`` (B,).
+    temperature (Hinton et al. 2015). ``student`` and ``teacher`` are (B, C) logits with (B,) labels, or a
+    tagger's (B, T, K) logits with (B, T) labels; both terms average over the labelled rows (texts, or the
+    words' first sub-tokens the tags sit on), so a tagged word weighs what a text weighs for a classifier.
     """
-    hard = F.cross_entropy(student, labels)
+    rows, targets, (teacher_rows,) = _labelled_rows(student, labels, teacher)
+    hard = F.cross_entropy(rows, targets)
     soft = F.kl_div(
-        F.log_softmax(student / temperature, dim=-1),
-        F.log_softmax(teacher / temperature, dim=-1),
+        F.log_softmax(rows / temperature, dim=-1),
+        F.log_softmax(teacher_rows / temperature, dim=-1),
         reduction="batchmean",
         log_target=True,
     )
@@ -377,23 +401,16 @@ class DistillationTrainer(Trainer):
         features = {k: v for k, v in inputs.items() if k != "labels"}
         outputs = model(**features)
         with torch.no_grad():
-            teacher_logits = self.teacher(**features).logits  # (B, C)
+            teacher_logits = self.teacher(**features).logits  # (B, C) or (B, T, K)
         loss = distillation_loss(
             outputs.logits.float(), teacher_logits.float(), inputs["labels"], self.temperature, self.alpha
         )
         return (loss, outputs) if return_outputs else loss
 
 
-def _evaluate(
-    model: nn.Module, tokenizer: Any, data: LabelledTexts, labels: list[str], batch_size: int, max_length: int
-) -> dict[str, Any]:
-    """classification_metrics of an in-memory model on labelled texts (eval mode, no grad)."""
-    logits = torch_logits(model.eval(), tokenizer, data.texts, batch_size, max_length)  # (N, C)
-    return classification_metrics(np.asarray(encode_labels(data, labels)), logits.argmax(axis=-1), labels)
-
-
-def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "n": report["n"]}
+def _summary(report: dict[str, Any], task: Task) -> dict[str, Any]:
+    """The task's per-epoch figures of a report (accuracy and macro-F1; span P/R/F1 and polarity accuracy)."""
+    return {key: report[key] for key in task.epoch_columns}
 
 
 def _recover(
@@ -403,6 +420,7 @@ def _recover(
     train_set: Any,
     eval_set: Any,
     cfg: PruneConfig,
+    task: Task,
     labels: list[str],
     max_length: int,
     device: str,
@@ -416,7 +434,7 @@ def _recover(
     Raises:
         TrainingError: the loss or the weights are not finite afterwards.
     """
-    train_cfg = cfg.train_config(max_length)
+    train_cfg = cfg.train_config(max_length, task.name)
     with shared_scratch("prune-checkpoints", rank, world) as work_dir:
         trainer, recorder = build_trainer(
             student,
@@ -453,24 +471,23 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         after pruning and after recovery; ``metrics`` is the final model's full report on ``eval_data``.
 
     Raises:
-        ModelError: the source is not an edgesent PyTorch directory, not a BERT-style encoder, or a span model
-            (token-classification: not supported yet).
+        ModelError: the source is not an edgesent PyTorch directory, or not a BERT-style encoder.
         DataError: unusable data or labels the model does not know.
         ConfigError: invalid targets (checked before training), or an unwritable/existing ``out``.
     """
     started = time.perf_counter()
     source = read_model_dir(cfg.model_dir, kind=KIND_PYTORCH)
-    if not get_task(source.task).prunable:  # refused before any data is read or anything is written
-        raise ModelError(
-            f"{cfg.model_dir}: a {source.task} model; prune supports text-classification models only "
-            "(importance scoring and distillation recovery are per text, not per token)"
-        )
+    task = get_task(source.task)
     labels = list(source.labels)
     max_length = cfg.max_length or source.max_length
-    train_data = load_dataset(cfg.data, cfg.text_column, cfg.label_column, cfg.skip_empty)
-    eval_data = load_dataset(cfg.eval_data, cfg.text_column, cfg.label_column, cfg.skip_empty)
-    encode_labels(train_data, labels)
-    encode_labels(eval_data, labels)
+    read_options = {
+        "text_column": cfg.text_column,
+        "label_column": cfg.label_column,
+        "skip_empty": cfg.skip_empty,
+        "drop_labels": cfg.drop_labels,
+    }
+    train_data = task.load_labelled(cfg.data, labels, read_options)
+    eval_data = task.load_labelled(cfg.eval_data, labels, read_options)
     device = resolve_device(cfg.device)
     rank, world = process_group(device)
     # Under torchrun every rank scores, prunes and recovers alike (same seed, same data); only rank 0 writes.
@@ -484,12 +501,12 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
         if cfg.layers is not None and cfg.layers > len(layers_before):
             raise ConfigError(f"layers={cfg.layers}: the model has only {len(layers_before)} layers")
         student = copy.deepcopy(teacher)
-        train_set = encode_texts(tokenizer, train_data, labels, max_length)
-        eval_set = encode_texts(tokenizer, eval_data, labels, max_length)
+        train_set = task.encode(tokenizer, train_data, labels, max_length)
+        eval_set = task.encode(tokenizer, eval_data, labels, max_length)
 
         rows = random.Random(cfg.seed).sample(range(len(train_set)), min(cfg.score_samples, len(train_set)))
         score_loader = torch.utils.data.DataLoader(
-            [train_set[i] for i in rows], batch_size=cfg.batch_size, collate_fn=DataCollatorWithPadding(tokenizer)
+            [train_set[i] for i in rows], batch_size=cfg.batch_size, collate_fn=task.collator(tokenizer)
         )
         importance = compute_importance(student, score_loader)
         heads, ffn = cfg.heads, cfg.ffn
@@ -500,39 +517,40 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
 
         before = {"parameters": count_parameters(teacher), "flops": count_flops(teacher)}
         evaluate = partial(
-            _evaluate,
+            task.torch_report,
             tokenizer=tokenizer,
             data=eval_data,
             labels=labels,
             batch_size=cfg.eval_batch_size,
             max_length=max_length,
         )
-        accuracy = {"before": _summary(evaluate(teacher))}
+        accuracy = {"before": _summary(evaluate(teacher), task)}
         apply_pruning(student, plan)
         after = {"parameters": count_parameters(student), "flops": count_flops(student)}
         final = evaluate(student)
-        accuracy["pruned"] = _summary(final)
+        accuracy["pruned"] = _summary(final, task)
         logger.info(
-            "pruned: %s -> %s parameters, accuracy %.4f -> %.4f",
+            "pruned: %s -> %s parameters, %s %.4f -> %.4f",
             before["parameters"],
             after["parameters"],
-            accuracy["before"]["accuracy"],
-            accuracy["pruned"]["accuracy"],
+            task.best_metric,
+            accuracy["before"][task.best_metric],
+            accuracy["pruned"][task.best_metric],
         )
         recovery = None
         if cfg.recovery is not None:
             recovery = _recover(
-                student, teacher, tokenizer, train_set, eval_set, cfg, labels, max_length, device, rank, world
+                student, teacher, tokenizer, train_set, eval_set, cfg, task, labels, max_length, device, rank, world
             )
             final = evaluate(student)
-            accuracy["recovered"] = _summary(final)
+            accuracy["recovered"] = _summary(final, task)
         check_finite(student, None, "pruning")
         if tmp_dir is None:
             barrier(world)  # rank 0 writes and renames the output meanwhile
             return {**read_manifest(Path(cfg.out)), "out_dir": str(Path(cfg.out))}
         student.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
-        sample = write_parity_sample(get_task(source.task), eval_data, tmp_dir, cfg.seed)
+        sample = write_parity_sample(task, eval_data, tmp_dir, cfg.seed)
         layers_after = _layer_shapes(student)
         manifest = write_manifest(
             tmp_dir,
@@ -540,12 +558,13 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
             {
                 "task": source.task,
                 "labels": labels,
+                **task.manifest_fields(labels),
                 "max_length": max_length,
                 "base_model": source.manifest.get("base_model"),
                 "source": {"model_dir": str(cfg.model_dir), "manifest_sha256": source.sha256},
                 "parity_sample": sample,
                 "distributed": (
-                    distributed_info(cfg.train_config(max_length), world)
+                    distributed_info(cfg.train_config(max_length, task.name), world)
                     if cfg.recovery is not None
                     else {"world_size": world}
                 ),
@@ -580,7 +599,7 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
                 },
                 "recovery": recovery,
                 "data": {"train": train_data.fingerprint(), "eval": eval_data.fingerprint()},
-                "metrics": {k: final[k] for k in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "n")},
+                "metrics": {k: final[k] for k in task.summary_keys if k in final},
                 "wall_time_s": round(time.perf_counter() - started, 2),
                 "device": {"type": device, "torch_threads": torch.get_num_threads()},
             },

@@ -29,6 +29,7 @@ from edgesent.prune import (
     count_parameters,
     distillation_loss,
     plan_pruning,
+    task_loss,
 )
 
 
@@ -241,6 +242,20 @@ def test_distillation_loss() -> None:
     p, log_q = torch.softmax(teacher / 2, -1), torch.log_softmax(student / 2, -1)
     kl = (p * (p.log() - log_q)).sum(-1).mean()
     assert torch.allclose(distillation_loss(student, teacher, labels, 2.0, 0.25), 0.25 * ce + 0.75 * 4 * kl)
+
+
+def test_distillation_loss_of_a_tagger_reads_only_the_tagged_tokens() -> None:
+    """(B, T, K) logits with -100 labels: the loss equals the classifier loss over the tagged rows, and logits of
+    untagged tokens (special tokens, later sub-tokens, padding) do not move it."""
+    student, teacher = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+    labels = torch.tensor([[-100, 3, -100, 0], [1, -100, -100, -100]])
+    keep = labels != -100
+    flat = distillation_loss(student[keep], teacher[keep], labels[keep], 2.0, 0.5)
+    assert torch.allclose(distillation_loss(student, teacher, labels, 2.0, 0.5), flat)
+    noisy_student, noisy_teacher = student.clone(), teacher.clone()
+    noisy_student[~keep], noisy_teacher[~keep] = 100.0, -100.0
+    assert torch.allclose(distillation_loss(noisy_student, noisy_teacher, labels, 2.0, 0.5), flat)
+    assert torch.allclose(task_loss(student, labels), torch.nn.functional.cross_entropy(student[keep], labels[keep]))
 
 
 def test_help(runner: CliRunner) -> None:

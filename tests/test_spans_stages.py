@@ -1,4 +1,4 @@
-"""The span task through the stages on a tiny tagger: finetune, evaluate, export + parity, prune's refusal."""
+"""The span task through the stages on a tiny tagger: finetune, evaluate, export + parity, prune."""
 
 from __future__ import annotations
 
@@ -293,27 +293,52 @@ def test_evaluate_span_metrics_are_exact_match(_tiny_span_model_master: Path, tm
 # --- prune -------------------------------------------------------------------------------------------------------
 
 
-def test_prune_refuses_a_span_model_in_one_line(runner, tiny_span_model_dir: Path, tiny_span_data, tmp_path: Path):
+def test_prune_a_span_model_scores_tokens_distils_and_exports(
+    runner, tiny_span_model_dir: Path, tiny_span_data, tmp_path: Path
+):
+    """Heads and FFN neurons of a tagger are scored on the token loss, removed, recovered by per-token
+    distillation and judged by span F1; the saved tagger evaluates to its manifest's figures and exports."""
     train, dev = tiny_span_data
     out = tmp_path / "pruned"
-    result = runner.invoke(
-        cli,
-        [
-            "prune",
-            str(tiny_span_model_dir),
-            "--data",
-            str(train),
-            "--eval-data",
-            str(dev),
-            "--out",
-            str(out),
-            "--heads",
-            "0.5",
-        ],
+    args = ["prune", str(tiny_span_model_dir), "--data", str(train), "--eval-data", str(dev), "--out", str(out)]
+    options = ["--heads", "0.5", "--ffn", "0.5", "--max-steps", "2", "--batch-size", "8"]
+    result = runner.invoke(cli, [*args, *options, "--json"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    pruning = manifest["pruning"]
+    assert manifest["task"] == TASK_SPANS and manifest["labels"] == SPAN_LABELS and manifest["tags"] == TAGS
+    assert pruning["heads_per_layer"] == {"before": [4, 4], "after": [2, 2]}
+    assert pruning["ffn_per_layer"] == {"before": [64, 64], "after": [32, 32]}
+    # the token loss reached every layer's gates: no layer's head scores are all zero
+    assert all(max(layer) > 0 for layer in pruning["importance"]["heads_normalized"])
+    assert set(pruning["accuracy"]) == {"before", "pruned", "recovered"}
+    assert set(pruning["accuracy"]["recovered"]) == {"precision", "recall", "f1", "span_f1", "label_accuracy"}
+    assert pruning["accuracy"]["recovered"]["f1"] == manifest["metrics"]["f1"]
+    assert manifest["recovery"]["epochs"] and "span_f1" in manifest["recovery"]["epochs"][0]
+    assert manifest["parity_sample"]["rows"] == 16
+
+    report = evaluate_model(out, dev)  # the saved tagger, reloaded, scores what the manifest says
+    assert report["f1"] == pytest.approx(manifest["metrics"]["f1"])
+    assert report["n_pred"] == manifest["metrics"]["n_pred"]
+    onnx = export_model(out, tmp_path / "onnx", ExportConfig())
+    assert onnx["task"] == TASK_SPANS and onnx["parity"]["passed"]
+
+
+def test_prune_reads_span_labels_like_finetune(runner, tiny_span_model_dir: Path, tmp_path: Path):
+    """A span label the model does not know is one line naming --drop-label; with it the data is accepted."""
+    rows = make_span_rows(20, seed=3)
+    rows[0]["spans"][0]["label"] = "conflict"
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    dev = write_jsonl(tmp_path / "dev.jsonl", make_span_rows(8, seed=4))
+    args = ["prune", str(tiny_span_model_dir), "--data", str(train), "--eval-data", str(dev)]
+    refused = runner.invoke(cli, [*args, "--out", str(tmp_path / "a"), "--heads", "0.5", "--no-recovery"])
+    assert refused.exit_code == 2 and "--drop-label conflict" in _one_error_line(refused)
+    assert not (tmp_path / "a").exists()
+    accepted = runner.invoke(
+        cli, [*args, "--out", str(tmp_path / "b"), "--heads", "0.5", "--no-recovery", "--drop-label", "conflict"]
     )
-    assert result.exit_code == 2
-    assert "prune supports text-classification models only" in _one_error_line(result)
-    assert not out.exists()
+    assert accepted.exit_code == 0, accepted.output
+    assert "span_f1" in accepted.output and "FLOPs x" in accepted.output
 
 
 def test_classification_csv_is_refused_as_span_parity_data(

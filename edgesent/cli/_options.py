@@ -30,6 +30,12 @@ text_column_option = click.option(
 label_column_option = click.option(
     "--label-column", default="label", show_default=True, help="Column holding the label."
 )
+drop_label_option = click.option(
+    "--drop-label",
+    "drop_labels",
+    multiple=True,
+    help="Span data: leave out spans with this label, e.g. conflict (repeatable).",
+)
 no_verify_option = click.option(
     "--no-verify",
     is_flag=True,

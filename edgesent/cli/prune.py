@@ -12,6 +12,7 @@ import click
 from edgesent.cli import is_main_process
 from edgesent.cli._format import format_table
 from edgesent.cli._options import (
+    drop_label_option,
     given_options,
     json_option,
     label_column_option,
@@ -91,6 +92,7 @@ def _default(text: str, name: str, config: type = PruneConfig) -> str:
 @text_column_option
 @label_column_option
 @click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
+@drop_label_option
 @overwrite_option
 @json_option
 def prune(model_dir: Path, as_json: bool, **options: object) -> None:
@@ -120,17 +122,17 @@ def prune(model_dir: Path, as_json: bool, **options: object) -> None:
         click.echo(json.dumps(manifest, indent=2))
         return
     pruning = manifest["pruning"]
+    metrics = list(next(iter(pruning["accuracy"].values())))  # the task's: accuracy, macro_f1 or span P/R/F1, ...
     rows = [
         [
             stage,
             pruning["parameters"]["before" if stage == "before" else "after"],
             pruning["flops"]["before" if stage == "before" else "after"] / 1e6,
-            acc["accuracy"],
-            acc["macro_f1"],
+            *(scores[name] for name in metrics),
         ]
-        for stage, acc in pruning["accuracy"].items()
+        for stage, scores in pruning["accuracy"].items()
     ]
-    click.echo(format_table(["stage", "parameters", "MFLOPs", "accuracy", "macro_f1"], rows))
+    click.echo(format_table(["stage", "parameters", "MFLOPs", *metrics], rows))
     heads, ffn = pruning["heads_per_layer"], pruning["ffn_per_layer"]
     click.echo(
         f"\nlayers {len(heads['before'])}->{len(heads['after'])}, heads/layer {max(heads['before'])}->"

@@ -14,6 +14,7 @@ import click
 from edgesent.cli import is_main_process
 from edgesent.cli._format import format_table
 from edgesent.cli._options import (
+    drop_label_option,
     given_options,
     json_option,
     label_column_option,
@@ -47,12 +48,7 @@ def _default(text: str, name: str) -> str:
     help="classify: a label per text; spans: aspects/spans with their label by token tagging. "
     "Default: what --data holds (.xml/.conll, or JSONL with 'spans'/'aspects': spans).",
 )
-@click.option(
-    "--drop-label",
-    "drop_labels",
-    multiple=True,
-    help="Span data: leave out spans with this label, e.g. conflict (repeatable).",
-)
+@drop_label_option
 @click.option(
     "--base",
     help=_default("Base model: 'minilm-l6' (installed package), a local HF model directory, or a hub id.", "base"),
@@ -221,12 +217,7 @@ def search_report(model_dir: Path, report_dir: Path | None, overwrite: bool, as_
 @label_column_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--skip-empty", is_flag=True, help="Skip rows with empty text instead of failing.")
-@click.option(
-    "--drop-label",
-    "drop_labels",
-    multiple=True,
-    help="Span data: leave out gold spans with this label, e.g. conflict (repeatable).",
-)
+@drop_label_option
 @no_verify_option
 @json_option
 def evaluate(model_dir: Path, data: Path, as_json: bool, no_verify: bool, **options: Any) -> None:

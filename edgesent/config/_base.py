@@ -67,6 +67,15 @@ def check_text(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
 
 
+def check_texts(name: str, value: Any) -> tuple[str, ...]:
+    """``value`` (a list or tuple of non-empty strings, e.g. span labels to drop) as a tuple without repeats."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be a list of span labels, got {value!r}")
+    for item in value:
+        check_text(name, item)
+    return tuple(dict.fromkeys(value))
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     """Raise ConfigError unless ``value`` is one of ``choices``."""
     options = list(choices)

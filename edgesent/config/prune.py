@@ -20,6 +20,7 @@ from edgesent.config._base import (
     check_number,
     check_optional_number,
     check_text,
+    check_texts,
     optional_path,
 )
 from edgesent.config.train import DEVICES, MAX_MAX_LENGTH, MAX_SEED, MIN_MAX_LENGTH, TrainConfig
@@ -41,6 +42,7 @@ SHARED_WITH_RECOVERY = (
     "text_column",
     "label_column",
     "skip_empty",
+    "drop_labels",
     "overwrite",
 )
 
@@ -70,7 +72,8 @@ class PruneConfig(ConfigBase):
         max_length: Tokens per text; None (default): the source model's.
         device: ``auto`` (default), ``cpu`` or ``cuda``.
         seed: Seed of the scoring subset and of recovery (default 42).
-        text_column, label_column, skip_empty: How the data files are read (as in TrainConfig).
+        text_column, label_column, skip_empty, drop_labels: How the data files are read (as in TrainConfig;
+            ``drop_labels`` is for span models, e.g. ``("conflict",)``).
         recovery: The recovery fine-tuning's hyperparameters (a TrainConfig or its dict; default: TrainConfig's
             defaults); None: save the pruned model without recovery. Its fields in ``SHARED_WITH_RECOVERY``
             must stay at their defaults: the prune run's own settings are used.
@@ -99,6 +102,7 @@ class PruneConfig(ConfigBase):
     text_column: str = "text"
     label_column: str = "label"
     skip_empty: bool = False
+    drop_labels: tuple[str, ...] = ()
     recovery: TrainConfig | None = field(default_factory=TrainConfig)
     overwrite: bool = False
 
@@ -143,6 +147,7 @@ class PruneConfig(ConfigBase):
         check_text("text_column", self.text_column)
         check_text("label_column", self.label_column)
         check_bool("skip_empty", self.skip_empty)
+        self.drop_labels = check_texts("drop_labels", self.drop_labels)
         check_bool("overwrite", self.overwrite)
         if self.recovery is not None:
             if not isinstance(self.recovery, TrainConfig):
@@ -158,8 +163,9 @@ class PruneConfig(ConfigBase):
                 )
             self.train_config(self.max_length or DEFAULT_RECOVERY_MAX_LENGTH)  # validated before any work
 
-    def train_config(self, max_length: int) -> TrainConfig:
-        """The recovery run's TrainConfig: ``recovery``'s hyperparameters with the prune run's shared settings.
+    def train_config(self, max_length: int, task: str | None = None) -> TrainConfig:
+        """The recovery run's TrainConfig: ``recovery``'s hyperparameters with the prune run's shared settings,
+        for the source model's ``task`` (None: what the data holds).
 
         Raises:
             ConfigError: recovery is off (None), or the merged settings are invalid.
@@ -169,4 +175,4 @@ class PruneConfig(ConfigBase):
         shared = {
             name: getattr(self, name) for name in SHARED_WITH_RECOVERY if name not in ("max_length", "overwrite")
         }
-        return dataclasses.replace(self.recovery, max_length=max_length, **shared)
+        return dataclasses.replace(self.recovery, max_length=max_length, task=task, **shared)

@@ -16,6 +16,7 @@ from edgesent.config._base import (
     check_choice,
     check_number,
     check_text,
+    check_texts,
     optional_path,
 )
 from edgesent.errors import ConfigError
@@ -109,11 +110,7 @@ class TrainConfig(ConfigBase):
         check_text("base", self.base)
         if self.task is not None:
             check_choice("task", self.task, TASK_NAMES)
-        if isinstance(self.drop_labels, str) or not isinstance(self.drop_labels, (list, tuple)):
-            raise ConfigError(f"drop_labels must be a list of span labels, got {self.drop_labels!r}")
-        self.drop_labels = tuple(dict.fromkeys(self.drop_labels))
-        for label in self.drop_labels:
-            check_text("drop_labels", label)
+        self.drop_labels = check_texts("drop_labels", self.drop_labels)
         if self.drop_labels and self.task == CLASSIFY:
             raise ConfigError(
                 f"drop_labels {list(self.drop_labels)!r}: only span data has labels to drop (--task spans)"

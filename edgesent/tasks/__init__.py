@@ -60,7 +60,6 @@ class Task:
             early stopping.
         epoch_columns: per-epoch report keys ``finetune`` prints.
         summary_keys: keys of the best epoch's report kept as the manifest's ``metrics``.
-        prunable: whether ``edgesent prune`` supports the task.
     """
 
     name: str = ""
@@ -68,7 +67,6 @@ class Task:
     best_metric: str = ""
     epoch_columns: tuple[str, ...] = ()
     summary_keys: tuple[str, ...] = ()
-    prunable: bool = False
 
     # -- labels and the manifest ---------------------------------------------------------------------------
     def output_names(self, labels: Sequence[str]) -> list[str]:
@@ -93,6 +91,13 @@ class Task:
 
     def records(self, data: Any) -> list[dict[str, Any]]:
         """The rows of a data object as JSON objects this task's readers read back (the parity sample)."""
+        raise NotImplementedError
+
+    def load_labelled(self, path: Path, labels: Sequence[str], options: dict[str, Any]) -> Any:
+        """A labelled file of this task, checked against a model's labels (DataError naming any it does not know).
+
+        ``options``: ``text_column``, ``label_column``, ``skip_empty``, ``drop_labels`` (as :meth:`evaluate`).
+        """
         raise NotImplementedError
 
     def read_texts(self, path: Path, text_column: str) -> list[str]:
@@ -121,6 +126,13 @@ class Task:
 
         ``options``: ``text_column``, ``label_column``, ``batch_size``, ``skip_empty``, ``drop_labels``.
         """
+        raise NotImplementedError
+
+    def torch_report(
+        self, model: Any, tokenizer: Any, data: Any, labels: list[str], batch_size: int, max_length: int
+    ) -> dict[str, Any]:
+        """The task's metrics of an in-memory PyTorch model on data from :meth:`load_labelled` (evaluate's PyTorch
+        path, and prune's before/after scores)."""
         raise NotImplementedError
 
     def format_report(self, report: dict[str, Any]) -> str:

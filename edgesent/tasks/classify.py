@@ -27,7 +27,6 @@ class ClassifyTask(Task):
     best_metric = "macro_f1"
     epoch_columns = ("accuracy", "macro_f1")
     summary_keys = ("accuracy", "macro_f1", "per_class", "confusion_matrix", "n", "labels")
-    prunable = True
 
     def output_names(self, labels: Sequence[str]) -> list[str]:
         return list(labels)
@@ -42,6 +41,9 @@ class ClassifyTask(Task):
 
     def records(self, data: Any) -> list[dict[str, Any]]:
         return [{"text": text, "label": label} for text, label in zip(data.texts, data.labels)]
+
+    def load_labelled(self, path: Path, labels: Sequence[str], options: dict[str, Any]) -> Any:
+        return stage_module("evaluate").load_labelled_texts(path, labels, options)
 
     def read_texts(self, path: Path, text_column: str) -> list[str]:
         from edgesent.data import load_dataset
@@ -66,6 +68,13 @@ class ClassifyTask(Task):
 
     def evaluate(self, model: ModelDir, data_path: Path, options: dict[str, Any]) -> dict[str, Any]:
         return stage_module("evaluate").classification_report(model, data_path, options)
+
+    def torch_report(
+        self, model: Any, tokenizer: Any, data: Any, labels: list[str], batch_size: int, max_length: int
+    ) -> dict[str, Any]:
+        return stage_module("evaluate").classification_torch_report(
+            model, tokenizer, data, labels, batch_size, max_length
+        )
 
     def format_report(self, report: dict[str, Any]) -> str:
         return stage_module("cli._format").format_metrics(report)

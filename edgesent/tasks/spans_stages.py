@@ -182,7 +182,6 @@ class SpanTask(Task):
         "per_label",
         "labels",
     )
-    prunable = False
 
     def output_names(self, labels: Sequence[str]) -> list[str]:
         return tag_names(labels)
@@ -215,6 +214,11 @@ class SpanTask(Task):
         check_known_labels(eval_data, labels, f"the training data's labels ({train_path})")
         return train_data, eval_data, labels
 
+    def load_labelled(self, path: Path, labels: Sequence[str], options: dict[str, Any]) -> Any:
+        data = load_span_dataset(path, options["text_column"], options["drop_labels"])
+        check_known_labels(data, labels, "the model's labels")
+        return data
+
     def read_texts(self, path: Path, text_column: str) -> list[str]:
         return [ex.text for ex in read_span_records(path, text_column)]
 
@@ -235,8 +239,7 @@ class SpanTask(Task):
         return SpanMetricsRecorder(tag_names(labels))
 
     def evaluate(self, model: ModelDir, data_path: Path, options: dict[str, Any]) -> dict[str, Any]:
-        data = load_span_dataset(data_path, options["text_column"], options["drop_labels"])
-        check_known_labels(data, model.labels, f"the model's labels ({model.path})")
+        data = self.load_labelled(data_path, model.labels, options)
         predicted = self.predict_spans(model, data.texts, options["batch_size"])
         report = span_metrics([ex.spans for ex in data.examples], predicted, list(model.labels))
         return {**report, "data": data.fingerprint()}
@@ -250,6 +253,12 @@ class SpanTask(Task):
         require_train_extra("evaluate")
         tokenizer, torch_model = stage_module("evaluate").load_torch_model(model.path, model.task)
         return torch_spans(torch_model, tokenizer, texts, list(model.outputs), model.max_length, batch_size)
+
+    def torch_report(
+        self, model: Any, tokenizer: Any, data: Any, labels: list[str], batch_size: int, max_length: int
+    ) -> dict[str, Any]:
+        predicted = torch_spans(model.eval(), tokenizer, data.texts, tag_names(labels), max_length, batch_size)
+        return span_metrics([ex.spans for ex in data.examples], predicted, labels)
 
     def format_report(self, report: dict[str, Any]) -> str:
         format_table = stage_module("cli._format").format_table
