@@ -31,8 +31,8 @@ only alternative was a custom loader every stage would have to call. The risk: T
 ``pruned_heads``; the manifest's ``pruning`` section records per-layer head counts and FFN sizes so a
 loader can rebuild the shapes if the pin is ever lifted.
 
-Recovery fine-tunes the pruned model with knowledge distillation from the unpruned one (Hinton et al.
-2015: hard-label cross-entropy plus ``T^2``-scaled KL to the teacher's softened distribution), through
+Recovery fine-tunes the pruned model with knowledge distillation from the unpruned one (``edgesent.distill``:
+hard-label cross-entropy plus ``T^2``-scaled KL to the teacher's softened distribution), through
 the same Trainer setup as ``finetune`` (per-epoch evaluation, early stopping, best checkpoint by the task's
 metric: macro-F1, or span F1).
 
@@ -56,20 +56,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import Trainer
 from transformers.pytorch_utils import prune_linear_layer
 
 from edgesent import flops
 from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_manifest, read_model_dir, write_manifest
 from edgesent.config.prune import DEFAULT_SCORE_SAMPLES, PruneConfig
 from edgesent.ddp import barrier, distributed_info, no_output, process_group, shared_scratch
+from edgesent.distill import DistillationTrainer, task_loss
 from edgesent.errors import ConfigError, ModelError
 from edgesent.evaluate import load_torch_model
 from edgesent.tasks import Task, get_task
-from edgesent.tasks.spans import IGNORE_INDEX
 from edgesent.train import (
     best_entry,
     build_trainer,
@@ -347,65 +345,6 @@ def _fraction_for_speedup(model: nn.Module, kept_layers: list[int], speedup: flo
         f"speedup={speedup:g} cannot be reached by removing heads and FFN neurons alone; "
         "ask for less, or also remove layers with --layers"
     )
-
-
-def _labelled_rows(
-    logits: torch.Tensor, labels: torch.Tensor, *others: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """(N, K) logits and (N,) labels of the rows that carry a label: every text of a classifier ((B, C) logits,
-    (B,) labels), the tagged tokens of a tagger ((B, T, K) logits, (B, T) labels, -100 on the rest); ``others``
-    (a teacher's logits of the same shape) are cut alike."""
-    keep = labels.reshape(-1) != IGNORE_INDEX
-    rows = [t.reshape(-1, t.shape[-1])[keep] for t in (logits, *others)]
-    return rows[0], labels.reshape(-1)[keep], tuple(rows[1:])
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy over the labelled rows (one per text, or one per tagged token): the loss both tasks train
-    with, so importance is scored for spans as for labels."""
-    rows, targets, _ = _labelled_rows(logits, labels)
-    return F.cross_entropy(rows, targets, reduction=reduction)
-
-
-def distillation_loss(
-    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
-) -> torch.Tensor:
-    """``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))``.
-
-    The ``T^2`` factor keeps the soft-target gradients on the same scale as the hard ones whatever the
-    temperature (Hinton et al. 2015). ``student`` and ``teacher`` are (B, C) logits with (B,) labels, or a
-    tagger's (B, T, K) logits with (B, T) labels; both terms average over the labelled rows (texts, or the
-    words' first sub-tokens the tags sit on), so a tagged word weighs what a text weighs for a classifier.
-    """
-    rows, targets, (teacher_rows,) = _labelled_rows(student, labels, teacher)
-    hard = F.cross_entropy(rows, targets)
-    soft = F.kl_div(
-        F.log_softmax(rows / temperature, dim=-1),
-        F.log_softmax(teacher_rows / temperature, dim=-1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    return alpha * hard + (1.0 - alpha) * temperature**2 * soft
-
-
-class DistillationTrainer(Trainer):
-    """Trainer whose loss is ``distillation_loss`` against a frozen teacher (the unpruned model)."""
-
-    def __init__(self, *args: Any, teacher: nn.Module, temperature: float, alpha: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
-        self.temperature = temperature
-        self.alpha = alpha
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        features = {k: v for k, v in inputs.items() if k != "labels"}
-        outputs = model(**features)
-        with torch.no_grad():
-            teacher_logits = self.teacher(**features).logits  # (B, C) or (B, T, K)
-        loss = distillation_loss(
-            outputs.logits.float(), teacher_logits.float(), inputs["labels"], self.temperature, self.alpha
-        )
-        return (loss, outputs) if return_outputs else loss
 
 
 def _summary(report: dict[str, Any], task: Task) -> dict[str, Any]:

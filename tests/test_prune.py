@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from edgesent.artifacts import read_manifest
 from edgesent.cli import cli
+from edgesent.distill import distillation_loss, task_loss
 from edgesent.errors import ConfigError, ModelError
 from edgesent.prune import (
     Importance,
@@ -27,9 +28,7 @@ from edgesent.prune import (
     compute_importance,
     count_flops,
     count_parameters,
-    distillation_loss,
     plan_pruning,
-    task_loss,
 )
 
 
