@@ -30,7 +30,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgesent.artifacts import scratch_dir
-from edgesent.config.export import OPTIMIZE_LEVELS
+from edgesent.config.export import NNCF_DEFAULT_PRESET, NNCF_PRESETS, OPTIMIZE_LEVELS
 from edgesent.config.quantize import KEEP_FP32_GROUPS, TARGETS, QuantizeConfig
 from edgesent.errors import ConfigError, ExportError
 from edgesent.sessions import cpu_info
@@ -69,10 +69,6 @@ QUANTIZED_OP_TYPES = (
     "QuantizeLinear",
     "DequantizeLinear",
 )
-# NNCF's static int8 for OpenVINO: the MIXED preset (symmetric weights, asymmetric activations) with the
-# transformer model type (keeps LayerNorm, Softmax and the residual Adds in float), as bench/peers.py measured it.
-NNCF_PRESETS = ("mixed", "performance")
-NNCF_DEFAULT_PRESET = "mixed"
 # Texts NNCF calibrates on at most: its own default subset size.
 NNCF_CALIBRATION_TEXTS = 300
 _NORM_OPS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization", "EmbedLayerNormalization")

@@ -30,6 +30,10 @@ OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 DEFAULT_OPSET = 18  # Optimum's recommended minimum for BERT; the torch.onnx fallback uses it too
 MIN_OPSET = 14  # scaled_dot_product_attention and Trilu need opset 14
 DEFAULT_CALIBRATION_SAMPLES = 128
+# NNCF's static int8 (the openvino runtime): the MIXED preset (symmetric weights, asymmetric activations) with the
+# transformer model type (LayerNorm, Softmax and the residual Adds stay in float), as bench/peers.py measured it.
+NNCF_PRESETS = ("mixed", "performance")
+NNCF_DEFAULT_PRESET = "mixed"
 
 
 @dataclass
