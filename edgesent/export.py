@@ -467,6 +467,9 @@ def _failure_message(out_dir: Path, cfg: ExportConfig, report: ParityReport, det
         message += "; remedies tried, none passed: " + ", ".join(f"{a['remedy']} ({a['summary']})" for a in remedies)
     if details.get("runtime") == RUNTIME_OPENVINO:
         message += "; the int8 remedies are ONNX Runtime's only: try --runtime onnxruntime (or auto)"
+    others = [c for c in details.get("runtime_candidates", []) if c["runtime"] != details.get("runtime")]
+    if others:
+        message += "; also failed: " + ", ".join(f"{c['runtime']} ({c['summary']})" for c in others)
     if cfg.keep_unverified:
         return message + f"; kept for inspection with verified: false in {out_dir}/edgesent.json; do not ship it"
     return message + "; nothing was written (pass --keep-unverified to keep the model for inspection)"

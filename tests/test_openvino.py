@@ -193,6 +193,16 @@ def test_failed_openvino_gate_writes_nothing_and_says_remedies_are_ort_only(tiny
     assert no_leftovers(tmp_path, "out")
 
 
+@needs_openvino
+def test_runtime_auto_with_both_failing_names_both(tiny_model_dir: Path, tmp_path: Path):
+    from edgesent.quantize import QuantizeConfig
+
+    settings = {"quantize": QuantizeConfig.avx512_vnni(), "remedies": False, "parity": {"max_abs_diff": 1e-9}}
+    with pytest.raises(ParityError, match=r"max_abs_diff .*; also failed: openvino \(max_abs_diff"):
+        _export(tiny_model_dir, tmp_path / "out", precision="int8", runtime="auto", **settings)
+    assert no_leftovers(tmp_path, "out")
+
+
 # --- configuration and the CLI ----------------------------------------------------------------------------------
 
 
@@ -242,3 +252,15 @@ def test_parity_cli_runs_the_recorded_runtime(_tiny_model_master: Path, tiny_ope
     result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(tiny_openvino_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["runtime"] == "openvino"
+
+
+@needs_openvino
+def test_bench_times_openvino_cells(tiny_onnx_dir: Path, tiny_openvino_dir: Path, runner) -> None:
+    args = ["bench", str(tiny_onnx_dir), str(tiny_openvino_dir), "--name", "fp32", "--name", "ov-int8"]
+    args += ["--provider", "cpu,openvino", "--seq-lens", "8", "--warmup", "1", "--runs", "2", "--no-rss", "--no-peak"]
+    result = runner.invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    assert {(r["variant"], r["provider"]) for r in rows} == {
+        (name, provider) for name in ("fp32", "ov-int8") for provider in ("cpu", "openvino")
+    }
