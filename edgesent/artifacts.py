@@ -49,6 +49,10 @@ TASK_CLASSIFY = "text-classification"
 TASK_SPANS = "token-classification"
 TASKS = (TASK_CLASSIFY, TASK_SPANS)
 DEFAULT_PRECISION = "fp32"
+RUNTIME_ONNXRUNTIME = "onnxruntime"
+RUNTIME_OPENVINO = "openvino"
+# The runtime an export was built and verified for (its manifest's ``runtime``; absent: onnxruntime).
+RUNTIMES = (RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)
 _CONTENT_KEY = "content_sha256"
 # Temporary names carry the writer's pid, so a later run can tell a dead run's leftovers from a live one's.
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
@@ -61,6 +65,8 @@ _VERSIONED = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
+    "nncf",
     "tokenizers",
     "numpy",
     "accelerate",
@@ -221,6 +227,14 @@ class ModelDir:
         """The model file's full path."""
         return self.path / self.model_file
 
+    @property
+    def runtime(self) -> str:
+        """The runtime an ONNX export was built and verified for: ``"onnxruntime"`` or ``"openvino"``.
+
+        The manifest's ``runtime``; exports without one (older ones, fp32, fp16) are ``"onnxruntime"``'s.
+        """
+        return self.manifest.get("runtime") or RUNTIME_ONNXRUNTIME
+
     def hf_config(self) -> dict[str, Any]:
         """``config.json`` as a dict; ModelError if it is missing or unreadable."""
         return _read_hf_config(self.path)
@@ -319,6 +333,11 @@ def read_model_dir(path: str | Path, kind: str | None = None, verify: bool = Tru
     precision = manifest.get("precision", DEFAULT_PRECISION)
     if not isinstance(precision, str):
         raise ModelError(f"{directory}: manifest 'precision' is {precision!r}; re-create the model")
+    runtime = manifest.get("runtime", RUNTIME_ONNXRUNTIME)
+    if runtime not in RUNTIMES:
+        raise ModelError(
+            f"{directory}: manifest 'runtime' is {runtime!r}, not one of {', '.join(RUNTIMES)}; re-export the model"
+        )
     if found == KIND_ONNX:
         model_file = manifest.get("onnx_file", ONNX_FILE_NAME)
         if not isinstance(model_file, str):

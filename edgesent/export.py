@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -30,11 +30,14 @@ import torch
 from optimum.exporters.onnx import main_export
 from transformers import AutoConfig, AutoTokenizer
 
+from edgesent._imports import missing_modules
 from edgesent.artifacts import (
     KIND_ONNX,
     KIND_PYTORCH,
     LOGITS_OUTPUT,
     ONNX_FILE_NAME,
+    RUNTIME_ONNXRUNTIME,
+    RUNTIME_OPENVINO,
     TASK_CLASSIFY,
     TOKENIZER_FILE_NAME,
     ModelDir,
@@ -44,18 +47,35 @@ from edgesent.artifacts import (
     write_manifest,
 )
 from edgesent.config.export import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSET, MIN_OPSET, ExportConfig
+from edgesent.config.providers import AUTO, OPENVINO_EXTRA
 from edgesent.config.quantize import QuantizeConfig
 from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
 from edgesent.evaluate import load_torch_model
 from edgesent.parity import ParityReport, TorchReference
-from edgesent.quantize import convert_fp16, detect_target, optimize_graph, quantize_model
+from edgesent.quantize import (
+    NNCF_CALIBRATION_TEXTS,
+    QUANTIZED_OP_TYPES,
+    convert_fp16,
+    detect_target,
+    op_counts,
+    optimize_graph,
+    quantize_model,
+    quantize_nncf,
+)
+from edgesent.runtime import Predictor, _load_tokenizer
 from edgesent.sensitivity import rank_matmuls
+from edgesent.sessions import OPENVINO_EXPORT_MODULES, create_session, require_openvino
 from edgesent.tasks import Task, get_task
 
 
 logger = logging.getLogger(__name__)
 # The targeted int8 remedy keeps this many of the most sensitive MatMuls in fp32, one attempt each.
 SENSITIVE_MATMUL_STEPS = (1, 2, 4, 8)
+# --runtime auto times the int8 candidates that pass parity on this many parity texts, batch 1, one thread,
+# after a few untimed calls, in this many interleaved rounds; p50 per call decides.
+TIMING_TEXTS = 64
+TIMING_WARMUP = 8
+TIMING_ROUNDS = 3
 
 # ExportConfig and its constants live in edgesent.config.export; re-exported here for existing imports.
 __all__ = [
@@ -243,29 +263,38 @@ def _quantize_attempts(
     )
 
 
-def _convert_and_verify(
-    graph_path: Path,
-    work_dir: Path,
-    out_dir: Path,
-    cfg: ExportConfig,
-    reference: TorchReference,
-    calibration_texts: list[str],
-) -> tuple[ParityReport, dict[str, Any]]:
-    """Write ``out_dir/model.onnx`` in the requested precision and return its parity report.
+class _Int8Job(NamedTuple):
+    """What every int8 build of an export works from: the fp32 graph, the scratch and output directories, the
+    settings, the PyTorch reference of the gate and the ``--calibration-data`` texts (may be empty)."""
 
-    For int8, a failed gate triggers the remedies; the first variant that passes is kept. If none
-    passes, the requested variant is kept (for ``keep_unverified``) and every attempt is reported.
+    graph_path: Path
+    work_dir: Path
+    out_dir: Path
+    cfg: ExportConfig
+    reference: TorchReference
+    calibration_texts: list[str]
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.out_dir / TOKENIZER_FILE_NAME
+
+
+# An int8 candidate: (its model in the scratch directory, its parity report, the manifest's int8 details).
+_Candidate = tuple[Path, ParityReport, dict[str, Any]]
+
+
+def _ort_int8(job: _Int8Job) -> _Candidate:
+    """ONNX Runtime's int8 (``cfg.quantize``), gated on ONNX Runtime; a failed gate triggers the remedies and the
+    first variant that passes is kept. If none passes, the requested variant is kept (for ``keep_unverified``)
+    and every attempt is reported.
+
+    Returns:
+        (the kept model's path in ``work_dir``, its parity report, the manifest's int8 details).
     """
-    target = out_dir / ONNX_FILE_NAME
-    tokenizer_path = out_dir / TOKENIZER_FILE_NAME
-    if cfg.precision == "fp32":
-        shutil.copyfile(graph_path, target)
-        return reference.compare(target, "fp32", tokenizer_path), {}
-    if cfg.precision == "fp16":
-        initializers = convert_fp16(graph_path, target)
-        return reference.compare(target, "fp16", tokenizer_path), {"initializer_types": initializers}
-    assert cfg.quantize is not None  # set by ExportConfig for int8
-    calibration = _calibration_batches(calibration_texts, reference, _graph_info(graph_path)["inputs"])
+    graph_path, work_dir, _, cfg, reference, calibration_texts = job
+    assert cfg.quantize is not None  # set by ExportConfig for int8 on onnxruntime or auto
+    texts = calibration_texts if cfg.quantize.static else []  # --runtime auto may have them for NNCF only
+    calibration = _calibration_batches(texts, reference, _graph_info(graph_path)["inputs"])
     attempts: list[dict[str, Any]] = []
     kept: tuple[Path, ParityReport, int] | None = None
 
@@ -281,7 +310,7 @@ def _convert_and_verify(
     for remedy, qcfg in _quantize_attempts(cfg.quantize, cfg.remedies, ranked_matmuls):
         candidate = work_dir / f"int8-{remedy or 'requested'}.onnx"
         info = quantize_model(graph_path, candidate, qcfg, calibration)
-        report = reference.compare(candidate, "int8", tokenizer_path)
+        report = reference.compare(candidate, "int8", job.tokenizer_path)
         attempts.append(
             {
                 "remedy": remedy,
@@ -298,7 +327,6 @@ def _convert_and_verify(
         logger.warning("int8 parity failed with %s: %s", remedy or "the requested settings", report.summary())
     assert kept is not None
     candidate, report, index = kept
-    shutil.copyfile(candidate, target)
     chosen = attempts[index]
     details = {
         "quantize": chosen["quantize"],
@@ -309,6 +337,125 @@ def _convert_and_verify(
     }
     if calibration:
         details["calibration"] = {"data": str(cfg.calibration_data), "samples": len(calibration)}
+    return candidate, report, details
+
+
+def _openvino_int8(job: _Int8Job) -> _Candidate:
+    """NNCF's static int8 of the fp32 graph through its ONNX backend (a QDQ ONNX model: OpenVINO runs it fast,
+    ONNX Runtime still runs it correctly), gated on OpenVINO. No remedies: they are ONNX Runtime settings.
+
+    Calibrates on ``--calibration-data`` when given, else on the parity texts (the model's own sample, or
+    ``--parity-data``, or the probes), at most ``NNCF_CALIBRATION_TEXTS`` of them.
+
+    Returns:
+        (the model's path in ``work_dir``, its parity report on OpenVINO, the manifest's int8 details).
+    """
+    graph_path, work_dir, _, cfg, reference, calibration_texts = job
+    texts = calibration_texts or reference.texts[:NNCF_CALIBRATION_TEXTS]
+    source = str(cfg.calibration_data) if calibration_texts else f"parity texts ({reference.source})"
+    calibration = _calibration_batches(texts, reference, _graph_info(graph_path)["inputs"])
+    quantized, info = quantize_nncf(onnx.load(str(graph_path)), calibration)
+    candidate = work_dir / "int8-openvino.onnx"
+    onnx.save(quantized, str(candidate))
+    counts = {k: v for k, v in op_counts(quantized).items() if k in QUANTIZED_OP_TYPES}
+    report = reference.compare(candidate, "int8", job.tokenizer_path, RUNTIME_OPENVINO)
+    attempt = {"remedy": None, "runtime": RUNTIME_OPENVINO, "passed": report.passed, "summary": report.summary()}
+    details = {
+        "quantize": info,
+        "remedy": None,
+        "quantized_op_counts": counts,
+        "attempts": [attempt],
+        "calibration": {"data": source, "samples": len(calibration)},
+    }
+    return candidate, report, details
+
+
+def _time_candidates(candidates: dict[str, _Candidate], out_dir: Path, reference: TorchReference) -> dict[str, float]:
+    """p50 ms per call of each candidate through the Predictor: batch 1, one thread, on up to
+    ``TIMING_TEXTS`` parity texts, the candidates interleaved text by text (the first rotating each round) so
+    a busy moment of the machine costs each the same."""
+    tokenizer, pad_id, pad_right = _load_tokenizer(out_dir, reference.max_length)
+    predictors = {}
+    for runtime, (path, _, _) in candidates.items():
+        session = create_session(path, RUNTIME_OPENVINO if runtime == RUNTIME_OPENVINO else "cpu", threads=1)
+        labels = reference.labels_vocab
+        tags = None if reference.task.hf_task == TASK_CLASSIFY else reference.outputs_vocab
+        predictors[runtime] = Predictor(session, tokenizer, labels, reference.max_length, pad_id, pad_right, tags=tags)
+    texts = [text for text in reference.texts[:TIMING_TEXTS] if text.strip()] or ["a"]
+    samples: dict[str, list[int]] = {runtime: [] for runtime in predictors}
+    order = list(predictors)
+    for text in texts[:TIMING_WARMUP]:
+        for predictor in predictors.values():
+            predictor.predict(text)
+    for round_ in range(TIMING_ROUNDS):
+        turn = order[round_ % len(order) :] + order[: round_ % len(order)]
+        for text in texts:
+            for runtime in turn:
+                started = time.perf_counter_ns()
+                predictors[runtime].predict(text)
+                samples[runtime].append(time.perf_counter_ns() - started)
+    return {runtime: round(float(np.median(values)) / 1e6, 4) for runtime, values in samples.items()}
+
+
+def _int8_for_runtime(job: _Int8Job) -> _Candidate:
+    """The int8 model of ``cfg.runtime``: ONNX Runtime's, OpenVINO's (NNCF), or with ``auto`` the faster of both
+    that passes its gate (if neither passes, ONNX Runtime's, for ``keep_unverified``)."""
+    cfg = job.cfg
+    runtimes = [RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO] if cfg.runtime == AUTO else [cfg.runtime]
+    note = None
+    if cfg.runtime == AUTO and missing_modules(OPENVINO_EXPORT_MODULES):
+        note = f"the openvino extra is not installed ({OPENVINO_EXTRA}); onnxruntime only"
+        logger.warning("--runtime auto: %s", note)
+        runtimes = [RUNTIME_ONNXRUNTIME]
+    build = {RUNTIME_ONNXRUNTIME: _ort_int8, RUNTIME_OPENVINO: _openvino_int8}
+    candidates = {runtime: build[runtime](job) for runtime in runtimes}
+    passing = [runtime for runtime, (_, report, _) in candidates.items() if report.passed]
+    timings = (
+        _time_candidates({r: candidates[r] for r in passing}, job.out_dir, job.reference) if len(passing) > 1 else {}
+    )
+    chosen = min(passing, key=lambda r: timings.get(r, 0.0)) if passing else runtimes[0]
+    path, report, details = candidates[chosen]
+    details = {"runtime": chosen, **details}
+    if cfg.runtime == AUTO:
+        details["runtime_candidates"] = [
+            {"runtime": r, "passed": rep.passed, "p50_ms": timings.get(r), "summary": rep.summary()}
+            for r, (_, rep, _) in candidates.items()
+        ]
+        details["runtime_choice"] = note or (
+            f"fastest that passed parity (batch 1, one thread, {TIMING_ROUNDS} rounds)"
+            if len(passing) > 1
+            else "the only one that passed parity"
+            if passing
+            else "none passed parity"
+        )
+        logger.info("--runtime auto: chose %s (%s)", chosen, details["runtime_choice"])
+    return path, report, details
+
+
+def _convert_and_verify(
+    graph_path: Path,
+    work_dir: Path,
+    out_dir: Path,
+    cfg: ExportConfig,
+    reference: TorchReference,
+    calibration_texts: list[str],
+) -> tuple[ParityReport, dict[str, Any]]:
+    """Write ``out_dir/model.onnx`` in the requested precision and return its parity report.
+
+    For int8, the model of ``cfg.runtime`` (see :func:`_int8_for_runtime`), gated on that runtime; the details
+    name the runtime chosen (``runtime``), which the manifest records for the predictor.
+    """
+    target = out_dir / ONNX_FILE_NAME
+    tokenizer_path = out_dir / TOKENIZER_FILE_NAME
+    if cfg.precision == "fp32":
+        shutil.copyfile(graph_path, target)
+        return reference.compare(target, "fp32", tokenizer_path), {}
+    if cfg.precision == "fp16":
+        initializers = convert_fp16(graph_path, target)
+        return reference.compare(target, "fp16", tokenizer_path), {"initializer_types": initializers}
+    job = _Int8Job(graph_path, work_dir, out_dir, cfg, reference, calibration_texts)
+    candidate, report, details = _int8_for_runtime(job)
+    shutil.copyfile(candidate, target)
     return report, details
 
 
@@ -318,6 +465,11 @@ def _failure_message(out_dir: Path, cfg: ExportConfig, report: ParityReport, det
     remedies = [a for a in details.get("attempts", []) if a["remedy"]]
     if remedies:
         message += "; remedies tried, none passed: " + ", ".join(f"{a['remedy']} ({a['summary']})" for a in remedies)
+    if details.get("runtime") == RUNTIME_OPENVINO:
+        message += "; the int8 remedies are ONNX Runtime's only: try --runtime onnxruntime (or auto)"
+    others = [c for c in details.get("runtime_candidates", []) if c["runtime"] != details.get("runtime")]
+    if others:
+        message += "; also failed: " + ", ".join(f"{c['runtime']} ({c['summary']})" for c in others)
     if cfg.keep_unverified:
         return message + f"; kept for inspection with verified: false in {out_dir}/edgesent.json; do not ship it"
     return message + "; nothing was written (pass --keep-unverified to keep the model for inspection)"
@@ -348,6 +500,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
     cfg = cfg or ExportConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_opset(cfg.opset)
+    if cfg.runtime == RUNTIME_OPENVINO:
+        require_openvino("--runtime openvino", OPENVINO_EXPORT_MODULES)
     source = read_model_dir(model_dir, kind=KIND_PYTORCH, verify=cfg.verify)
     task = get_task(source.task)
     try:
@@ -371,6 +525,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
         report, details = _convert_and_verify(graph_path, work_dir, tmp_dir, cfg, reference, calibration_texts)
         if not report.passed and not cfg.keep_unverified:
             raise ParityError(_failure_message(out_dir, cfg, report, details))
+        runtime = details.get("runtime", RUNTIME_ONNXRUNTIME)
         onnx_bytes, fp32_bytes = (tmp_dir / ONNX_FILE_NAME).stat().st_size, fp32_path.stat().st_size
         graph = _graph_info(tmp_dir / ONNX_FILE_NAME)
         manifest = write_manifest(
@@ -383,6 +538,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
                 "max_length": max_length,
                 "onnx_file": ONNX_FILE_NAME,
                 "precision": cfg.precision,
+                "runtime": runtime,  # what the predictor runs it on by default (ModelDir.runtime)
                 "verified": report.passed,
                 "opset": graph["opset"],
                 "inputs": graph["inputs"],
@@ -414,5 +570,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
         )
     if not report.passed:
         raise ParityError(_failure_message(out_dir, cfg, report, details))
-    logger.info("exported %s -> %s (%s via %s)", model_dir, out_dir, cfg.precision, exporter["exporter"])
+    logger.info(
+        "exported %s -> %s (%s via %s, for %s)", model_dir, out_dir, cfg.precision, exporter["exporter"], runtime
+    )
     return {**manifest, "out_dir": str(out_dir.resolve())}

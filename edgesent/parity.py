@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from tqdm.auto import tqdm
 
 from edgesent.agreement import agreement_verdict
@@ -26,6 +25,8 @@ from edgesent.artifacts import (
     LOGITS_OUTPUT,
     MANIFEST_NAME,
     ONNX_FILE_NAME,
+    RUNTIME_ONNXRUNTIME,
+    RUNTIME_OPENVINO,
     TASK_CLASSIFY,
     TOKENIZER_FILE_NAME,
     ModelDir,
@@ -36,6 +37,7 @@ from edgesent.config.parity import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLDS, PRECI
 from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
 from edgesent.evaluate import iter_torch_logits, load_torch_model
+from edgesent.sessions import create_session, require_openvino
 from edgesent.tasks import get_task
 
 
@@ -86,7 +88,8 @@ class ParityReport:
     sub-token), ``span_f1`` the exact-match F1 of the ONNX spans against the PyTorch spans, and the accuracies
     are the exact-match span F1 on the gold spans; differences are taken over the real (unpadded) tokens.
     For classification, ``agreement_verdict`` holds the sample-size-aware agreement rule's figures
-    (``edgesent.agreement``: flips, near-tie flips, the confidence bound on the flip rate).
+    (``edgesent.agreement``: flips, near-tie flips, the confidence bound on the flip rate). ``runtime`` is the
+    runtime that ran the ONNX model (``onnxruntime`` on the CPU, or ``openvino``): the one the export ships for.
     """
 
     passed: bool
@@ -109,6 +112,7 @@ class ParityReport:
     task: str = TASK_CLASSIFY
     span_f1: float | None = None
     agreement_verdict: dict[str, Any] | None = None
+    runtime: str = RUNTIME_ONNXRUNTIME
 
     @property
     def failures(self) -> list[str]:
@@ -262,13 +266,21 @@ class TorchReference:
         theirs = self.tokenizer(self.texts, truncation=True, max_length=self.max_length)["input_ids"]
         return float(np.mean([a == list(b) for a, b in zip(ours, theirs, strict=True)]))
 
-    def compare(self, onnx_path: Path, precision: str, tokenizer_path: Path | None = None) -> ParityReport:
-        """Run ``onnx_path`` on the reference batches (CPUExecutionProvider) and judge the differences.
+    def compare(
+        self,
+        onnx_path: Path,
+        precision: str,
+        tokenizer_path: Path | None = None,
+        runtime: str = RUNTIME_ONNXRUNTIME,
+    ) -> ParityReport:
+        """Run ``onnx_path`` on the reference batches and judge the differences.
 
         Args:
             onnx_path: The ONNX model to verify.
             precision: Its precision; picks the default bounds.
             tokenizer_path: The tokenizer.json shipped with it, checked against the source tokenizer.
+            runtime: What runs it: ``"onnxruntime"`` (default, CPUExecutionProvider) or ``"openvino"`` (OpenVINO
+                on the CPU), the runtime the export ships for, so the gate verifies what the predictor will run.
 
         Returns:
             A ParityReport; ``passed`` is False when any check failed or the model could not run.
@@ -281,7 +293,7 @@ class TorchReference:
                 {"name": name, "value": value, "bound": bound, "passed": ok, "message": None if ok else message}
             )
 
-        onnx_outputs = self._run_onnx(onnx_path, check)
+        onnx_outputs = self._run_onnx(onnx_path, check, runtime)
         metrics: dict[str, Any] = dict.fromkeys(
             ("max_abs_diff", "mean_abs_diff", "agreement", "accuracy_torch", "accuracy_onnx", "accuracy_delta")
         )
@@ -314,13 +326,14 @@ class TorchReference:
             disagreements=disagreements,
             onnx_file=str(onnx_path),
             task=self.task_name,
+            runtime=runtime,
         )
         logger.info("parity %s: %s", "passed" if report.passed else "FAILED", report.summary())
         return report
 
-    def _run_onnx(self, onnx_path: Path, check: _Check) -> list[np.ndarray] | None:
+    def _run_onnx(self, onnx_path: Path, check: _Check, runtime: str) -> list[np.ndarray] | None:
         try:
-            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            session = create_session(onnx_path, "openvino" if runtime == RUNTIME_OPENVINO else "cpu")
             names = [i.name for i in session.get_inputs()]
             missing = [n for n in names if n not in self.batches[0]]
             if missing:
@@ -331,9 +344,9 @@ class TorchReference:
                 session.run([LOGITS_OUTPUT], {n: batch[n] for n in names})[0]
                 for batch in tqdm(self.batches, desc="parity: onnx", disable=None, leave=False)
             ]
-        except Exception as err:  # noqa: BLE001 - ORT raises its own exception types; all mean "cannot run"
+        except Exception as err:  # noqa: BLE001 - runtimes raise their own exception types; all mean "cannot run"
             reason = " ".join(str(err).split())[:300]
-            check("runs", None, None, False, f"onnxruntime cannot run {onnx_path.name}: {reason}")
+            check("runs", None, None, False, f"{runtime} cannot run {onnx_path.name}: {reason}")
             return None
         outputs = [o.astype(np.float32) for o in outputs]  # (B, C') or (B, T, K') per batch
         bad = next(((o.shape, t.shape) for o, t in zip(outputs, self.outputs) if o.shape != t.shape), None)
@@ -447,6 +460,8 @@ def check_parity(
 ) -> ParityReport:
     """Compare an exported ONNX directory with its PyTorch source on the same tokenized batches.
 
+    The ONNX model runs on the runtime its manifest records (``onnxruntime``, or ``openvino``).
+
     Args:
         model_dir: The PyTorch model directory the export came from.
         onnx_dir: The ONNX directory (``model.onnx``, or the manifest's ``onnx_file``).
@@ -459,11 +474,15 @@ def check_parity(
 
     Raises:
         ModelError: either directory unusable. DataError: unusable data. ConfigError: bad texts/labels.
+        MissingDependencyError: an export for OpenVINO without the ``openvino`` extra.
     """
     cfg = cfg or ParityConfig()
     onnx_path, manifest = _onnx_path(Path(onnx_dir))
     if cfg.max_length is None and manifest.get("max_length"):
         cfg = ParityConfig.from_dict({**cfg.to_dict(), "max_length": manifest["max_length"]})
     precision = cfg.precision or manifest.get("precision", "fp32")
+    runtime = manifest.get("runtime") or RUNTIME_ONNXRUNTIME
+    if runtime == RUNTIME_OPENVINO:
+        require_openvino(f"{onnx_dir} (exported for OpenVINO)")
     reference = TorchReference(Path(model_dir), cfg, texts, labels)
-    return reference.compare(onnx_path, precision, onnx_path.parent / TOKENIZER_FILE_NAME)
+    return reference.compare(onnx_path, precision, onnx_path.parent / TOKENIZER_FILE_NAME, runtime)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgesent.artifacts import scratch_dir
-from edgesent.config.export import OPTIMIZE_LEVELS
+from edgesent.config.export import NNCF_DEFAULT_PRESET, NNCF_PRESETS, OPTIMIZE_LEVELS
 from edgesent.config.quantize import KEEP_FP32_GROUPS, TARGETS, QuantizeConfig
 from edgesent.errors import ConfigError, ExportError
 from edgesent.sessions import cpu_info
@@ -48,6 +49,7 @@ __all__ = [
     "op_counts",
     "optimize_graph",
     "quantize_model",
+    "quantize_nncf",
     "sensitive_nodes",
 ]
 
@@ -67,6 +69,8 @@ QUANTIZED_OP_TYPES = (
     "QuantizeLinear",
     "DequantizeLinear",
 )
+# Texts NNCF calibrates on at most: its own default subset size.
+NNCF_CALIBRATION_TEXTS = 300
 _NORM_OPS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization", "EmbedLayerNormalization")
 _CONTRIB_DOMAIN = "com.microsoft"
 
@@ -222,6 +226,61 @@ def quantize_model(
     counts = op_counts(onnx.load(str(out_path)))
     logger.info("quantized %s (%s): %s", out_path.name, cfg.to_dict(), counts)
     return {"excluded_nodes": excluded, "op_counts": {k: v for k, v in counts.items() if k in QUANTIZED_OP_TYPES}}
+
+
+def quantize_nncf(
+    model: Any, calibration: Sequence[dict[str, np.ndarray]], preset: str = NNCF_DEFAULT_PRESET
+) -> tuple[Any, dict[str, Any]]:
+    """Static int8 with NNCF (post-training, transformer model type): the one home of the NNCF settings.
+
+    NNCF picks its backend from the model's type: an ``onnx.ModelProto`` comes back as a QDQ ``ModelProto``
+    (standard ONNX, so ONNX Runtime can run it too, slower; what ``edgesent export --runtime openvino`` ships),
+    an ``openvino.Model`` as a quantized ``openvino.Model`` (``bench/peers.py``'s OpenVINO row). Its progress
+    bars go to stderr, so stdout stays the command's result.
+
+    Args:
+        model: the fp32 model, ``onnx.ModelProto`` or ``openvino.Model``.
+        calibration: ONNX input batches (name -> (1, T) int64), one per text; all are used.
+        preset: ``"mixed"`` (default: symmetric weights, asymmetric activations) or ``"performance"``.
+
+    Returns:
+        (the quantized model, of the input's type; its settings for the manifest: tool, versions, preset,
+        model type, calibration samples).
+
+    Raises:
+        ConfigError: an unknown preset or no calibration batches.
+        MissingDependencyError: nncf is not installed (the ``openvino`` extra).
+        ExportError: NNCF failed (the message says why).
+    """
+    from edgesent.sessions import OPENVINO_EXPORT_MODULES, require_openvino
+
+    if preset not in NNCF_PRESETS:
+        raise ConfigError(f"preset={preset!r} is not one of {', '.join(NNCF_PRESETS)}")
+    if not calibration:
+        raise ConfigError("NNCF quantization needs calibration texts; none were given")
+    require_openvino("NNCF int8 quantization", OPENVINO_EXPORT_MODULES)
+    import nncf
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(list(calibration)),
+                preset=getattr(nncf.QuantizationPreset, preset.upper()),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(calibration),
+            )
+    except Exception as err:
+        raise ExportError(f"NNCF int8 quantization failed ({type(err).__name__}: {err})") from err
+    info = {
+        "tool": "nncf",
+        "nncf": nncf.__version__,
+        "backend": "onnx" if isinstance(model, onnx.ModelProto) else "openvino",
+        "preset": preset,
+        "model_type": "transformer",
+        "calibration_samples": len(calibration),
+    }
+    return quantized, info
 
 
 def optimize_graph(onnx_path: Path, out_path: Path, level: str, num_heads: int = 0, hidden_size: int = 0) -> dict:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from edgesent.artifacts import KIND_ONNX, TASK_CLASSIFY, TASK_SPANS, TOKENIZER_FILE_NAME, read_model_dir
@@ -40,9 +39,12 @@ from edgesent.metrics import softmax
 from edgesent.sessions import (
     GRAPH_OPTIMIZATION_LEVELS,
     PROVIDERS,
+    Session,
+    choose_provider,
     create_session,
     run_on_device,
     session_device,
+    session_runtime,
 )
 from edgesent.tasks.spans import decode_spans
 
@@ -65,8 +67,10 @@ class PredictorConfig(ConfigBase):
     """How the predictor runs a model; validated so a typo fails at load, not at the first prediction.
 
     Args:
-        provider: ``"auto"`` (CUDA when onnxruntime-gpu sees a GPU, else CPU), ``"cpu"`` or ``"cuda"``.
-        threads: ONNX Runtime intra-op threads; None lets ONNX Runtime use every physical core.
+        provider: ``"auto"`` (the export's runtime: OpenVINO for a model exported for it when the ``openvino``
+            extra is installed; else CUDA when onnxruntime-gpu sees a GPU, else CPU), ``"cpu"``, ``"cuda"`` or
+            ``"openvino"`` (OpenVINO on the CPU; needs the ``openvino`` extra).
+        threads: intra-op threads; None lets the runtime use every physical core.
         graph_optimization: ONNX Runtime graph optimisation level: disable, basic, extended or all.
         verify: check every file and the manifest against their hashes before loading.
         spinning: let ONNX Runtime's threads spin between calls (lowest latency for back-to-back calls;
@@ -152,15 +156,16 @@ class Predictor:
         tags: a span model's BIO tags, index = output id; None for a classifier.
         task: ``"text-classification"`` or ``"token-classification"`` (spans).
         max_length: tokens per text, special tokens included; longer texts are truncated.
-        session: the ``onnxruntime.InferenceSession``.
-        provider: the execution provider that runs the model (``"cuda"`` or ``"cpu"``).
+        session: the ``onnxruntime.InferenceSession``, or an ``edgesent.sessions.OpenVINOSession``.
+        provider: the device that runs the model (``"cuda"`` or ``"cpu"``).
+        runtime: the runtime that runs it (``"onnxruntime"`` or ``"openvino"``).
         model_dir: the export directory.
         manifest: its ``edgesent.json``.
     """
 
     def __init__(
         self,
-        session: ort.InferenceSession,
+        session: Session,
         tokenizer: Tokenizer,
         labels: list[str],
         max_length: int,
@@ -173,7 +178,7 @@ class Predictor:
         """Wrap a ready session and tokenizer; most callers want :meth:`Predictor.load` instead.
 
         Args:
-            session: an ONNX Runtime session whose inputs are among input_ids, attention_mask, token_type_ids.
+            session: an ONNX Runtime (or OpenVINO) session whose inputs are among input_ids, attention_mask, token_type_ids.
             tokenizer: a ``tokenizers.Tokenizer`` with truncation already set and padding off.
             labels: label names, index = class id.
             max_length: the tokenizer's truncation length.
@@ -217,6 +222,7 @@ class Predictor:
             raise ModelError(f"{where}: the model outputs {width} classes but the manifest lists {len(units)} {what}")
         self._output_names = [logits.name]
         self.provider = session_device(session)
+        self.runtime = session_runtime(session)
         # On CUDA, bind inputs and outputs to device buffers ourselves (one copy each way per batch);
         # on CPU the plain run() already works on the numpy arrays in place.
         self._io_binding = self.provider == "cuda"
@@ -235,8 +241,10 @@ class Predictor:
 
         Args:
             path: the directory written by ``edgesent export``.
-            provider: ``"auto"`` (default: CUDA when onnxruntime-gpu and a GPU are present, else CPU),
-                ``"cpu"`` or ``"cuda"`` (fails if CUDA is not available rather than silently running on CPU).
+            provider: ``"auto"`` (default: OpenVINO for a model exported for it, when the ``openvino`` extra is
+                installed, else ONNX Runtime with one warning; otherwise CUDA when onnxruntime-gpu and a GPU are
+                present, else CPU), ``"cpu"``, ``"cuda"`` (fails if CUDA is not available rather than silently
+                running on CPU) or ``"openvino"`` (OpenVINO on the CPU, any export; fails without the extra).
             threads: ONNX Runtime intra-op threads (default None: ONNX Runtime's choice, one per core).
             graph_optimization: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"`` (default).
             verify: check every file's sha256 and the manifest's own content hash (labels included) against
@@ -250,6 +258,7 @@ class Predictor:
 
         Raises:
             ConfigError: a bad setting, or ``provider="cuda"`` without a usable CUDA provider.
+            MissingDependencyError: ``provider="openvino"`` without the ``openvino`` extra.
             ModelError: not an ONNX export directory, a file is missing, modified or truncated, or ONNX Runtime
                 cannot load the model.
         """
@@ -257,16 +266,18 @@ class Predictor:
         info = read_model_dir(path, kind=KIND_ONNX, verify=cfg.verify)
         model_dir, manifest, labels, max_length = info.path, info.manifest, list(info.labels), info.max_length
         tokenizer, pad_id, pad_right = _load_tokenizer(model_dir, max_length)
-        session = create_session(info.model_path, cfg.provider, cfg.threads, cfg.graph_optimization, cfg.spinning)
+        provider = choose_provider(cfg.provider, info.runtime)
+        session = create_session(info.model_path, provider, cfg.threads, cfg.graph_optimization, cfg.spinning)
         predictor = cls(session, tokenizer, labels, max_length, pad_id, pad_right, model_dir, manifest, info.tags)
         logger.info(
-            "loaded %s (%s, %s, %d labels, max_length %d) on %s",
+            "loaded %s (%s, %s, %d labels, max_length %d) on %s (%s)",
             model_dir,
             info.task,
             info.precision,
             len(labels),
             max_length,
             predictor.provider,
+            predictor.runtime,
         )
         return predictor
 
@@ -388,7 +399,7 @@ class Predictor:
 
     def __repr__(self) -> str:
         return (
-            f"Predictor({str(self.model_dir)!r}, provider={self.provider!r}, task={self.task!r}, "
+            f"Predictor({str(self.model_dir)!r}, provider={self.provider!r}, runtime={self.runtime!r}, task={self.task!r}, "
             f"labels={self.labels!r}, max_length={self.max_length})"
         )
 

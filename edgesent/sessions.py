@@ -1,11 +1,13 @@
-"""ONNX Runtime sessions: the one home of providers, session options, session creation, IO binding and CPU facts.
+"""Inference sessions: the one home of providers, session options, session creation, IO binding and CPU facts.
 
 The predictor (``edgesent.runtime``), the benchmark (``edgesent.bench``) and ``bench/int8_sensitivity.py``
 all build their sessions here, so a setting (threads, spinning, graph optimisation level, provider
 fallback) means the same thing wherever a model runs, and a benchmark row measured through the predictor
 is comparable with one measured on a bare session.
 
-Needs onnxruntime and numpy only; torch, transformers and onnx are never imported.
+Needs onnxruntime and numpy only; torch, transformers and onnx are never imported. OpenVINO (the ``openvino``
+extra) is a second CPU runtime behind the same session interface (:class:`OpenVINOSession`); it is imported
+only when a session is created on it, so nothing here pays for it otherwise.
 """
 
 from __future__ import annotations
@@ -13,20 +15,32 @@ from __future__ import annotations
 import importlib.util
 import logging
 import platform
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import onnxruntime as ort
 
+from edgesent._imports import missing_modules, require_extra
+from edgesent.config.providers import (
+    OPENVINO_EXTRA,
+    PROVIDERS,
+    RUNTIME_ONNXRUNTIME,
+    RUNTIME_OPENVINO,
+)
 from edgesent.errors import ConfigError, ModelError
 
 
 logger = logging.getLogger(__name__)
 
-PROVIDERS = ("auto", "cpu", "cuda")
+OPENVINO_MODULES = ("openvino",)  # running a model on OpenVINO
+OPENVINO_EXPORT_MODULES = ("openvino", "nncf")  # building one for it: NNCF's int8, gated on OpenVINO
+OPENVINO_DEVICE = "CPU"
+# ONNX Runtime's names of the element types a session reports (``NodeArg.type``), by numpy dtype name.
+_ORT_TYPE_NAMES = {"float32": "float", "float64": "double"}
 DEVICES = ("cpu", "cuda")  # the providers a session actually runs on ("auto" resolves to one of them)
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -117,8 +131,9 @@ def create_session(
     threads: int | None = None,
     graph_optimization: str = "all",
     spinning: bool = True,
-) -> ort.InferenceSession:
-    """An InferenceSession on the chosen provider, with the options of :func:`session_options`.
+) -> Session:
+    """An InferenceSession on the chosen provider, with the options of :func:`session_options`, or an
+    :class:`OpenVINOSession` for ``"openvino"``.
 
     With ``"auto"``, a CUDA provider that is installed but fails to start (no driver, CUDA or cuDNN libraries
     missing) falls back to the CPU with a warning; an explicit ``"cuda"`` fails instead of silently running
@@ -126,21 +141,25 @@ def create_session(
 
     Args:
         model: path of an ``.onnx`` file, or a serialized model.
-        provider: ``"auto"`` (default), ``"cpu"`` or ``"cuda"``.
-        threads: intra-op threads (default None: ONNX Runtime's choice).
+        provider: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"openvino"`` (the ``openvino`` extra: OpenVINO
+            on the CPU; ``graph_optimization`` and ``spinning`` are ONNX Runtime's and do not apply to it).
+        threads: intra-op threads (default None: the runtime's choice).
         graph_optimization: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"`` (default).
         spinning: see :func:`session_options` (default True).
 
     Returns:
-        The session; ``session.get_providers()[0]`` is the provider that runs it.
+        The session; :func:`session_device` and :func:`session_runtime` say where and on what it runs.
 
     Raises:
         ConfigError: a bad setting, or ``"cuda"`` without a usable CUDA provider.
-        ModelError: the model file is missing or onnxruntime cannot load it.
+        MissingDependencyError: ``"openvino"`` without the ``openvino`` extra (one line naming the install command).
+        ModelError: the model file is missing or the runtime cannot load it.
     """
     if provider not in PROVIDERS:
         raise ConfigError(f"provider={provider!r} is not one of {', '.join(PROVIDERS)}")
     options = session_options(threads, graph_optimization, spinning)
+    if provider == RUNTIME_OPENVINO:
+        return OpenVINOSession(model, threads)
     providers = resolve_providers(provider, available_providers())
     source: str | bytes = model if isinstance(model, bytes) else str(model)
     where = "serialized model" if isinstance(model, bytes) else str(model)
@@ -162,8 +181,160 @@ def create_session(
 
 
 def session_device(session: Any) -> str:
-    """``"cuda"`` when the session runs on the CUDA provider, else ``"cpu"``."""
+    """``"cuda"`` when the session runs on the CUDA provider, else ``"cpu"`` (an OpenVINO session runs on the CPU)."""
+    if isinstance(session, OpenVINOSession):
+        return "cpu"
     return "cuda" if session.get_providers()[0] == CUDA_PROVIDER else "cpu"
+
+
+def session_runtime(session: Any) -> str:
+    """``"openvino"`` for an :class:`OpenVINOSession`, else ``"onnxruntime"``."""
+    return RUNTIME_OPENVINO if isinstance(session, OpenVINOSession) else RUNTIME_ONNXRUNTIME
+
+
+def openvino_available() -> bool:
+    """Whether the ``openvino`` extra is importable (nothing is imported to find out)."""
+    return not missing_modules(OPENVINO_MODULES)
+
+
+def require_openvino(what: str, modules: tuple[str, ...] = OPENVINO_MODULES) -> None:
+    """Raise MissingDependencyError (one line, naming ``pip install 'edgesent[openvino]'``) unless importable.
+
+    Args:
+        what: who needs it, for the message (``"provider='openvino'"``).
+        modules: the modules to look for (default: openvino; an int8 export for OpenVINO needs nncf too).
+    """
+    require_extra(what, RUNTIME_OPENVINO, modules, OPENVINO_EXTRA)
+
+
+def choose_provider(provider: str, runtime: str) -> str:
+    """The provider a predictor opens a model on, given the one asked for and the runtime its export records.
+
+    ``"auto"`` follows the manifest: a model exported (and verified) for OpenVINO runs on OpenVINO when the
+    ``openvino`` extra is installed; without it, it runs on ONNX Runtime (its int8 graph is standard ONNX, so
+    the results are right, only slower) with one warning. Any other provider is taken as asked.
+
+    Args:
+        provider: one of :data:`PROVIDERS`.
+        runtime: the export's runtime, one of :data:`RUNTIMES` (``ModelDir.runtime``).
+
+    Returns:
+        The provider for :func:`create_session`.
+    """
+    if provider != "auto" or runtime != RUNTIME_OPENVINO:
+        return provider
+    if openvino_available():
+        return RUNTIME_OPENVINO
+    logger.warning(
+        "the model was exported for OpenVINO, which is not installed; running it on ONNX Runtime (correct, but "
+        "slower); install it with: %s",
+        OPENVINO_EXTRA,
+    )
+    return provider
+
+
+def openvino_config(threads: int | None = None) -> dict[str, Any]:
+    """OpenVINO's compile settings for one model: the latency hint, and ``threads`` inference threads if given."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+class SessionNode(NamedTuple):
+    """An input or output as ``onnxruntime.NodeArg`` describes it: name, type (``tensor(int64)``), shape."""
+
+    name: str
+    type: str
+    shape: list[int | None]
+
+
+def _ov_node(port: Any) -> SessionNode:
+    """An OpenVINO model's port as an ONNX Runtime NodeArg: dynamic dimensions are None."""
+    dtype = np.dtype(port.get_element_type().to_dtype()).name
+    shape = port.get_partial_shape()
+    dims = [d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else []
+    return SessionNode(port.get_any_name(), f"tensor({_ORT_TYPE_NAMES.get(dtype, dtype)})", dims)
+
+
+class OpenVINOSession:
+    """An ONNX model compiled by OpenVINO for the CPU, with the part of ``InferenceSession``'s interface that the
+    predictor, the parity gate and the benchmark use: ``get_inputs``, ``get_outputs`` and ``run``.
+
+    Safe to call from several threads at once: each thread runs its own infer request on the one compiled model
+    (an infer request is not thread-safe; a compiled model is).
+
+    Attributes:
+        compiled: the ``openvino.CompiledModel``.
+    """
+
+    def __init__(self, model: str | Path | bytes | Any, threads: int | None = None) -> None:
+        """Read and compile a model on the CPU with :func:`openvino_config`.
+
+        Args:
+            model: path of an ``.onnx`` file (or OpenVINO IR ``.xml``), a serialized ONNX model, or an
+                ``openvino.Model`` (as ``nncf.quantize`` returns one).
+            threads: inference threads (default None: OpenVINO's choice).
+
+        Raises:
+            ConfigError: a thread count that is not a positive integer.
+            MissingDependencyError: the ``openvino`` extra is not installed.
+            ModelError: the file is missing or OpenVINO cannot read or compile it.
+        """
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads={threads!r} must be a positive integer or None")
+        require_openvino("provider='openvino'")
+        import openvino as ov
+
+        core = ov.Core()
+        where = "serialized model" if isinstance(model, bytes) else str(model)
+        if isinstance(model, (str, Path)) and not Path(model).is_file():
+            raise ModelError(f"{model}: missing; re-export the model")
+        try:
+            if isinstance(model, bytes):
+                source = core.read_model(model, ov.Tensor(np.empty(0, dtype=np.uint8)))
+            elif isinstance(model, (str, Path)):
+                source = core.read_model(str(model))
+            else:
+                source = model
+            self.compiled = core.compile_model(source, OPENVINO_DEVICE, openvino_config(threads))
+        except Exception as err:  # openvino raises RuntimeError and its own types for any unreadable model
+            raise ModelError(f"{where}: OpenVINO cannot load it ({str(err).splitlines()[0]})") from err
+        # Names from the model as read: a compiled model's output port also carries its producer's tensor name
+        # (``/classifier/MatMul_output_0`` beside ``logits``), and any one of them may come first.
+        self._inputs = [_ov_node(port) for port in source.inputs]
+        self._outputs = [_ov_node(port) for port in source.outputs]
+        self._index = {node.name: i for i, node in enumerate(self._outputs)}
+        self._local = threading.local()
+        self.version = ov.__version__
+
+    def get_inputs(self) -> list[SessionNode]:
+        """The model's inputs, as ``InferenceSession.get_inputs()`` lists them."""
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[SessionNode]:
+        """The model's outputs, as ``InferenceSession.get_outputs()`` lists them."""
+        return list(self._outputs)
+
+    def run(self, output_names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """One inference, as ``InferenceSession.run``: the outputs named (None: all), as numpy arrays.
+
+        Raises:
+            ModelError: an output name the model does not have.
+        """
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        names = list(output_names) if output_names else list(self._index)
+        unknown = [name for name in names if name not in self._index]
+        if unknown:
+            raise ModelError(f"no output named {', '.join(map(repr, unknown))} (outputs: {', '.join(self._index)})")
+        results = request.infer(dict(feed)).to_tuple()  # copies of the outputs, in the model's output order
+        return [np.asarray(results[self._index[name]]) for name in names]
+
+
+# What create_session returns; both answer get_inputs(), get_outputs() and run(output_names, feed).
+Session: TypeAlias = "ort.InferenceSession | OpenVINOSession"
 
 
 class DeviceBinding(NamedTuple):

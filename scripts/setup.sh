@@ -19,6 +19,6 @@ if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && "$PY" -c "import edgese
 fi
 "$PY" -m pip install --quiet --upgrade pip
 "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install --quiet "torch==${EDGESENT_TORCH_VERSION:-2.13.0}"
-"$PY" -m pip install --quiet -e ".[train,bench,dev,serve,search,ray,spark]"
+"$PY" -m pip install --quiet -e ".[train,bench,dev,serve,search,ray,spark,openvino]"
 mkdir -p .venv && touch "$stamp"
 echo "edgesent set up with $("$PY" -c 'import sys; print(sys.executable)')"

@@ -59,6 +59,11 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
     return path
 
 
+def no_leftovers(parent: Path, name: str) -> bool:
+    """``parent/name`` was not written, and no temporary sibling of it (``.name.tmp-*``) was left behind."""
+    return not (parent / name).exists() and not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface (servers and torchrun rendezvous in tests bind only there)."""
     with socket.socket() as sock:

@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 import torch
 import transformers
-from conftest import LABELS, make_texts, write_csv
+from conftest import LABELS, make_texts, no_leftovers, write_csv
 
 from edgesent import export as export_module
 from edgesent.artifacts import KIND_PYTORCH, manifest_sha256, read_manifest, sha256_file, verify_files
@@ -97,10 +97,6 @@ def negate_logits(path: Path) -> None:
         node.output[:] = ["logits_raw" if name == "logits" else name for name in node.output]
     model.graph.node.append(onnx.helper.make_node("Neg", ["logits_raw"], ["logits"], name="sabotage"))
     onnx.save(model, str(path))
-
-
-def no_leftovers(parent: Path, name: str) -> bool:
-    return not (parent / name).exists() and not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
 
 
 # --- fp32 -----------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgesent.config import ConfigBase, check_bool, check_choice, check_number, optional_path
+from edgesent.config.providers import AUTO, PROVIDERS
 from edgesent.errors import ConfigError
 
 
@@ -28,7 +29,9 @@ DEFAULT_RUNS = 100
 DEFAULT_TOLERANCE = 0.10
 MAX_TIME_BUDGET_S = 86_400.0  # a day per cell: anything longer is a typo, and ``inf`` would never end
 MAX_TOLERANCE = 10.0  # +1000%: a larger allowed slow-down checks nothing
-DEVICES = ("cpu", "cuda")  # the providers of a cell; ``auto`` in a config resolves to these
+# The providers of a cell (``auto`` in a config resolves to cpu and cuda); openvino: OpenVINO on the CPU (the
+# ``openvino`` extra), asked for by name.
+DEVICES = tuple(p for p in PROVIDERS if p != AUTO)
 SOURCE_SYNTHETIC, SOURCE_DATA = "synthetic", "data"
 MODE_SESSION, MODE_E2E = "session", "e2e"
 ROW_KEY = ("variant", "provider", "threads", "batch_size", "seq_len", "source", "mode")  # identifies a result row
@@ -49,7 +52,8 @@ class BenchConfig(ConfigBase):
         batch_sizes: Batch sizes of the grid (integers >= 1).
         seq_lens: Exact token counts of the synthetic inputs (integers >= 2).
         threads: Intra-op thread counts (torch.set_num_threads for PyTorch variants; integers >= 1).
-        providers: "cpu", "cuda", or "auto" (cpu, plus cuda when onnxruntime has the CUDA provider).
+        providers: "cpu", "cuda", "openvino" (OpenVINO on the CPU, the ``openvino`` extra), or "auto" (cpu, plus
+            cuda when onnxruntime has the CUDA provider).
         warmup: Untimed runs per variant and cell before measuring (default 10, >= 0).
         runs: Measured runs per variant and cell (default 100 unless ``time_budget_s`` is given; >= 1).
         time_budget_s: Seconds of measuring per cell instead of a fixed number of runs (finite, in (0, 86400]).
@@ -121,7 +125,7 @@ class BenchConfig(ConfigBase):
             if not self.providers:
                 raise ConfigError("providers: got []; use cpu, cuda or auto")
             for provider in self.providers:
-                check_choice("providers", provider, (*DEVICES, "auto"))
+                check_choice("providers", provider, PROVIDERS)
         check_number("warmup", self.warmup, low=0, integer=True)
         if self.runs is not None:
             check_number("runs", self.runs, low=1, integer=True)
@@ -224,7 +228,7 @@ def plan_cells(cfg: BenchConfig, rules: Sequence[GateRule], machine: Mapping[str
     providers = resolve_devices(cfg.providers or DEFAULT_PROVIDERS, (machine or {}).get("devices", ("cpu",)))
     cells: set[Cell] = set()
     for provider in providers:
-        for n_threads in threads if provider == "cpu" else threads[:1]:
+        for n_threads in threads if provider != "cuda" else threads[:1]:
             for batch in batch_sizes:
                 if cfg.has_grid or not rules:
                     cells.update(Cell(provider, n_threads, batch, s) for s in cfg.seq_lens or DEFAULT_SEQ_LENS)

@@ -329,7 +329,7 @@ class RunnerPool:
         for variant in self.variants:
             if variant.kind == KIND_PYTORCH:
                 model = self.torch_model(variant, provider)
-                if provider == "cpu":
+                if provider != "cuda":  # an openvino cell's PyTorch rows run on the CPU too
                     model.torch.set_num_threads(threads)
                 units.append((variant.name, MODE_SESSION, TorchForward(model)))
                 if source == SOURCE_DATA:

@@ -46,7 +46,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
     "--provider",
     "providers",
     type=_CommaList(str),
-    help="cpu, cuda, or auto (cpu, plus cuda when a GPU is usable). Default: cpu.",
+    help="cpu, cuda, openvino (OpenVINO on the CPU; pip install 'edgesent[openvino]'), or auto (cpu, plus cuda when "
+    "a GPU is usable). Default: cpu.",
 )
 @click.option("--warmup", type=int, help="Untimed runs per variant and cell. Default: 10.")
 @click.option("--runs", type=int, help="Timed runs per variant and cell. Default: 100.")

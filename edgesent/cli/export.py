@@ -22,6 +22,7 @@ from edgesent.cli._options import (
 )
 from edgesent.config.export import OPTIMIZE_LEVELS, ExportConfig
 from edgesent.config.parity import ParityConfig
+from edgesent.config.providers import RUNTIME_CHOICES
 from edgesent.config.quantize import KEEP_FP32_GROUPS, TARGET_CHOICES
 
 
@@ -134,7 +135,19 @@ def _size(n_bytes: int) -> str:
     help="Leave these nodes in fp32 when quantizing (repeatable).",
 )
 @click.option("--static", is_flag=True, help="Static (QDQ) int8 quantization calibrated on --calibration-data.")
-@click.option("--calibration-data", type=data_path, help="Texts for --static calibration (CSV, TSV, JSONL).")
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIME_CHOICES),
+    help="int8 only: onnxruntime (ONNX Runtime's int8), openvino (NNCF static int8 run by OpenVINO; pip install "
+    "'edgesent[openvino]') or auto (build and gate both, keep the faster that passes). Recorded for the predictor.  "
+    "[default: onnxruntime]",
+)
+@click.option(
+    "--calibration-data",
+    type=data_path,
+    help="Texts for --static or NNCF (--runtime openvino/auto) calibration (CSV, TSV, JSONL). NNCF's default: the "
+    "parity texts.",
+)
 @click.option(
     "--calibration-samples",
     type=int,
@@ -198,6 +211,7 @@ def export(model_dir: Path, out_dir: Path | None, int8: bool, fp16: bool, as_jso
         _size(sizes["onnx_bytes"]),
     ]
     notes += [f"{sizes['fp32_to_onnx_ratio']:.2f}x smaller than fp32"] if manifest["precision"] != "fp32" else []
+    notes += [f"for {manifest['runtime']}"] if manifest["precision"] == "int8" else []
     notes += [f"remedy {info['remedy']}"] if info.get("remedy") else []
     click.echo(f"exported {manifest['out_dir']} ({', '.join(notes)})\n{format_parity(manifest['parity'])}")
 

@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from edgesent.cli._options import no_verify_option, overwrite_option, text_column_option
+from edgesent.config.providers import PROVIDERS
 
 
 if TYPE_CHECKING:
@@ -117,10 +118,11 @@ class _Report:
 )
 @click.option(
     "--provider",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=click.Choice(PROVIDERS),
     default="auto",
     show_default=True,
-    help="Execution provider; 'auto' uses CUDA when onnxruntime-gpu sees a GPU.",
+    help="Execution provider; 'auto' runs a model exported for OpenVINO on OpenVINO (when installed), else uses CUDA "
+    "when onnxruntime-gpu sees a GPU; 'openvino' needs pip install 'edgesent[openvino]'.",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads (default: all cores).")
 @no_verify_option

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import click
 
+from edgesent.config.providers import PROVIDERS
+
 
 @click.command()
 @click.argument("model_dirs", nargs=-1, required=True, metavar="MODEL_DIR...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server processes.")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads per model.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True, help="Texts per model call.")
 @click.option("--max-wait-ms", type=click.FloatRange(0, 10_000), default=5.0, show_default=True, help="Batch wait.")

@@ -21,6 +21,7 @@ from edgesent.config._base import (
     optional_path,
 )
 from edgesent.config.parity import PRECISIONS, ParityConfig
+from edgesent.config.providers import RUNTIME_CHOICES, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO
 from edgesent.config.quantize import QuantizeConfig
 from edgesent.errors import ConfigError
 
@@ -29,6 +30,10 @@ OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 DEFAULT_OPSET = 18  # Optimum's recommended minimum for BERT; the torch.onnx fallback uses it too
 MIN_OPSET = 14  # scaled_dot_product_attention and Trilu need opset 14
 DEFAULT_CALIBRATION_SAMPLES = 128
+# NNCF's static int8 (the openvino runtime): the MIXED preset (symmetric weights, asymmetric activations) with the
+# transformer model type (LayerNorm, Softmax and the residual Adds stay in float), as bench/peers.py measured it.
+NNCF_PRESETS = ("mixed", "performance")
+NNCF_DEFAULT_PRESET = "mixed"
 
 
 @dataclass
@@ -42,12 +47,18 @@ class ExportConfig(ConfigBase):
             off, because pre-fused graphs measured no faster than ONNX Runtime's load-time optimisation.
         quantize: int8 settings: a QuantizeConfig, a preset name (``"avx2"``, ``"auto"``) or a dict whose
             ``target`` (default ``auto``) picks the preset and whose other keys override it; None with
-            ``precision="int8"``: the preset of this machine's CPU. Only for int8.
+            ``precision="int8"``: the preset of this machine's CPU. Only for int8 with the ``onnxruntime`` or
+            ``auto`` runtime (``openvino`` takes none: NNCF has its own settings).
         parity: The gate's data and bounds, a ParityConfig or its dict (default: probe texts, the
             precision's default bounds).
         max_length: Tokens per text recorded for the predictor and used by parity; None: the source's.
-        calibration_data: Texts for static int8 quantization (``quantize.static``), read with
-            ``parity.text_column``; the first ``calibration_samples`` (default 128) rows are used.
+        runtime: The runtime the int8 model is built and verified for: ``onnxruntime`` (default: ONNX Runtime's
+            int8 with ``quantize``'s settings), ``openvino`` (NNCF static int8, MIXED preset, run by OpenVINO;
+            needs the ``openvino`` extra) or ``auto`` (build both, gate both, keep the faster one that passes;
+            without the extra: onnxruntime). Recorded in the manifest; ``Predictor.load`` follows it. int8 only.
+        calibration_data: Texts for static int8 quantization (``quantize.static``, or NNCF for the ``openvino``
+            runtime), read with ``parity.text_column``; the first ``calibration_samples`` (default 128) rows are
+            used. NNCF without it calibrates on the parity texts (at most 300).
         remedies: When int8 parity fails, retry with the known remedies (default True).
         keep_unverified: Keep a model that failed parity, marked ``verified: false`` (still exits 1).
         verify: Check the source directory's file hashes before exporting (default True).
@@ -63,6 +74,7 @@ class ExportConfig(ConfigBase):
     quantize: QuantizeConfig | None = None
     parity: ParityConfig = field(default_factory=ParityConfig)
     max_length: int | None = None
+    runtime: str = RUNTIME_ONNXRUNTIME
     calibration_data: Path | None = None
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
     remedies: bool = True
@@ -72,14 +84,26 @@ class ExportConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("runtime", self.runtime, RUNTIME_CHOICES)
         quantize: Any = self.quantize
+        if self.runtime != RUNTIME_ONNXRUNTIME and self.precision != "int8":
+            raise ConfigError(
+                f"runtime={self.runtime!r} chooses how an int8 model is built and run; add --int8 "
+                f"(precision='int8'), or leave --runtime at {RUNTIME_ONNXRUNTIME}"
+            )
+        if self.runtime == RUNTIME_OPENVINO and quantize is not None:
+            given = ", ".join(quantize) if isinstance(quantize, Mapping) else "quantize"
+            raise ConfigError(
+                f"{given}: ONNX Runtime int8 settings, unused by --runtime openvino (NNCF's static int8); "
+                "drop them, or use --runtime onnxruntime or auto"
+            )
         if self.precision != "int8" and quantize is not None:
             if isinstance(quantize, Mapping):  # settings given one by one (the CLI's --target, --static, ...)
                 raise ConfigError(f"{', '.join(quantize)}: only used by int8 exports; add --int8 (precision='int8')")
             raise ConfigError(
                 f"quantize is only used with precision='int8' (--int8), got precision={self.precision!r}"
             )
-        if self.precision == "int8":
+        if self.precision == "int8" and self.runtime != RUNTIME_OPENVINO:
             self.quantize = QuantizeConfig.resolve("auto" if quantize is None else quantize)
         if isinstance(self.parity, Mapping):
             self.parity = ParityConfig.from_dict(self.parity)
@@ -92,8 +116,11 @@ class ExportConfig(ConfigBase):
         static = self.quantize is not None and self.quantize.static
         if static and self.calibration_data is None:
             raise ConfigError("calibration_data: static quantization needs calibration texts; pass --calibration-data")
-        if self.calibration_data is not None and not static:
-            raise ConfigError(f"calibration_data={str(self.calibration_data)!r} is only used with --int8 --static")
+        if self.calibration_data is not None and not static and self.runtime == RUNTIME_ONNXRUNTIME:
+            raise ConfigError(
+                f"calibration_data={str(self.calibration_data)!r} is only used with --int8 --static or --runtime "
+                "openvino/auto"
+            )
         check_number("calibration_samples", self.calibration_samples, low=1, integer=True)
         check_optional_number("max_length", self.max_length, low=8, integer=True)
         for name in ("remedies", "keep_unverified", "verify", "overwrite"):

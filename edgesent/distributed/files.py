@@ -132,7 +132,7 @@ def predict_files(
         batch_size: texts per ONNX Runtime call (default 32).
         workers: Ray actors, or Spark local cores (default 2). Ray joins the cluster named by ``RAY_ADDRESS``
             and Spark an active session where there is one; otherwise each runs on this machine.
-        provider: ``"auto"`` (default), ``"cpu"`` or ``"cuda"``.
+        provider: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"openvino"``, as in ``Predictor.load``.
         threads: ONNX Runtime threads per worker (default 1).
         verify: hash-check the model on the driver and on every worker (default True).
         overwrite: replace ``out_dir`` if it is an edgesent output (default False).

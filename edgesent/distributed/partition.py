@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgesent.config import ConfigBase, check_bool, check_choice, check_number
+from edgesent.config.providers import PROVIDERS
 from edgesent.errors import ConfigError, DataError, ModelError
 
 
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 SCORE_PREFIX = "score_"
 RENAMED_PREFIX = "input_"
 DEFAULT_BATCH_SIZE = 32
-PROVIDERS = ("auto", "cpu", "cuda")
 # Logical types, mapped by each engine onto its own (Arrow, Spark SQL).
 STRING, DOUBLE, BOOLEAN, INT64 = "string", "double", "boolean", "int64"
 
@@ -59,7 +59,7 @@ class PartitionConfig(ConfigBase):
         labels: the model's labels as the driver read them (default empty: not checked). They fix the output
             schema, so a worker whose model has other labels refuses to run rather than write other columns.
         batch_size: texts per ONNX Runtime call (default 32), as in ``Predictor.predict``.
-        provider: ``"auto"`` (default), ``"cpu"`` or ``"cuda"``.
+        provider: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"openvino"``, as in ``Predictor.load``.
         threads: ONNX Runtime threads per worker (default 1: an engine scales with one worker per core);
             None lets ONNX Runtime use every core.
         verify: hash-check the model on every worker before loading it (default True).

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesent.config import ConfigBase, check_bool, check_choice, check_number, optional_path
+from edgesent.config.providers import PROVIDERS
 from edgesent.errors import ConfigError
 
 
-PROVIDERS = ("auto", "cpu", "cuda")
 API_KEYS_ENV = "EDGESENT_API_KEYS"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -29,7 +29,7 @@ class ServeConfig(ConfigBase):
         host: interface to listen on (default 127.0.0.1: loopback only).
         port: TCP port (default 8000; 0 picks a free one).
         workers: server processes (default 1); each loads every model and keeps its own metrics.
-        provider: ONNX Runtime provider, ``auto``, ``cpu`` or ``cuda`` (default auto).
+        provider: ``auto``, ``cpu``, ``cuda`` or ``openvino``, as in ``Predictor.load`` (default auto).
         threads: ONNX Runtime intra-op threads per model (default None: one per core).
         verify: check every model file against its manifest's sha256 at start (default True).
         batching: merge concurrent requests into one model call (default True); off, each request is one call.
