@@ -62,7 +62,7 @@ from edgesent.quantize import (
     quantize_model,
     quantize_nncf,
 )
-from edgesent.runtime import Predictor, _load_tokenizer
+from edgesent.runtime import Predictor, load_predictor_tokenizer
 from edgesent.sensitivity import rank_matmuls
 from edgesent.sessions import OPENVINO_EXPORT_MODULES, create_session, require_openvino
 from edgesent.tasks import Task, get_task
@@ -374,7 +374,7 @@ def _time_candidates(candidates: dict[str, _Candidate], out_dir: Path, reference
     """p50 ms per call of each candidate through the Predictor: batch 1, one thread, on up to
     ``TIMING_TEXTS`` parity texts, the candidates interleaved text by text (the first rotating each round) so
     a busy moment of the machine costs each the same."""
-    tokenizer, pad_id, pad_right = _load_tokenizer(out_dir, reference.max_length)
+    tokenizer, pad_id, pad_right = load_predictor_tokenizer(out_dir, reference.max_length)
     predictors = {}
     for runtime, (path, _, _) in candidates.items():
         session = create_session(path, RUNTIME_OPENVINO if runtime == RUNTIME_OPENVINO else "cpu", threads=1)

@@ -265,7 +265,7 @@ class Predictor:
         cfg = PredictorConfig(provider, threads, graph_optimization, verify, spinning)
         info = read_model_dir(path, kind=KIND_ONNX, verify=cfg.verify)
         model_dir, manifest, labels, max_length = info.path, info.manifest, list(info.labels), info.max_length
-        tokenizer, pad_id, pad_right = _load_tokenizer(model_dir, max_length)
+        tokenizer, pad_id, pad_right = load_predictor_tokenizer(model_dir, max_length)
         provider = choose_provider(cfg.provider, info.runtime)
         session = create_session(info.model_path, provider, cfg.threads, cfg.graph_optimization, cfg.spinning)
         predictor = cls(session, tokenizer, labels, max_length, pad_id, pad_right, model_dir, manifest, info.tags)
@@ -582,7 +582,7 @@ def _token_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _load_tokenizer(model_dir: Path, max_length: int) -> tuple[Tokenizer, int, bool]:
+def load_predictor_tokenizer(model_dir: Path, max_length: int) -> tuple[Tokenizer, int, bool]:
     """The fast tokenizer set up like ``AutoTokenizer(..., truncation=True, max_length=max_length, padding=True)``.
 
     Transformers takes the pad token and padding/truncation sides from tokenizer_config.json and overrides
