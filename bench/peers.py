@@ -14,6 +14,7 @@ why, never a crash):
 | openvino-nncf-int8 | ``nncf.quantize`` (static, MIXED preset, TRANSFORMER model type) on it, compiled by OpenVINO |
 | edgesent-int8 | ``edgesent export --int8`` (``--int8``) |
 | edgesent-static-int8 | ``edgesent export --int8 --static`` (``--static-int8``, or built here from ``--calibration-data``) |
+| edgesent-openvino-int8 | ``edgesent export --int8 --runtime openvino`` (``--openvino-int8``), on the runtime its manifest records |
 | edgesent-pruned-int8 | ``edgesent prune`` then ``export --int8`` (``--pruned-int8``) |
 
 Every ONNX Runtime session is ``edgesent.sessions.create_session(path, "cpu", threads, **SESSION_SETTINGS)``,
@@ -132,12 +133,14 @@ class Inputs:
         return {n: feed[n] for n in self.names}
 
 
-def _ort_peer(name: str, path: Path, threads: int, precision: str, hf_config: dict, note: str = "") -> Peer:
+def _ort_peer(
+    name: str, path: Path, threads: int, precision: str, hf_config: dict, note: str = "", provider: str = "cpu"
+) -> Peer:
     from edgesent.artifacts import LOGITS_OUTPUT
     from edgesent.bench.runners import SESSION_SETTINGS
     from edgesent.sessions import create_session
 
-    session = create_session(path, "cpu", threads, **SESSION_SETTINGS)
+    session = create_session(path, provider, threads, **SESSION_SETTINGS)
     names = [i.name for i in session.get_inputs()]
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -151,10 +154,12 @@ def _dir_peer(name: str, model_dir: Path | None, threads: int, flag: str) -> Pee
         return Peer(name, "int8", skipped=f"not given ({flag})")
 
     def build() -> Peer:
-        from edgesent.artifacts import KIND_ONNX, read_model_dir
+        from edgesent.artifacts import KIND_ONNX, RUNTIME_OPENVINO, read_model_dir
 
         model = read_model_dir(model_dir, kind=KIND_ONNX)
-        return _ort_peer(name, model.model_path, threads, model.manifest.get("precision", "int8"), _hf_config(model))
+        provider = "openvino" if model.runtime == RUNTIME_OPENVINO else "cpu"  # the runtime the export chose
+        precision = model.manifest.get("precision", "int8")
+        return _ort_peer(name, model.model_path, threads, precision, _hf_config(model), model.runtime, provider)
 
     return _try(name, "int8", build)
 
@@ -311,6 +316,7 @@ def build_peers(args: argparse.Namespace, calibration: list[dict[str, np.ndarray
     peers += _openvino_peers(fp32, calibration, args.threads, hf, args.nncf_preset)
     peers.append(_dir_peer("edgesent-int8", args.int8, args.threads, "--int8"))
     peers.append(_static_peer(args, calibration, work, hf))
+    peers.append(_dir_peer("edgesent-openvino-int8", args.openvino_int8, args.threads, "--openvino-int8"))
     peers.append(_dir_peer("edgesent-pruned-int8", args.pruned_int8, args.threads, "--pruned-int8"))
     return peers
 
@@ -445,6 +451,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--onnx-fp32", type=Path, required=True, help="the fp32 export (edgesent export)")
     parser.add_argument("--int8", type=Path, help="edgesent export --int8 directory")
     parser.add_argument("--pruned-int8", type=Path, help="edgesent prune + export --int8 directory")
+    parser.add_argument(
+        "--openvino-int8", type=Path, help="edgesent export --int8 --runtime openvino directory (run on OpenVINO)"
+    )
     parser.add_argument("--static-int8", type=Path, help="edgesent export --int8 --static directory")
     parser.add_argument("--calibration-data", type=Path, help="texts for NNCF and the static int8 build")
     parser.add_argument("--calibration-samples", type=int, default=300, help="calibration texts used (default 300)")

@@ -161,6 +161,16 @@ def _export(model_dir: Path, out: Path, **settings: object) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_openvino_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier exported with ``--int8 --runtime openvino`` (NNCF static int8). Read-only."""
+    if any(importlib.util.find_spec(name) is None for name in ("openvino", "nncf")):
+        pytest.skip("the openvino extra is not installed")
+    return _export(
+        _tiny_model_master, tmp_path_factory.mktemp("onnx") / "openvino", precision="int8", runtime="openvino"
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_onnx_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model exported by ``export_model`` with the default ExportConfig (fp32, max_length 64). Read-only."""
     return _export(_tiny_model_master, tmp_path_factory.mktemp("onnx") / "fp32")

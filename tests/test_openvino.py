@@ -28,16 +28,6 @@ INSTALL = "pip install 'edgesent[openvino]'"
 TEXTS = ["great food and friendly staff", "awful rude staff", "an ordinary tuesday", "a", "loved it 😍"]
 
 
-@pytest.fixture(scope="session")
-def tiny_openvino_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny classifier exported with ``--int8 --runtime openvino`` (NNCF static int8). Read-only."""
-    if not HAS_OPENVINO:
-        pytest.skip("the openvino extra is not installed")
-    return _export(
-        _tiny_model_master, tmp_path_factory.mktemp("onnx") / "openvino", precision="int8", runtime="openvino"
-    )
-
-
 def _hide(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     """Make ``names`` look uninstalled to ``require_extra``/``missing_modules`` (they ask ``find_spec``)."""
     real = importlib.util.find_spec

@@ -34,7 +34,7 @@ def load_script(name: str):
 
 
 def test_peers_runs_every_variant_on_the_tiny_model(
-    _tiny_model_master: Path, tiny_onnx_dir: Path, tiny_int8_dir: Path, tmp_path: Path
+    tiny_openvino_dir: Path, _tiny_model_master: Path, tiny_onnx_dir: Path, tiny_int8_dir: Path, tmp_path: Path
 ):
     peers = load_script("peers")
     data = write_csv(tmp_path / "eval.csv", make_texts(3, seed=2))  # 9 labelled texts
@@ -48,6 +48,8 @@ def test_peers_runs_every_variant_on_the_tiny_model(
             str(tiny_onnx_dir),
             "--int8",
             str(tiny_int8_dir),
+            "--openvino-int8",
+            str(tiny_openvino_dir),
             "--calibration-data",
             str(calibration),
             "--calibration-samples",
@@ -75,9 +77,11 @@ def test_peers_runs_every_variant_on_the_tiny_model(
         "openvino-nncf-int8",
         "edgesent-int8",
         "edgesent-static-int8",
+        "edgesent-openvino-int8",
     }
     assert {n for n, v in variants.items() if v["skipped"] is None} >= built, variants
     assert variants["edgesent-pruned-int8"]["skipped"] == "not given (--pruned-int8)"
+    assert variants["edgesent-openvino-int8"]["note"] == "openvino"  # run on the runtime its manifest records
     assert any(n.startswith("optimum-") for n in variants)
     rows = {(r["variant"], r["cell"]): r for r in result["rows"]}
     for name in built:
