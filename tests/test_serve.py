@@ -152,6 +152,8 @@ def test_models_probes_and_openapi(server, client, tiny_onnx_dir, tiny_span_onnx
         "task": manifest.get("task", "classify"),
         "labels": manifest["labels"],
         "precision": manifest.get("precision"),
+        "runtime": "onnxruntime",
+        "provider": "cpu",
         "max_length": manifest["max_length"],
         "manifest_sha256": manifest_sha256(tiny_onnx_dir),
     }
@@ -162,6 +164,8 @@ def test_models_probes_and_openapi(server, client, tiny_onnx_dir, tiny_span_onnx
         "labels": span_manifest["labels"],
         "tags": span_manifest["tags"],
         "precision": "fp32",
+        "runtime": "onnxruntime",
+        "provider": "cpu",
         "max_length": span_manifest["max_length"],
         "manifest_sha256": manifest_sha256(tiny_span_onnx_dir),
     }

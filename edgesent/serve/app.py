@@ -3,7 +3,8 @@
 Routes (see :mod:`edgesent.serve.openapi` and the README's Serve section)::
 
     POST /v1/models/{name}/predict   {"texts": [...], "top_k": k} -> {"model": name, "results": [...]}
-    GET  /v1/models                  names, task, labels (and a span model's tags), precision, manifest hash
+    GET  /v1/models                  names, task, labels (and a span model's tags), precision, runtime and
+                                     device, manifest hash
     GET  /healthz  /readyz           liveness; readiness (models loaded and warmed up)
     GET  /metrics  /openapi.json     Prometheus text format; the OpenAPI document
 
@@ -76,6 +77,8 @@ class ServedModel:
             "task": manifest.get("task", DEFAULT_TASK),
             "labels": list(self.predictor.labels),
             "precision": manifest.get("precision"),
+            "runtime": getattr(self.predictor, "runtime", None),  # onnxruntime or openvino: what runs it here
+            "provider": getattr(self.predictor, "provider", None),  # the device: cpu or cuda
             "max_length": self.predictor.max_length,
             "manifest_sha256": self.manifest_sha256,
         }
