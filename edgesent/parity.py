@@ -10,6 +10,7 @@ failure with its measured value and bound (optimum's ``_run_validation`` pattern
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -37,6 +38,7 @@ from edgesent.config.parity import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLDS, PRECI
 from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
 from edgesent.evaluate import iter_torch_logits, load_torch_model
+from edgesent.metrics import softmax
 from edgesent.sessions import create_session, require_openvino
 from edgesent.tasks import get_task
 
@@ -56,6 +58,7 @@ __all__ = [
     "load_parity_texts",
 ]
 
+PROBE_SOURCE = "probe texts"
 _LONG_SENTENCE = "the service was slow and the food was cold but the staff were really friendly and kind"
 PROBE_TEXTS: dict[str, str] = {
     "empty": "",
@@ -154,7 +157,7 @@ def load_parity_texts(cfg: ParityConfig, labels: list[str]) -> tuple[list[str], 
         DataError: unreadable file, missing column, or labels the model does not know.
     """
     if cfg.data is None:
-        return list(PROBE_TEXTS.values()), None, "probe texts"
+        return list(PROBE_TEXTS.values()), None, PROBE_SOURCE
     data = load_dataset(cfg.data, cfg.text_column, cfg.label_column, skip_empty=True)
     if cfg.label_column is None:
         return data.texts, None, str(cfg.data)
@@ -175,6 +178,15 @@ def class_ids(labels: list[str], n_texts: int, vocab: list[str]) -> np.ndarray:
     if unknown:
         raise DataError(f"labels {unknown!r} are not among the model's ({', '.join(vocab)})")
     return np.asarray([index[label] for label in labels])
+
+
+def _max_prob_diff(onnx_logits: np.ndarray, torch_logits: np.ndarray, attention_mask: np.ndarray | None) -> float:
+    """Largest absolute probability difference of one batch: over classes of (B, C) logits, or over classes of
+    the real (unpadded) tokens of a tagger's (B, T, K) logits."""
+    diff = np.abs(softmax(onnx_logits) - softmax(torch_logits))
+    if diff.ndim == 3 and attention_mask is not None:
+        diff = diff[attention_mask.astype(bool)]
+    return float(diff.max(initial=0.0))
 
 
 def _onnx_path(onnx_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -229,11 +241,27 @@ class TorchReference:
         self.gold = self.task.parity_gold(gold, len(self.texts), source) if gold is not None else None
         self.max_length = int(cfg.max_length or source.max_length)
         self.tokenizer, model = load_torch_model(self.model_dir, source.task)
-        self.rows = self._plan(probes=self.source == "probe texts")
+        self._forward(model)
+        # Real texts decide; the probes still run beside them (shapes, finiteness, tokenizer, probabilities).
+        self.probes: TorchReference | None = None
+        if self.source != PROBE_SOURCE:
+            probes = copy.copy(self)  # same model, tokenizer and settings; its own texts and batches
+            probes.texts, probes.source, probes.gold, probes.probes = (
+                list(PROBE_TEXTS.values()),
+                PROBE_SOURCE,
+                None,
+                None,
+            )
+            probes._forward(model)
+            self.probes = probes
+
+    def _forward(self, model: Any) -> None:
+        """Tokenize ``texts`` into the planned batches and keep PyTorch's logits of each."""
+        self.rows = self._plan(probes=self.source == PROBE_SOURCE)
         self.batches: list[dict[str, np.ndarray]] = []  # (B, T) inputs per batch, fed to the ONNX model as is
         self.outputs: list[np.ndarray] = []  # logits per batch: (B, C), or (B, T, K) for a tagger
         for batch, logits in iter_torch_logits(
-            model, self.tokenizer, self.texts, self.rows, self.max_length, desc="parity: pytorch"
+            model, self.tokenizer, self.texts, self.rows, self.max_length, desc=f"parity: pytorch, {self.source}"
         ):
             self.batches.append(batch)
             self.outputs.append(logits)
@@ -262,8 +290,9 @@ class TorchReference:
         exported = Tokenizer.from_file(str(tokenizer_path))
         exported.no_padding()
         exported.enable_truncation(self.max_length)
-        ours = [e.ids for e in exported.encode_batch(self.texts)]
-        theirs = self.tokenizer(self.texts, truncation=True, max_length=self.max_length)["input_ids"]
+        texts = self.texts + (self.probes.texts if self.probes is not None else [])
+        ours = [e.ids for e in exported.encode_batch(texts)]
+        theirs = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         return float(np.mean([a == list(b) for a, b in zip(ours, theirs, strict=True)]))
 
     def compare(
@@ -301,6 +330,8 @@ class TorchReference:
         if onnx_outputs is not None:
             # the task's measure: logits and labels for classification, tags and spans for span models
             metrics, disagreements = self.task.judge_parity(self, self.outputs, onnx_outputs, bounds, check)
+        if self.probes is not None and onnx_outputs is not None:
+            self.probes._judge_probes(onnx_path, runtime, bounds["probe_max_prob_diff"], check)
         tokenizer_match = None
         if tokenizer_path is not None and tokenizer_path.is_file():
             tokenizer_match = self._tokenizer_match(tokenizer_path)
@@ -358,6 +389,28 @@ class TorchReference:
         nonfinite = sum(int((~np.isfinite(o)).any(-1).sum()) for o in outputs)
         check("finite", None, None, not nonfinite, f"non-finite logits in {nonfinite} rows")
         return outputs
+
+    def _judge_probes(self, onnx_path: Path, runtime: str, bound: float | None, check: _Check) -> None:
+        """The probe texts beside real data: the model runs on them (mixed batch and one by one), with the same
+        shapes as PyTorch's, finite outputs, and no probability moved by more than ``bound``. Their labels are
+        not compared: out-of-domain edge cases say little about agreement."""
+
+        def probe_check(name: str, value: float | None, limit: float | None, ok: bool, message: str) -> None:
+            check(f"probes_{name}", value, limit, ok, f"probe texts: {message}")
+
+        outputs = self._run_onnx(onnx_path, probe_check, runtime)
+        if outputs is None:
+            return
+        worst = max(
+            _max_prob_diff(o, t, b.get("attention_mask")) for o, t, b in zip(outputs, self.outputs, self.batches)
+        )
+        check(
+            "probes_max_prob_diff",
+            worst,
+            bound,
+            bound is None or worst <= bound,
+            f"probe texts: a probability moved by {worst:.4f} > {bound} against PyTorch",
+        )
 
     def judge_classes(
         self, onnx_outputs: list[np.ndarray], bounds: dict[str, float | None], check: _Check

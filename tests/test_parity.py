@@ -98,6 +98,24 @@ def test_labelled_data_adds_accuracy(tiny_onnx_dir: Path, _tiny_model_master: Pa
     assert json.loads(unlabelled.output)["accuracy_torch"] is None
 
 
+def test_probe_texts_run_beside_real_data_but_never_decide_agreement(
+    tiny_int8_dir: Path, _tiny_model_master: Path, tmp_path: Path
+):
+    """With real texts deciding, the probes still run (shapes, finiteness, a probability bound) under their own
+    checks; agreement counts only the real texts, and a tight probe bound fails the gate on its own."""
+    data = write_csv(tmp_path / "dev.csv", make_texts(5))  # 15 labelled texts
+    report = check_parity(_tiny_model_master, tiny_int8_dir, ParityConfig(data=data))
+    checks = {c["name"]: c for c in report.checks}
+    assert report.passed and report.n_texts == 15 and report.n_rows == 15  # the probes are not in agreement
+    assert {"probes_output_shape", "probes_finite", "probes_max_prob_diff"} <= set(checks)
+    moved = checks["probes_max_prob_diff"]["value"]
+    assert 0.0 < moved <= 0.5 and checks["probes_max_prob_diff"]["bound"] == 0.5  # int8's default
+    strict = check_parity(_tiny_model_master, tiny_int8_dir, ParityConfig(data=data, probe_max_prob_diff=moved / 2))
+    assert not strict.passed
+    assert strict.failures == [f"probe texts: a probability moved by {moved:.4f} > {moved / 2} against PyTorch"]
+    assert strict.agreement == report.agreement
+
+
 def test_perturbed_weights_fail_with_exit_1(broken_copy, _tiny_model_master: Path, runner):
     broken = broken_copy(perturb_largest_weight)
     result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(broken), "--json"])

@@ -38,11 +38,13 @@ PARITY_OPTIONS = {
     "max_accuracy_drop": "max_accuracy_drop",
     "min_span_f1": "min_span_f1",
     "near_tie_margin": "near_tie_margin",
+    "probe_max_prob_diff": "probe_max_prob_diff",
 }
 
 
 def threshold_options(func: Any) -> Any:
-    """The parity bounds (--max-abs-diff, --min-agreement, --max-accuracy-drop, --near-tie-margin, --min-span-f1)."""
+    """The parity bounds (--max-abs-diff, --min-agreement, --max-accuracy-drop, --near-tie-margin, --min-span-f1,
+    --probe-max-prob-diff)."""
     for option in reversed(
         [
             click.option(
@@ -67,6 +69,12 @@ def threshold_options(func: Any) -> Any:
                 type=float,
                 help="Logits: a label flip where PyTorch's own top-1 minus top-2 margin is below this is reported, "
                 "not judged (0 judges every row). Default: fp32 2e-4, int8/fp16 0.1.",
+            ),
+            click.option(
+                "--probe-max-prob-diff",
+                type=float,
+                help="With real texts deciding: the probe texts (empty, emoji, scripts, over-long) still run, and "
+                "their largest probability difference must stay under this. Default: fp32 1e-3, int8/fp16 0.5.",
             ),
             click.option(
                 "--min-span-f1",

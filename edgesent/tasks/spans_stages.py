@@ -26,6 +26,7 @@ import numpy as np
 
 from edgesent.artifacts import KIND_ONNX, TASK_SPANS
 from edgesent.errors import ConfigError, DataError, ModelError
+from edgesent.metrics import softmax
 from edgesent.tasks import SPANS, ParityCheck, Task, stage_module
 from edgesent.tasks.spans import (
     IGNORE_INDEX,
@@ -60,13 +61,6 @@ logger = logging.getLogger(__name__)
 ENCODE_CHUNK = 1024  # texts tokenized per call
 # The per-epoch scalars the Trainer logs (as eval_<name>); "f1" picks the best epoch.
 EPOCH_SCALARS = ("precision", "recall", "f1", "span_f1", "label_accuracy", "label_macro_f1")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, in float32; (T, K) logits -> (T, K) probabilities."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def check_known_labels(data: SpanDataset, labels: Sequence[str], what: str) -> None:
