@@ -140,9 +140,9 @@ def _run_trial(trial: optuna.Trial, cfg: SearchConfig, inputs: Any, root: Path, 
     params = _suggest(trial, cfg.space or {})
     trial_cfg = dataclasses.replace(cfg.train, **params)
 
-    def report(evaluation: int, value: float) -> None:
+    def report(evaluation: int, value: float, final: bool) -> None:
         trial.report(value, evaluation)
-        if trial.should_prune():
+        if not final and trial.should_prune():  # a finished trial is complete, whatever its score
             raise optuna.TrialPruned(f"pruned after evaluation {evaluation}")
 
     work_dir = root / f"trial-{trial.number}"

@@ -414,7 +414,7 @@ def fit(
     inputs: RunInputs,
     work_dir: Path,
     what: str,
-    report: Callable[[int, float], None] | None = None,
+    report: Callable[[int, float, bool], None] | None = None,
 ) -> tuple[Trainer, Any, list[dict[str, Any]], dict[str, Any]]:
     """Train one configuration on prepared inputs: the one Trainer run behind finetune and every search trial.
 
@@ -423,8 +423,8 @@ def fit(
         inputs: from :func:`prepare_run`.
         work_dir: a scratch directory for the Trainer's checkpoints.
         what: the run's name for the non-finite error ("fine-tuning", "a search trial").
-        report: called after every evaluation with its number (1, 2, ...) and the selection metric's value;
-            an exception it raises (a pruned trial) stops training and propagates.
+        report: called after every evaluation with its number (1, 2, ...), the selection metric's value and
+            whether training has finished; an exception it raises (a pruned trial) stops training and propagates.
 
     Returns:
         (trainer holding the best epoch's model, the train result, per-epoch history, the best entry).
@@ -463,22 +463,24 @@ def fit(
 
 
 class _EvaluationHook(TrainerCallback):
-    """Hands each evaluation's selection metric to ``report(evaluation number, value)``; it may raise to stop."""
+    """Hands each evaluation's selection metric to ``report(evaluation number, value, final)``; it may raise to
+    stop. ``final`` is True for the evaluation after the last training step: nothing is left to stop early."""
 
-    def __init__(self, report: Callable[[int, float], None]) -> None:
+    def __init__(self, report: Callable[[int, float, bool], None]) -> None:
         self.report = report
         self.evaluations = 0
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         self.evaluations += 1
-        self.report(self.evaluations, float((metrics or {})[f"eval_{args.metric_for_best_model}"]))
+        final = state.max_steps > 0 and state.global_step >= state.max_steps
+        self.report(self.evaluations, float((metrics or {})[f"eval_{args.metric_for_best_model}"]), final)
 
 
 def fit_candidate(
     cfg: TrainConfig,
     inputs: RunInputs,
     work_dir: Path,
-    report: Callable[[int, float], None] | None = None,
+    report: Callable[[int, float, bool], None] | None = None,
 ) -> dict[str, Any]:
     """Train one configuration on prepared inputs, as :func:`train` does, and return its scores; save nothing.
 
@@ -489,8 +491,8 @@ def fit_candidate(
         cfg: the settings of this run (hyperparameters; data settings must match ``inputs``).
         inputs: from :func:`prepare_run`.
         work_dir: a scratch directory for the Trainer's checkpoints.
-        report: called after every evaluation with its number (1, 2, ...) and the metric's value; an
-            exception it raises (a pruned trial) stops training and propagates.
+        report: called after every evaluation with its number (1, 2, ...), the metric's value and whether
+            training has finished; an exception it raises (a pruned trial) stops training and propagates.
 
     Returns:
         ``{"metric", "score", "best_epoch", "epochs", "train_runtime_s"}``.

@@ -286,3 +286,30 @@ def test_diverged_trials_are_recorded_as_failed_and_no_completed_trial_saves_not
     with pytest.raises(TrainingError, match=r"no search trial completed \(0: fail, 1: fail\); nothing was saved"):
         search_hyperparameters(cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_trial_that_finished_training_is_complete_even_below_the_median(search_inputs, tmp_path, monkeypatch):
+    """The pruner stops trials early; one whose last evaluation is below the median already finished, so it is
+    recorded as complete with its score, not as pruned."""
+    _needs_training()
+    import edgesent.train
+    from edgesent.search import search_hyperparameters
+
+    scores = iter([0.9, 0.8, 0.1])
+
+    def one_epoch(cfg, inputs, work_dir, report):
+        score = next(scores)
+        report(1, score, True)  # the only evaluation, after the last step
+        return {"metric": "macro_f1", "score": score, "best_epoch": 1.0, "epochs": [], "train_runtime_s": 0.0}
+
+    monkeypatch.setattr(edgesent.train, "fit_candidate", one_epoch)
+    train = TrainConfig(data=search_inputs["train"], eval_data=search_inputs["eval"], base=str(search_inputs["base"]))
+    cfg = SearchConfig(
+        train=dataclasses.replace(train, out=tmp_path / "out", max_steps=2),
+        trials=3,
+        space_file=search_inputs["space"],
+    )
+    manifest = search_hyperparameters(cfg)
+    trials = manifest["search"]["trials"]
+    assert [t["state"] for t in trials] == ["complete"] * 3
+    assert [t["score"] for t in trials] == [0.9, 0.8, 0.1] and manifest["search"]["best"]["number"] == 0
