@@ -6,7 +6,7 @@ DEMO := models/demo-minilm-l6
 
 # The light core, type-checked by mypy: the runtime path, configs, tasks, the server, the engines' shared
 # partition function and the light bench modules (no torch).
-CORE := edgesent/config edgesent/runtime.py edgesent/sessions.py edgesent/artifacts.py edgesent/data.py \
+CORE := edgesent/config edgesent/runtime.py edgesent/predictor_tokenizer.py edgesent/sessions.py edgesent/artifacts.py edgesent/data.py \
 	edgesent/errors.py edgesent/metrics.py edgesent/_imports.py edgesent/agreement.py edgesent/tasks edgesent/serve/*.py \
 	edgesent/distributed/__init__.py edgesent/distributed/partition.py \
 	edgesent/bench/__init__.py edgesent/bench/config.py edgesent/bench/gates.py edgesent/bench/report.py

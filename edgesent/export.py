@@ -52,6 +52,7 @@ from edgesent.config.quantize import QuantizeConfig
 from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
 from edgesent.evaluate import load_torch_model
 from edgesent.parity import ParityReport, TorchReference
+from edgesent.predictor_tokenizer import load_predictor_tokenizer
 from edgesent.quantize import (
     NNCF_CALIBRATION_TEXTS,
     QUANTIZED_OP_TYPES,
@@ -62,7 +63,7 @@ from edgesent.quantize import (
     quantize_model,
     quantize_nncf,
 )
-from edgesent.runtime import Predictor, load_predictor_tokenizer
+from edgesent.runtime import Predictor
 from edgesent.sensitivity import rank_matmuls
 from edgesent.sessions import OPENVINO_EXPORT_MODULES, create_session, require_openvino
 from edgesent.tasks import Task, get_task
