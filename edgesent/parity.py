@@ -39,7 +39,7 @@ from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
 from edgesent.evaluate import iter_torch_logits, load_torch_model
 from edgesent.metrics import softmax
-from edgesent.sessions import create_session, require_openvino
+from edgesent.sessions import Session, create_session, require_openvino
 from edgesent.tasks import get_task
 
 
@@ -189,6 +189,20 @@ def _max_prob_diff(onnx_logits: np.ndarray, torch_logits: np.ndarray, attention_
     return float(diff.max(initial=0.0))
 
 
+def _cannot_run(err: Exception, onnx_path: Path, runtime: str, check: _Check) -> None:
+    reason = " ".join(str(err).split())[:300]
+    check("runs", None, None, False, f"{runtime} cannot run {onnx_path.name}: {reason}")
+
+
+def _open_session(onnx_path: Path, runtime: str, check: _Check) -> Session | None:
+    """A CPU session of ``runtime`` on the model, or None after recording the failed ``runs`` check."""
+    try:
+        return create_session(onnx_path, "openvino" if runtime == RUNTIME_OPENVINO else "cpu")
+    except Exception as err:  # noqa: BLE001 - runtimes raise their own exception types; all mean "cannot run"
+        _cannot_run(err, onnx_path, runtime, check)
+        return None
+
+
 def _onnx_path(onnx_dir: Path) -> tuple[Path, dict[str, Any]]:
     onnx_dir = Path(onnx_dir)
     if not onnx_dir.is_dir():
@@ -322,7 +336,9 @@ class TorchReference:
                 {"name": name, "value": value, "bound": bound, "passed": ok, "message": None if ok else message}
             )
 
-        onnx_outputs = self._run_onnx(onnx_path, check, runtime)
+        # one session serves the real texts and the probes
+        session = _open_session(onnx_path, runtime, check)
+        onnx_outputs = self._run_onnx(session, onnx_path, check, runtime) if session is not None else None
         metrics: dict[str, Any] = dict.fromkeys(
             ("max_abs_diff", "mean_abs_diff", "agreement", "accuracy_torch", "accuracy_onnx", "accuracy_delta")
         )
@@ -330,8 +346,8 @@ class TorchReference:
         if onnx_outputs is not None:
             # the task's measure: logits and labels for classification, tags and spans for span models
             metrics, disagreements = self.task.judge_parity(self, self.outputs, onnx_outputs, bounds, check)
-        if self.probes is not None and onnx_outputs is not None:
-            self.probes._judge_probes(onnx_path, runtime, bounds["probe_max_prob_diff"], check)
+        if self.probes is not None and session is not None and onnx_outputs is not None:
+            self.probes._judge_probes(session, onnx_path, runtime, bounds["probe_max_prob_diff"], check)
         tokenizer_match = None
         if tokenizer_path is not None and tokenizer_path.is_file():
             tokenizer_match = self._tokenizer_match(tokenizer_path)
@@ -362,9 +378,8 @@ class TorchReference:
         logger.info("parity %s: %s", "passed" if report.passed else "FAILED", report.summary())
         return report
 
-    def _run_onnx(self, onnx_path: Path, check: _Check, runtime: str) -> list[np.ndarray] | None:
+    def _run_onnx(self, session: Session, onnx_path: Path, check: _Check, runtime: str) -> list[np.ndarray] | None:
         try:
-            session = create_session(onnx_path, "openvino" if runtime == RUNTIME_OPENVINO else "cpu")
             names = [i.name for i in session.get_inputs()]
             missing = [n for n in names if n not in self.batches[0]]
             if missing:
@@ -376,8 +391,7 @@ class TorchReference:
                 for batch in tqdm(self.batches, desc="parity: onnx", disable=None, leave=False)
             ]
         except Exception as err:  # noqa: BLE001 - runtimes raise their own exception types; all mean "cannot run"
-            reason = " ".join(str(err).split())[:300]
-            check("runs", None, None, False, f"{runtime} cannot run {onnx_path.name}: {reason}")
+            _cannot_run(err, onnx_path, runtime, check)
             return None
         outputs = [o.astype(np.float32) for o in outputs]  # (B, C') or (B, T, K') per batch
         bad = next(((o.shape, t.shape) for o, t in zip(outputs, self.outputs) if o.shape != t.shape), None)
@@ -390,7 +404,9 @@ class TorchReference:
         check("finite", None, None, not nonfinite, f"non-finite logits in {nonfinite} rows")
         return outputs
 
-    def _judge_probes(self, onnx_path: Path, runtime: str, bound: float | None, check: _Check) -> None:
+    def _judge_probes(
+        self, session: Session, onnx_path: Path, runtime: str, bound: float | None, check: _Check
+    ) -> None:
         """The probe texts beside real data: the model runs on them (mixed batch and one by one), with the same
         shapes as PyTorch's, finite outputs, and no probability moved by more than ``bound``. Their labels are
         not compared: out-of-domain edge cases say little about agreement."""
@@ -398,7 +414,7 @@ class TorchReference:
         def probe_check(name: str, value: float | None, limit: float | None, ok: bool, message: str) -> None:
             check(f"probes_{name}", value, limit, ok, f"probe texts: {message}")
 
-        outputs = self._run_onnx(onnx_path, probe_check, runtime)
+        outputs = self._run_onnx(session, onnx_path, probe_check, runtime)
         if outputs is None:
             return
         worst = max(
