@@ -71,6 +71,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def prune_args(model_dir: Path, data: tuple[Path, Path], out: Path, *options: str) -> list[str]:
+    """The CLI arguments ``prune MODEL_DIR --data TRAIN --eval-data DEV --out OUT OPTIONS...``."""
+    train, dev = data
+    return ["prune", str(model_dir), "--data", str(train), "--eval-data", str(dev), "--out", str(out), *options]
+
+
 def torchrun(nproc: int = 2) -> list[str]:
     """The command prefix of a local DDP launch through the real launcher, on a free loopback port."""
     return [

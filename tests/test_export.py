@@ -99,6 +99,20 @@ def negate_logits(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def quantize_broken_unless(rescued):
+    """export's ``quantize_model``, with the logits negated (``negate_logits``) unless ``rescued(cfg)``: the int8
+    variants a test wants to fail parity do, the others are real."""
+    real = export_module.quantize_model
+
+    def quantize(onnx_path, out_path, cfg, calibration=None):
+        info = real(onnx_path, out_path, cfg, calibration)
+        if not rescued(cfg):
+            negate_logits(out_path)
+        return info
+
+    return quantize
+
+
 # --- fp32 -----------------------------------------------------------------------------------------------------
 
 
@@ -177,15 +191,7 @@ def test_int8_export_is_quantized_and_agrees(tiny_int8_dir: Path, tiny_onnx_dir:
 
 def test_int8_remedy_is_tried_and_reported(_tiny_model_master: Path, tmp_path: Path, monkeypatch):
     """Per-tensor is made to fail on purpose; the first remedy (per-channel) must rescue the export."""
-    real = export_module.quantize_model
-
-    def quantize_breaking_per_tensor(onnx_path, out_path, cfg, calibration=None):
-        info = real(onnx_path, out_path, cfg, calibration)
-        if not cfg.per_channel:
-            negate_logits(out_path)
-        return info
-
-    monkeypatch.setattr(export_module, "quantize_model", quantize_breaking_per_tensor)
+    monkeypatch.setattr(export_module, "quantize_model", quantize_broken_unless(lambda cfg: cfg.per_channel))
     per_tensor = QuantizeConfig.for_target("avx512_vnni", per_channel=False)
     # The tiny random head decides nothing by 0.1 logits, so every flip would be a near-tie: judge every row.
     cfg = ExportConfig(precision="int8", quantize=per_tensor, parity={"near_tie_margin": 0.0})
@@ -203,14 +209,7 @@ def test_int8_remedy_is_tried_and_reported(_tiny_model_master: Path, tmp_path: P
 def test_int8_failing_every_remedy_exits_1_and_writes_nothing(
     _tiny_model_master: Path, tmp_path: Path, runner, monkeypatch
 ):
-    real = export_module.quantize_model
-
-    def always_broken(onnx_path, out_path, cfg, calibration=None):
-        info = real(onnx_path, out_path, cfg, calibration)
-        negate_logits(out_path)
-        return info
-
-    monkeypatch.setattr(export_module, "quantize_model", always_broken)
+    monkeypatch.setattr(export_module, "quantize_model", quantize_broken_unless(lambda cfg: False))
     out = tmp_path / "out"
     result = runner.invoke(
         cli,
@@ -537,15 +536,7 @@ def test_the_targeted_remedy_keeps_the_most_sensitive_matmuls_before_the_coarse_
     _tiny_model_master: Path, tmp_path: Path, monkeypatch
 ):
     """Only a model with some MatMuls in fp32 passes here: the ranked remedy must come before fp32_head."""
-    real = export_module.quantize_model
-
-    def broken_unless_nodes_kept(onnx_path, out_path, cfg, calibration=None):
-        info = real(onnx_path, out_path, cfg, calibration)
-        if not cfg.fp32_nodes:
-            negate_logits(out_path)
-        return info
-
-    monkeypatch.setattr(export_module, "quantize_model", broken_unless_nodes_kept)
+    monkeypatch.setattr(export_module, "quantize_model", quantize_broken_unless(lambda cfg: bool(cfg.fp32_nodes)))
     cfg = ExportConfig(precision="int8", quantize="avx512_vnni", parity={"near_tie_margin": 0.0})
     manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
     remedy = manifest["export"]["remedy"]

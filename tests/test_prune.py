@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from click.testing import CliRunner
-from conftest import LABELS, make_texts, torchrun
+from conftest import LABELS, make_texts, prune_args, torchrun
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
@@ -273,51 +273,17 @@ def test_help(runner: CliRunner) -> None:
 def test_cli_refuses_impossible_targets(
     runner: CliRunner, tiny_model_dir: Path, tiny_data, tmp_path: Path, target: list[str], message: str
 ) -> None:
-    train, dev = tiny_data
-    result = runner.invoke(
-        cli,
-        [
-            "prune",
-            str(tiny_model_dir),
-            "--data",
-            str(train),
-            "--eval-data",
-            str(dev),
-            "--out",
-            str(tmp_path / "out"),
-            *target,
-        ],
-    )
+    result = runner.invoke(cli, prune_args(tiny_model_dir, tiny_data, tmp_path / "out", *target))
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_prune_with_recovery_then_export(runner, tiny_model_dir: Path, tiny_data, tmp_path: Path) -> None:
-    train, dev = tiny_data
+    dev = tiny_data[1]
     out = tmp_path / "pruned"
-    result = runner.invoke(
-        cli,
-        [
-            "prune",
-            str(tiny_model_dir),
-            "--data",
-            str(train),
-            "--eval-data",
-            str(dev),
-            "--out",
-            str(out),
-            "--heads",
-            "0.5",
-            "--ffn",
-            "0.5",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--json",
-        ],
-    )
+    options = ["--heads", "0.5", "--ffn", "0.5", "--max-steps", "2", "--batch-size", "8", "--json"]
+    result = runner.invoke(cli, prune_args(tiny_model_dir, tiny_data, out, *options))
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     pruning = manifest["pruning"]
@@ -353,23 +319,8 @@ def _export_and_compare(model_dir: Path, onnx_dir: Path) -> None:
 
 
 def test_cli_speedup_target_without_recovery(runner, tiny_model_dir: Path, tiny_data, tmp_path: Path) -> None:
-    train, dev = tiny_data
-    result = runner.invoke(
-        cli,
-        [
-            "prune",
-            str(tiny_model_dir),
-            "--data",
-            str(train),
-            "--eval-data",
-            str(dev),
-            "--out",
-            str(tmp_path / "fast"),
-            "--speedup",
-            "1.5",
-            "--no-recovery",
-        ],
-    )
+    options = ["--speedup", "1.5", "--no-recovery"]
+    result = runner.invoke(cli, prune_args(tiny_model_dir, tiny_data, tmp_path / "fast", *options))
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "fast" / "edgesent.json").read_text())
     pruning = manifest["pruning"]
@@ -397,8 +348,7 @@ def test_cli_refuses_onnx_dirs_and_unknown_labels(runner, tiny_model_dir: Path, 
 
 
 def test_table_on_stdout_trainer_logs_on_stderr(runner, tiny_model_dir: Path, tiny_data, tmp_path: Path) -> None:
-    train, dev = tiny_data
-    args = ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev), "--out", str(tmp_path / "p")]
+    args = prune_args(tiny_model_dir, tiny_data, tmp_path / "p")
     result = runner.invoke(cli, [*args, "--heads", "0.5", "--epochs", "1", "--batch-size", "8", "--lr", "1e-3"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0].split() == ["stage", "parameters", "MFLOPs", "accuracy", "macro_f1"]
@@ -411,8 +361,7 @@ def test_table_on_stdout_trainer_logs_on_stderr(runner, tiny_model_dir: Path, ti
 def test_recovery_options_without_recovery_are_refused(
     runner, tiny_model_dir: Path, tiny_data, tmp_path: Path
 ) -> None:
-    train, dev = tiny_data
-    args = ["prune", str(tiny_model_dir), "--data", str(train), "--eval-data", str(dev), "--out", str(tmp_path / "p")]
+    args = prune_args(tiny_model_dir, tiny_data, tmp_path / "p")
     result = runner.invoke(cli, [*args, "--heads", "0.5", "--no-recovery", "--epochs", "2", "--lr", "1e-3"])
     assert result.exit_code == 2
     assert "--epochs, --lr: only used by recovery" in result.output
@@ -426,20 +375,9 @@ def test_prune_under_torchrun_writes_once_and_says_world_size_2(tiny_model_dir: 
     import os
     import subprocess
 
-    train, dev = tiny_data
     out = tmp_path / "pruned"
-    command = [
-        *torchrun(2),
-        "-m",
-        "edgesent",
-        "prune",
-        str(tiny_model_dir),
-        "--data",
-        str(train),
-        "--eval-data",
-        str(dev),
-    ]
-    command += ["--out", str(out), "--heads", "0.5", "--epochs", "1", "--batch-size", "8", "--json"]
+    options = ["--heads", "0.5", "--epochs", "1", "--batch-size", "8", "--json"]
+    command = [*torchrun(2), "-m", "edgesent", *prune_args(tiny_model_dir, tiny_data, out, *options)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("optimum.exporters.onnx")
 
 import onnxruntime as ort
-from conftest import SPAN_LABELS, make_span_rows, write_csv, write_jsonl
+from conftest import SPAN_LABELS, make_span_rows, prune_args, write_csv, write_jsonl
 from transformers import AutoModelForTokenClassification
 
 import edgesent.export as export_module
@@ -298,11 +298,10 @@ def test_prune_a_span_model_scores_tokens_distils_and_exports(
 ):
     """Heads and FFN neurons of a tagger are scored on the token loss, removed, recovered by per-token
     distillation and judged by span F1; the saved tagger evaluates to its manifest's figures and exports."""
-    train, dev = tiny_span_data
+    dev = tiny_span_data[1]
     out = tmp_path / "pruned"
-    args = ["prune", str(tiny_span_model_dir), "--data", str(train), "--eval-data", str(dev), "--out", str(out)]
-    options = ["--heads", "0.5", "--ffn", "0.5", "--max-steps", "2", "--batch-size", "8"]
-    result = runner.invoke(cli, [*args, *options, "--json"])
+    options = ["--heads", "0.5", "--ffn", "0.5", "--max-steps", "2", "--batch-size", "8", "--json"]
+    result = runner.invoke(cli, prune_args(tiny_span_model_dir, tiny_span_data, out, *options))
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     pruning = manifest["pruning"]
@@ -330,12 +329,12 @@ def test_prune_reads_span_labels_like_finetune(runner, tiny_span_model_dir: Path
     rows[0]["spans"][0]["label"] = "conflict"
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     dev = write_jsonl(tmp_path / "dev.jsonl", make_span_rows(8, seed=4))
-    args = ["prune", str(tiny_span_model_dir), "--data", str(train), "--eval-data", str(dev)]
-    refused = runner.invoke(cli, [*args, "--out", str(tmp_path / "a"), "--heads", "0.5", "--no-recovery"])
+    options = ["--heads", "0.5", "--no-recovery"]
+    refused = runner.invoke(cli, prune_args(tiny_span_model_dir, (train, dev), tmp_path / "a", *options))
     assert refused.exit_code == 2 and "--drop-label conflict" in _one_error_line(refused)
     assert not (tmp_path / "a").exists()
     accepted = runner.invoke(
-        cli, [*args, "--out", str(tmp_path / "b"), "--heads", "0.5", "--no-recovery", "--drop-label", "conflict"]
+        cli, prune_args(tiny_span_model_dir, (train, dev), tmp_path / "b", *options, "--drop-label", "conflict")
     )
     assert accepted.exit_code == 0, accepted.output
     assert "span_f1" in accepted.output and "FLOPs x" in accepted.output
