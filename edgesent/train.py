@@ -3,7 +3,7 @@
 What edgesent adds: base-model resolution without a hub, label mapping from the data, checks before any
 model loads (``max_length`` within the base's positions, the base tokenizer's coverage of the data), metrics
 per epoch (the task's: accuracy, macro-F1 and per-class report for classification; span P/R/F1 for spans),
-class weights for imbalanced data, a refusal to save a
+class weights for imbalanced data, layer-wise learning-rate decay, a refusal to save a
 model whose loss or weights are not finite, and an atomic output directory with a manifest that ties the
 model to its data and settings. The settings are ``edgesent.config.train.TrainConfig`` (re-exported here).
 What differs between tasks (data, model class, encoding, collator, metrics, the best-epoch metric) is asked of
@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -123,18 +124,26 @@ class MetricsRecorder:
         return scalars
 
 
-class WeightedLossTrainer(Trainer):
-    """Trainer whose cross-entropy weights classes (inverse frequency) for imbalanced data.
+class FinetuneTrainer(Trainer):
+    """The Trainer of a fine-tuning run, with the two things edgesent adds to its loss and optimiser.
 
-    Logits and labels are flattened, so a tagger's (B, T, K) logits and (B, T) tags (-100 where no tag is read)
-    are weighted per tag the same way as a classifier's (B, C) logits and (B,) labels.
+    - ``class_weights``: cross-entropy weighted by class (inverse frequency) for imbalanced data. Logits and
+      labels are flattened, so a tagger's (B, T, K) logits and (B, T) tags (-100 where no tag is read) are
+      weighted per tag the same way as a classifier's (B, C) logits and (B,) labels.
+    - ``layer_lr_decay``: below 1, one AdamW parameter group per layer with its own rate
+      (:func:`layerwise_param_groups`); the Trainer's schedule scales every group alike.
     """
 
-    def __init__(self, *args: Any, class_weights: torch.Tensor, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, class_weights: torch.Tensor | None = None, layer_lr_decay: float = 1.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
+        self.layer_lr_decay = layer_lr_decay
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         loss_fn = torch.nn.CrossEntropyLoss(
@@ -143,6 +152,61 @@ class WeightedLossTrainer(Trainer):
         logits = outputs.logits.float()
         loss = loss_fn(logits.view(-1, logits.shape[-1]), labels.view(-1))
         return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self):
+        if self.optimizer is not None or self.layer_lr_decay == 1.0:
+            return super().create_optimizer()
+        groups = layerwise_param_groups(
+            list(self.model.named_parameters()),
+            set(self.get_decay_parameter_names(self.model)),
+            self.args.learning_rate,
+            self.layer_lr_decay,
+            self.args.weight_decay,
+        )
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")  # encoder.layer.3. (BERT), transformer.layer.3. (DistilBERT)
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """A parameter's depth: 0 for the embeddings, i + 1 for encoder layer i, ``num_layers + 1`` above them
+    (pooler, classifier)."""
+    match = _LAYER_INDEX.search(name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if "embeddings" in name else num_layers + 1
+
+
+def layerwise_param_groups(
+    named_parameters: list[tuple[str, torch.nn.Parameter]],
+    decay_names: set[str],
+    lr: float,
+    layer_lr_decay: float,
+    weight_decay: float,
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups for layer-wise learning-rate decay: depth ``k`` (:func:`layer_depth`) trains at
+    ``lr * layer_lr_decay ** (num_layers + 1 - k)``, with weight decay only on ``decay_names`` (the Trainer's
+    choice: no decay on biases and LayerNorm). Highest rate first, so the Trainer logs the head's rate."""
+    indices = [int(m.group(1)) for name, _ in named_parameters if (m := _LAYER_INDEX.search(name))]
+    num_layers = max(indices) + 1 if indices else 0
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        depth, decays = layer_depth(name, num_layers), name in decay_names
+        group = groups.setdefault(
+            (depth, decays),
+            {
+                "params": [],
+                "lr": lr * layer_lr_decay ** (num_layers + 1 - depth),
+                "weight_decay": weight_decay if decays else 0.0,
+            },
+        )
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups, reverse=True)]
 
 
 def inverse_frequency_weights(class_ids: list[int], num_labels: int) -> torch.Tensor:
@@ -436,12 +500,10 @@ def fit(
     task, labels = inputs.task, inputs.labels
     outputs = task.output_names(labels)
     model = load_model(inputs.base_path, outputs, task.model_class())
-    extra: dict[str, Any] = {}
-    trainer_cls: type[Trainer] = Trainer
+    class_weights = None
     if cfg.class_weights == "auto":
-        trainer_cls = WeightedLossTrainer
         ids = [int(i) for f in inputs.train_set.features for i in np.atleast_1d(f["labels"]) if i != IGNORE_INDEX]
-        extra["class_weights"] = inverse_frequency_weights(ids, len(outputs))
+        class_weights = inverse_frequency_weights(ids, len(outputs))
     trainer, recorder = build_trainer(
         model,
         inputs.tokenizer,
@@ -451,8 +513,9 @@ def fit(
         labels,
         work_dir,
         inputs.device,
-        trainer_cls,
-        **extra,
+        FinetuneTrainer,
+        class_weights=class_weights,
+        layer_lr_decay=cfg.layer_lr_decay,
     )
     if report is not None:
         trainer.add_callback(_EvaluationHook(report))

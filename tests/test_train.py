@@ -23,7 +23,13 @@ from edgesent.artifacts import read_manifest, read_model_dir, verify_files
 from edgesent.cli import cli
 from edgesent.errors import ConfigError
 from edgesent.evaluate import evaluate_model
-from edgesent.train import TrainConfig, inverse_frequency_weights, resolve_base, resolve_device
+from edgesent.train import (
+    TrainConfig,
+    inverse_frequency_weights,
+    layerwise_param_groups,
+    resolve_base,
+    resolve_device,
+)
 
 
 QUICK = ["--epochs", "4", "--lr", "1e-2", "--batch-size", "8", "--early-stopping", "0", "--warmup-ratio", "0"]
@@ -175,6 +181,45 @@ def test_class_weights_balance_the_classes():
     assert weights == pytest.approx([4 / 6, 2.0])
 
 
+def test_layerwise_groups_give_each_depth_its_rate_and_keep_the_trainers_weight_decay(tiny_model_dir):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3)  # 2 layers
+    named = list(model.named_parameters())
+    decay_names = set(Trainer(model=model).get_decay_parameter_names(model))
+    groups = layerwise_param_groups(named, decay_names, lr=1.0, layer_lr_decay=0.5, weight_decay=0.1)
+
+    rate = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert sorted(rate) == sorted(id(p) for _, p in named)  # every parameter in exactly one group
+    params = dict(named)
+    expected = {
+        "classifier.weight": (1.0, 0.1),
+        "bert.pooler.dense.bias": (1.0, 0.0),
+        "bert.encoder.layer.1.output.dense.weight": (0.5, 0.1),
+        "bert.encoder.layer.0.attention.self.query.weight": (0.25, 0.1),
+        "bert.encoder.layer.0.output.LayerNorm.weight": (0.25, 0.0),
+        "bert.embeddings.word_embeddings.weight": (0.125, 0.1),
+    }
+    assert {name: rate[id(params[name])] for name in expected} == expected
+    assert groups[0]["lr"] == 1.0  # the head's group first: the rate the Trainer logs
+
+
+def test_layer_lr_decay_trains_the_lower_layers_slower(tiny_model_dir, tiny_data, tmp_path):
+    train, dev = tiny_data
+    out = tmp_path / "out"
+    result = _finetune(tiny_model_dir, train, dev, out, "--epochs", "1", "--layer-lr-decay", "0.001")
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out)["hyperparameters"]["layer_lr_decay"] == 0.001
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3).state_dict()
+    tuned = AutoModelForSequenceClassification.from_pretrained(out).state_dict()
+
+    def moved(name: str) -> float:
+        return float((tuned[name] - base[name]).abs().max())
+
+    # 8 Adam steps at lr 1e-2: the top layer (1e-5) moves ~1e-4, the embeddings (1e-11) not measurably.
+    assert moved("bert.embeddings.word_embeddings.weight") < 1e-8
+    assert 1e-6 < moved("bert.encoder.layer.1.output.dense.weight") < 1e-3
+
+
 def test_base_resolution():
     assert (Path(resolve_base("minilm-l6")) / "config.json").is_file()
     assert resolve_base("bert-base-uncased") == "bert-base-uncased"  # a hub id passes through
@@ -229,6 +274,8 @@ def test_help(command):
         (["--seed", "-1"], "Error: seed must be in [0, 4.29497e+09], got -1"),
         (["--warmup-ratio", "nan"], "Error: warmup_ratio must be a finite number, got nan"),
         (["--batch-size", "0"], "Error: batch_size must be in [1, inf), got 0"),
+        (["--layer-lr-decay", "0"], "Error: layer_lr_decay must be in (0, 1], got 0.0"),
+        (["--layer-lr-decay", "1.5"], "Error: layer_lr_decay must be in (0, 1], got 1.5"),
     ],
 )
 def test_non_finite_and_out_of_range_options_are_one_line_exit_2(tiny_model_dir, tiny_data, tmp_path, args, message):

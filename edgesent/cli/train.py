@@ -64,6 +64,15 @@ def _default(text: str, name: str) -> str:
 @click.option("--max-length", type=int, help=_default("Tokens per text (longer ones are cut).", "max_length"))
 @click.option("--warmup-ratio", type=float, help=_default("Fraction of steps with linear warm-up.", "warmup_ratio"))
 @click.option("--weight-decay", type=float, help=_default("AdamW weight decay.", "weight_decay"))
+@click.option(
+    "--layer-lr-decay",
+    type=float,
+    help=_default(
+        "Layer-wise learning-rate decay d in (0, 1]: the head trains at --lr, each encoder layer below the top at "
+        "one more factor d, the embeddings lowest (1.0: off).",
+        "layer_lr_decay",
+    ),
+)
 @click.option("--grad-accum", type=int, help=_default("Gradient accumulation steps.", "grad_accum"))
 @click.option("--seed", type=int, help=_default("Random seed.", "seed"))
 @click.option("--early-stopping", type=int, help=_default("Patience in epochs (0: off).", "early_stopping"))

@@ -32,7 +32,16 @@ from edgesent.errors import ConfigError
 
 
 # TrainConfig fields a search may vary; class_weights only where the task classifies texts.
-SEARCHABLE = ("lr", "epochs", "batch_size", "warmup_ratio", "weight_decay", "grad_accum", "class_weights")
+SEARCHABLE = (
+    "lr",
+    "epochs",
+    "batch_size",
+    "warmup_ratio",
+    "weight_decay",
+    "layer_lr_decay",
+    "grad_accum",
+    "class_weights",
+)
 CLASSIFICATION_ONLY = ("class_weights",)
 SPAN_TASKS = ("spans",)  # tasks without classes (TrainConfig.task, once the span task exists)
 PARAM_TYPES = ("log_float", "float", "int", "categorical")

@@ -56,6 +56,9 @@ class TrainConfig(ConfigBase):
         max_length: Tokens per text, longer ones are truncated (default 128; at most the base's positions).
         warmup_ratio: Fraction of the steps with a linear warm-up, in [0, 1) (default 0.1).
         weight_decay: AdamW weight decay, >= 0 (default 0.01).
+        layer_lr_decay: Layer-wise learning-rate decay in (0, 1]: the head trains at ``lr``, the top encoder layer
+            at ``lr * d``, each layer below at one more factor ``d``, the embeddings at ``lr * d**(layers + 1)``
+            (default 1.0: one rate for all). Lower layers hold the general features the base was trained for.
         grad_accum: Gradient accumulation steps (default 1).
         seed: Random seed for the split, the head's initialisation and the data order (default 42).
         early_stopping: Patience in epochs without a better best-epoch metric (macro-F1; span F1 for spans);
@@ -89,6 +92,7 @@ class TrainConfig(ConfigBase):
     max_length: int = 128
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    layer_lr_decay: float = 1.0
     grad_accum: int = 1
     seed: int = 42
     early_stopping: int = 2
@@ -122,6 +126,7 @@ class TrainConfig(ConfigBase):
         check_number("max_length", self.max_length, low=MIN_MAX_LENGTH, high=MAX_MAX_LENGTH, integer=True)
         check_number("warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
         check_number("weight_decay", self.weight_decay, low=0)
+        check_number("layer_lr_decay", self.layer_lr_decay, low=0, high=1, low_open=True)
         check_number("grad_accum", self.grad_accum, low=1, integer=True)
         check_number("seed", self.seed, low=0, high=MAX_SEED, integer=True)
         check_number("early_stopping", self.early_stopping, low=0, integer=True)
