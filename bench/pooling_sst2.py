@@ -104,9 +104,11 @@ def main() -> None:
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start
-        logits = trainer.predict(encode(dev)).predictions
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    accuracy = float((np.asarray(logits).argmax(-1) == np.asarray(encode_labels(dev, labels))).mean())
+        # With group_by_length the Trainer also length-groups (and shuffles) evaluation batches: take the labels
+        # from the same prediction output, never in file order.
+        output = trainer.predict(encode(dev))
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    accuracy = float((np.asarray(logits).argmax(-1) == np.asarray(output.label_ids)).mean())
     print(json.dumps({**vars(args), "dev_accuracy": round(accuracy, 4), "train_wall_s": round(wall, 1)}))
 
 

@@ -110,3 +110,24 @@ def test_a_peer_that_cannot_be_built_is_a_row_not_a_crash():
 
     assert "edgesent[peers]" in peers._try("x", "int8", broken).skipped
     assert peers._try("y", "int8", failing).skipped == "failed: RuntimeError: bad model"
+
+
+def test_openvino_shapes_measures_every_cell_on_the_tiny_model(
+    tiny_int8_dir: Path, tiny_openvino_dir: Path, tmp_path: Path
+):
+    shapes = load_script("openvino_shapes")
+    data = write_csv(tmp_path / "eval.csv", make_texts(3, seed=2))  # 9 labelled texts
+    out = tmp_path / "out"
+    argv = [str(tiny_int8_dir), str(tiny_openvino_dir), str(data), "--lengths", "8", "16", "--alternate", "8", "16"]
+    result = shapes.main([*argv, "--texts", "9", "--block", "3", "--runs", "2", "--out", str(out)])
+
+    assert set(result["same_shape"]) == {8, 16}
+    timings = [t for cell in result["same_shape"].values() for t in cell.values()]
+    timings += [t for cell in result["alternating"].values() for t in cell.values()]
+    timings += [t for cell in result["data"].values() for t in cell.values()]
+    assert len(timings) == 4 + 4 + 4 and all(t > 0 for t in timings)
+    assert set(result["data"]) == {"block 1", "block 3"}
+    assert result["data_mean_tokens"] > 2  # [CLS] text [SEP]
+    assert json.loads((out / "shapes.json").read_text())["data"] == result["data"]
+    table = (out / "shapes.md").read_text()
+    assert "| 8 |" in table and "| 16 |" in table and "| openvino static per length |" in table
