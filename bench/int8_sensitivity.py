@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
 from edgesent.artifacts import KIND_ONNX, LOGITS_OUTPUT, TOKENIZER_FILE_NAME, read_model_dir
-from edgesent.bench.runners import create_bench_session
+from edgesent.bench.runners import OrtRunner, create_bench_session, measure_units
 from edgesent.data import encode_labels, load_dataset
 
 
@@ -84,18 +83,11 @@ def _quantize(source: Path, passes: list[Pass], out: Path) -> Path:
     return source
 
 
-def _interleaved(sessions: dict[str, ort.InferenceSession], feeds: list[dict], rounds: int, block: int) -> dict:
-    """Median ms per variant: each round every variant runs ``block`` consecutive feeds, the first one rotating."""
-    names = list(sessions)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            for j in range(block):
-                feed = feeds[(r * block + j) % len(feeds)]
-                start = time.perf_counter()
-                sessions[name].run(None, feed)
-                times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+def _median_ms(sessions: dict[str, ort.InferenceSession], feeds: list[dict], rounds: int, block: int) -> dict:
+    """Median ms per variant, timed by ``measure_units`` (rotating order; ``block`` consecutive feeds a turn)."""
+    units = [OrtRunner(session, io_binding=False) for session in sessions.values()]
+    samples = measure_units(units, feeds, warmup=10, runs=rounds, budget_s=None, block=block)
+    return {name: float(np.median(ns)) / 1e6 for name, ns in zip(sessions, samples)}
 
 
 def main() -> None:
@@ -134,11 +126,8 @@ def main() -> None:
             predicted = _logits(_session(path, 2), feeds).argmax(-1)
             quality[name] = ((predicted == reference).mean(), (predicted == y).mean())
         sessions = {name: _session(path, 1) for name, path in paths.items()}
-        for _ in range(10):
-            for session in sessions.values():
-                session.run(None, timing_feed)
-        at_128 = _interleaved(sessions, [timing_feed], args.runs, 1)  # drift hits every variant alike
-        on_data = _interleaved(sessions, feeds, len(feeds) // args.block, args.block)
+        at_128 = _median_ms(sessions, [timing_feed], args.runs, 1)  # drift hits every variant alike
+        on_data = _median_ms(sessions, feeds, len(feeds) // args.block, args.block)
     print(f"{'variant':44} {'p50 ms @128':>12} {'p50 ms data':>12} {'agree':>8} {'accuracy':>9}")
     for name in paths:
         agree, acc = quality[name]

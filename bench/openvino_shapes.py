@@ -20,21 +20,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgesent.artifacts import KIND_ONNX, LOGITS_OUTPUT, TOKENIZER_FILE_NAME, read_model_dir
-from edgesent.bench.runners import create_bench_session
+from edgesent.artifacts import KIND_ONNX, TOKENIZER_FILE_NAME, read_model_dir
+from edgesent.bench.runners import OrtRunner, create_bench_session, measure_units
 from edgesent.data import load_dataset
-from edgesent.sessions import OPENVINO_DEVICE, openvino_config
+from edgesent.sessions import OpenVINOSession
 
 
 Feed = dict[str, np.ndarray]
-Runner = Callable[[Feed], Any]
 
 
 def _feed(ids: list[int] | np.ndarray) -> Feed:
@@ -47,30 +44,40 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * 4096 / 2**20
 
 
-def _median_ms(runners: dict[str, Runner], feeds: list[Feed], rounds: int, block: int) -> dict[str, float]:
-    """Each round every runner takes ``block`` consecutive feeds, the first runner rotating round by round."""
-    names = list(runners)
-    times: dict[str, list[int]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            for j in range(block):
-                feed = feeds[(r * block + j) % len(feeds)]
-                start = time.perf_counter_ns()
-                runners[name](feed)
-                times[name].append(time.perf_counter_ns() - start)
-    return {name: round(float(np.median(t)) / 1e6, 3) for name, t in times.items()}
-
-
-def _openvino_request(path: Path, length: int | None) -> Runner:
-    """An infer request on the model compiled as OpenVINOSession compiles it; static at ``length`` if given."""
+def _openvino_session(path: Path, length: int | None) -> OpenVINOSession:
+    """The predictor's OpenVINO session (one thread); on a static-shape copy of the model if ``length`` is given."""
+    if length is None:
+        return OpenVINOSession(path, 1)
     import openvino as ov
 
-    core = ov.Core()
-    model = core.read_model(str(path))
-    if length is not None:
-        model.reshape({port.get_any_name(): [1, length] for port in model.inputs})
-    request = core.compile_model(model, OPENVINO_DEVICE, openvino_config(1)).create_infer_request()
-    return request.infer
+    model = ov.Core().read_model(str(path))
+    model.reshape({port.get_any_name(): [1, length] for port in model.inputs})
+    return OpenVINOSession(model, 1)
+
+
+class _StaticPerLength:
+    """A runner that sends each feed to the static-shape session of its length."""
+
+    def __init__(self, sessions: dict[int, OpenVINOSession]) -> None:
+        self.runners = {length: OrtRunner(session, io_binding=False) for length, session in sessions.items()}
+
+    def prepare(self, feed: Feed) -> tuple[OrtRunner, Any]:
+        runner = self.runners[feed["input_ids"].shape[1]]
+        return runner, runner.prepare(feed)
+
+    def run(self, prepared: tuple[OrtRunner, Any]) -> None:
+        runner, item = prepared
+        runner.run(item)
+
+
+def _samples(units: dict[str, Any], feeds: list[Feed], rounds: int, block: int, warmup: int) -> dict[str, list[int]]:
+    """Nanoseconds per run and unit, timed by ``measure_units`` (rotating order, ``block`` feeds a turn)."""
+    samples = measure_units(list(units.values()), feeds, warmup=warmup, runs=rounds, budget_s=None, block=block)
+    return dict(zip(units, samples))
+
+
+def _median_ms(samples: list[int]) -> float:
+    return round(float(np.median(samples)) / 1e6, 3)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -90,10 +97,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ort_dir = read_model_dir(args.ort_int8, kind=KIND_ONNX)
     ov_path = read_model_dir(args.openvino_int8, kind=KIND_ONNX).model_path
-    session = create_bench_session(ort_dir.model_path, "cpu", 1)
-    ov_dynamic = _openvino_request(ov_path, None)
-    runners: dict[str, Runner] = {
-        "onnxruntime": lambda feed: session.run([LOGITS_OUTPUT], feed),
+    ov_dynamic = OrtRunner(_openvino_session(ov_path, None), io_binding=False)
+    runners = {
+        "onnxruntime": OrtRunner(create_bench_session(ort_dir.model_path, "cpu", 1), io_binding=False),
         "openvino": ov_dynamic,
     }
     rng = np.random.default_rng(0)
@@ -107,29 +113,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["same_shape"] = {}
     for length in args.lengths:
         feed = random_feed(length)
-        result["same_shape"][length] = _median_ms(runners, [feed], args.runs, 5)
+        samples = _samples(runners, [feed], args.runs, block=5, warmup=5)
+        result["same_shape"][length] = {name: _median_ms(ns) for name, ns in samples.items()}
 
     short, long = args.alternate
     pair = [random_feed(n) for n in (short, long)]
     rss_before = _rss_mb()
-    static = {n: _openvino_request(ov_path, n) for n in (short, long)}
-    for n, feed in zip((short, long), pair):
-        static[n](feed)
+    static = _StaticPerLength({n: _openvino_session(ov_path, n) for n in (short, long)})
+    for feed in pair:
+        static.run(static.prepare(feed))
     per_static_mb = (_rss_mb() - rss_before) / 2
-    alternating = {
-        "openvino dynamic": ov_dynamic,
-        "openvino static per length": lambda feed: static[feed["input_ids"].shape[1]](feed),
-    }
-    times = {name: {short: [], long: []} for name in alternating}
-    for r in range(args.runs * 4):
-        feed = pair[r % 2]
-        for name, run in alternating.items():
-            start = time.perf_counter_ns()
-            run(feed)
-            times[name][feed["input_ids"].shape[1]].append(time.perf_counter_ns() - start)
+    alternating = {"openvino dynamic": ov_dynamic, "openvino static per length": static}
+    samples = _samples(alternating, pair, args.runs * 4, block=1, warmup=0)  # round r takes pair[r % 2]
     result["alternating"] = {
-        name: {n: round(float(np.median(t)) / 1e6, 3) for n, t in by_length.items()}
-        for name, by_length in times.items()
+        name: {short: _median_ms(ns[0::2]), long: _median_ms(ns[1::2])} for name, ns in samples.items()
     }
     result["static_model_rss_mb"] = round(per_static_mb, 1)
 
@@ -138,9 +135,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     texts = load_dataset(args.data).texts[: args.texts]
     feeds = [_feed(e.ids) for e in tokenizer.encode_batch(texts)]
     result["data_mean_tokens"] = round(float(np.mean([f["input_ids"].shape[1] for f in feeds])), 1)
-    result["data"] = {
-        f"block {block}": _median_ms(runners, feeds, len(feeds) * 2 // block, block) for block in (1, args.block)
-    }
+    result["data"] = {}
+    for block in (1, args.block):
+        samples = _samples(runners, feeds, len(feeds) * 2 // block, block=block, warmup=10)
+        result["data"][f"block {block}"] = {name: _median_ms(ns) for name, ns in samples.items()}
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shapes.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -40,11 +40,9 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import gc
 import json
 import logging
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,25 +322,16 @@ def build_peers(args: argparse.Namespace, calibration: list[dict[str, np.ndarray
 def measure(
     peers: list[Peer], cells: dict[str, list[dict[str, np.ndarray]]], runs: int, warmup: int
 ) -> dict[str, dict[str, list[int]]]:
-    """Nanoseconds per run, per peer and cell: every peer gets the same input in a round, starting peer rotating."""
+    """Nanoseconds per run, per peer and cell, by ``edgesent bench``'s loop (``measure_units``): every peer gets the
+    same input in a round, the starting peer rotating."""
+    from edgesent.bench.runners import CallRunner, measure_units
+
     live = [p for p in peers if p.run is not None]
-    times: dict[str, dict[str, list[int]]] = {p.name: {c: [] for c in cells} for p in live}
+    times: dict[str, dict[str, list[int]]] = {p.name: {} for p in live}
     for cell, feeds in cells.items():
-        for peer in live:
-            for i in range(warmup):
-                peer.run(feeds[i % len(feeds)])  # type: ignore[misc]
-        gc.collect()
-        gc.disable()
-        try:
-            for r in range(runs):
-                feed = feeds[r % len(feeds)]
-                shift = r % len(live)
-                for peer in live[shift:] + live[:shift]:
-                    start = time.perf_counter_ns()
-                    peer.run(feed)  # type: ignore[misc]
-                    times[peer.name][cell].append(time.perf_counter_ns() - start)
-        finally:
-            gc.enable()
+        samples = measure_units([CallRunner(p.run) for p in live], feeds, warmup, runs, None)  # type: ignore[arg-type]
+        for peer, ns in zip(live, samples):
+            times[peer.name][cell] = ns
     return times
 
 

@@ -116,10 +116,8 @@ def test_percentiles_of_a_single_sample_are_that_sample() -> None:
     assert stats["p50_ms"] == stats["p99_ms"] == pytest.approx(2.5)
 
 
-def test_units_warm_up_then_take_turns_in_rotating_order_on_the_same_input() -> None:
-    from edgesent.bench.runners import measure_units as _measure_units
-
-    log = []
+def _logging_unit(log: list[tuple[str, str]]) -> type:
+    """A timed unit that records (its name, the input) in ``log`` for every run."""
 
     class Unit:
         def __init__(self, name: str):
@@ -130,6 +128,36 @@ def test_units_warm_up_then_take_turns_in_rotating_order_on_the_same_input() -> 
 
         def run(self, prepared: tuple[str, str]) -> None:
             log.append(prepared)
+
+    return Unit
+
+
+def test_units_in_blocks_take_consecutive_inputs_in_their_turn() -> None:
+    from edgesent.bench.runners import measure_units as _measure_units
+
+    log: list[tuple[str, str]] = []
+    Unit = _logging_unit(log)
+
+    inputs = ["x", "y", "z"]
+    samples = _measure_units([Unit("a"), Unit("b")], inputs, warmup=0, runs=2, budget_s=None, block=2)
+    assert log == [
+        ("a", "x"),
+        ("a", "y"),
+        ("b", "x"),
+        ("b", "y"),  # round 0: inputs 0-1, a starts
+        ("b", "z"),
+        ("b", "x"),
+        ("a", "z"),
+        ("a", "x"),  # round 1: inputs 2-3 (cycling), b starts
+    ]
+    assert [len(s) for s in samples] == [4, 4]
+
+
+def test_units_warm_up_then_take_turns_in_rotating_order_on_the_same_input() -> None:
+    from edgesent.bench.runners import measure_units as _measure_units
+
+    log: list[tuple[str, str]] = []
+    Unit = _logging_unit(log)
 
     samples = _measure_units([Unit("a"), Unit("b"), Unit("c")], ["x", "y"], warmup=2, runs=3, budget_s=None)
     assert log[:6] == [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("c", "x"), ("c", "y")]  # warm-up

@@ -157,6 +157,21 @@ def check_cuda(variants: Sequence[Variant]) -> None:
             raise ConfigError("provider: cuda requested, but torch sees no CUDA device; use --provider cpu")
 
 
+class CallRunner:
+    """A plain callable as a timed unit: ``prepare`` passes the input through, ``run`` calls it on it."""
+
+    def __init__(self, fn: Callable[[Any], Any]):
+        self.fn = fn
+
+    def prepare(self, item: Any) -> Any:
+        """The input itself."""
+        return item
+
+    def run(self, prepared: Any) -> None:
+        """One call; its result is discarded."""
+        self.fn(prepared)
+
+
 class OrtRunner:
     """A bare ``InferenceSession.run``; on CUDA with IO binding, inputs and outputs stay on the GPU.
 
@@ -391,12 +406,19 @@ def summarize_latencies(samples_ns: Sequence[int], batch_size: int) -> dict[str,
 
 
 def measure_units(
-    units: Sequence[Runner], inputs: Sequence[Any], warmup: int, runs: int | None, budget_s: float | None
+    units: Sequence[Runner],
+    inputs: Sequence[Any],
+    warmup: int,
+    runs: int | None,
+    budget_s: float | None,
+    block: int = 1,
 ) -> list[list[int]]:
     """Warm every unit up, then time them round-robin, rotating the order each round.
 
     Round r runs every unit once on input ``r % len(inputs)`` (all units see the same input in a
     round), starting with unit ``r % n``, so no variant always runs first or right after another.
+    With ``block`` > 1 each unit runs the ``block`` consecutive inputs from ``r * block`` in its turn: a
+    model serving a stream, its weights still in cache from its previous run.
     The garbage collector is paused while timing, as ``timeit`` does, so its pauses do not land on
     whichever variant happens to allocate the last object.
 
@@ -406,6 +428,7 @@ def measure_units(
         warmup: untimed runs per unit first.
         runs: timed rounds (None: use ``budget_s``).
         budget_s: seconds of timing; at least ``MIN_BUDGET_ROUNDS`` rounds run.
+        block: runs per unit and round (default 1).
 
     Returns:
         Per unit, the duration of each timed run in nanoseconds.
@@ -428,10 +451,11 @@ def measure_units(
         ):
             for j in range(n):
                 k = (r + j) % n
-                item = prepared[k][r % len(inputs)]
-                t0 = time.perf_counter_ns()
-                units[k].run(item)
-                samples[k].append(time.perf_counter_ns() - t0)
+                for b in range(block):
+                    item = prepared[k][(r * block + b) % len(inputs)]
+                    t0 = time.perf_counter_ns()
+                    units[k].run(item)
+                    samples[k].append(time.perf_counter_ns() - t0)
             r += 1
     finally:
         if gc_was_enabled:
