@@ -15,31 +15,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from edgesent.artifacts import read_manifest
 from edgesent.data import encode_labels, load_dataset
+from edgesent.evaluate import load_torch_model, torch_logits
+from edgesent.metrics import softmax
 
 
-def probabilities(model_dir: Path, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, list[str]]:
-    """(N, C) class probabilities and the model's label order."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+def probabilities(model_dir: Path, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(N, C) class probabilities and the model's label order, through evaluate's PyTorch loader and loop."""
+    tokenizer, model = load_torch_model(model_dir)
     max_length = int(read_manifest(model_dir)["max_length"])
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            chunks.append(torch.softmax(model(**batch).logits, -1).numpy())
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return np.concatenate(chunks), labels
+    probs = softmax(torch_logits(model, tokenizer, texts, batch_size=64, max_length=max_length))
+    return probs, [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 
 def main() -> None:
