@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -131,3 +132,26 @@ def test_openvino_shapes_measures_every_cell_on_the_tiny_model(
     assert json.loads((out / "shapes.json").read_text())["data"] == result["data"]
     table = (out / "shapes.md").read_text()
     assert "| 8 |" in table and "| 16 |" in table and "| openvino static per length |" in table
+
+
+def test_measure_runs_block_consecutive_inputs_per_peer_and_turn():
+    peers = load_script("peers")
+    calls: list[tuple[str, int]] = []
+
+    def runner(name: str):
+        def run(feed: dict) -> np.ndarray:
+            calls.append((name, int(feed["i"][0])))
+            return np.zeros((1, 2))
+
+        return run
+
+    live = [peers.Peer(n, "int8", runner(n)) for n in ("a", "b")]
+    skipped = peers.Peer("c", "int8", skipped="not given")
+    feeds = [{"i": np.array([i])} for i in range(6)]
+    times = peers.measure([*live, skipped], {"data": feeds}, runs=5, warmup=0, block=3)
+    assert set(times) == {"a", "b"}
+    assert [len(times[n]["data"]) for n in ("a", "b")] == [6, 6]  # 5 runs asked: two whole rounds of 3
+    assert calls == [*(("a", i) for i in range(3)), *(("b", i) for i in range(3))] + [
+        *(("b", i) for i in range(3, 6)),
+        *(("a", i) for i in range(3, 6)),
+    ]
