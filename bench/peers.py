@@ -15,7 +15,8 @@ why, never a crash):
 | edgesent-int8 | ``edgesent export --int8`` (``--int8``) |
 | edgesent-static-int8 | ``edgesent export --int8 --static`` (``--static-int8``, or built here from ``--calibration-data``) |
 | edgesent-openvino-int8 | ``edgesent export --int8 --runtime openvino`` (``--openvino-int8``), on the runtime its manifest records |
-| edgesent-pruned-int8 | ``edgesent prune`` then ``export --int8`` (``--pruned-int8``) |
+| edgesent-pruned-int8 | ``edgesent prune`` then ``export --int8`` (``--pruned-int8``), on the runtime its manifest records |
+| edgesent-pruned-openvino-int8 | the same with ``--runtime openvino`` (``--pruned-openvino-int8``) |
 
 Every ONNX Runtime session is ``edgesent.sessions.create_session(path, "cpu", threads, **SESSION_SETTINGS)``,
 the settings of ``edgesent bench``; PyTorch runs with ``torch.set_num_threads(threads)``; OpenVINO with
@@ -322,6 +323,8 @@ def build_peers(args: argparse.Namespace, calibration: list[dict[str, np.ndarray
     peers.append(_static_peer(args, calibration, work, hf))
     peers.append(_dir_peer("edgesent-openvino-int8", args.openvino_int8, args.threads, "--openvino-int8"))
     peers.append(_dir_peer("edgesent-pruned-int8", args.pruned_int8, args.threads, "--pruned-int8"))
+    flag = "--pruned-openvino-int8"
+    peers.append(_dir_peer("edgesent-pruned-openvino-int8", args.pruned_openvino_int8, args.threads, flag))
     return peers
 
 
@@ -449,6 +452,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--onnx-fp32", type=Path, required=True, help="the fp32 export (edgesent export)")
     parser.add_argument("--int8", type=Path, help="edgesent export --int8 directory")
     parser.add_argument("--pruned-int8", type=Path, help="edgesent prune + export --int8 directory")
+    parser.add_argument(
+        "--pruned-openvino-int8", type=Path, help="edgesent prune + export --int8 --runtime openvino directory"
+    )
     parser.add_argument(
         "--openvino-int8", type=Path, help="edgesent export --int8 --runtime openvino directory (run on OpenVINO)"
     )

@@ -46,6 +46,7 @@ from edgesent.artifacts import (
     scratch_dir,
     write_manifest,
 )
+from edgesent.bench.runners import CallRunner, measure_units
 from edgesent.config.export import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSET, MIN_OPSET, ExportConfig
 from edgesent.config.providers import AUTO, OPENVINO_EXTRA
 from edgesent.config.quantize import QuantizeConfig
@@ -73,10 +74,12 @@ logger = logging.getLogger(__name__)
 # The targeted int8 remedy keeps this many of the most sensitive MatMuls in fp32, one attempt each.
 SENSITIVE_MATMUL_STEPS = (1, 2, 4, 8)
 # --runtime auto times the int8 candidates that pass parity on this many parity texts, batch 1, one thread,
-# after a few untimed calls, in this many interleaved rounds; p50 per call decides.
+# after a few untimed calls, each text this many times, TIMING_BLOCK consecutive texts per candidate and turn;
+# p50 per call decides.
 TIMING_TEXTS = 64
 TIMING_WARMUP = 8
 TIMING_ROUNDS = 3
+TIMING_BLOCK = 16
 
 # ExportConfig and its constants live in edgesent.config.export; re-exported here for existing imports.
 __all__ = [
@@ -373,8 +376,10 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
 
 def _time_candidates(candidates: dict[str, _Candidate], out_dir: Path, reference: TorchReference) -> dict[str, float]:
     """p50 ms per call of each candidate through the Predictor: batch 1, one thread, on up to
-    ``TIMING_TEXTS`` parity texts, the candidates interleaved text by text (the first rotating each round) so
-    a busy moment of the machine costs each the same."""
+    ``TIMING_TEXTS`` parity texts, by ``edgesent bench``'s loop (``measure_units``): ``TIMING_BLOCK`` consecutive
+    texts per candidate and turn, the first rotating each round, so a busy moment of the machine costs each the
+    same, and each runs as it will deployed, on a stream. Text by text, every call would follow the other
+    runtime's, and ONNX Runtime measured 20-25% slower right after OpenVINO than on its own (bench/peers.py)."""
     tokenizer, pad_id, pad_right = load_predictor_tokenizer(out_dir, reference.max_length)
     predictors = {}
     for runtime, (path, _, _) in candidates.items():
@@ -383,19 +388,10 @@ def _time_candidates(candidates: dict[str, _Candidate], out_dir: Path, reference
         tags = None if reference.task.hf_task == TASK_CLASSIFY else reference.outputs_vocab
         predictors[runtime] = Predictor(session, tokenizer, labels, reference.max_length, pad_id, pad_right, tags=tags)
     texts = [text for text in reference.texts[:TIMING_TEXTS] if text.strip()] or ["a"]
-    samples: dict[str, list[int]] = {runtime: [] for runtime in predictors}
-    order = list(predictors)
-    for text in texts[:TIMING_WARMUP]:
-        for predictor in predictors.values():
-            predictor.predict(text)
-    for round_ in range(TIMING_ROUNDS):
-        turn = order[round_ % len(order) :] + order[: round_ % len(order)]
-        for text in texts:
-            for runtime in turn:
-                started = time.perf_counter_ns()
-                predictors[runtime].predict(text)
-                samples[runtime].append(time.perf_counter_ns() - started)
-    return {runtime: round(float(np.median(values)) / 1e6, 4) for runtime, values in samples.items()}
+    units = [CallRunner(predictor.predict) for predictor in predictors.values()]
+    rounds = TIMING_ROUNDS * -(-len(texts) // TIMING_BLOCK)  # every text TIMING_ROUNDS times per candidate
+    samples = measure_units(units, texts, TIMING_WARMUP, rounds, None, TIMING_BLOCK)
+    return {runtime: round(float(np.median(values)) / 1e6, 4) for runtime, values in zip(predictors, samples)}
 
 
 def _int8_for_runtime(job: _Int8Job) -> _Candidate:
@@ -423,7 +419,7 @@ def _int8_for_runtime(job: _Int8Job) -> _Candidate:
             for r, (_, rep, _) in candidates.items()
         ]
         details["runtime_choice"] = note or (
-            f"fastest that passed parity (batch 1, one thread, {TIMING_ROUNDS} rounds)"
+            f"fastest that passed parity (batch 1, one thread, {TIMING_ROUNDS} rounds of {TIMING_BLOCK}-text blocks)"
             if len(passing) > 1
             else "the only one that passed parity"
             if passing

@@ -82,6 +82,7 @@ def test_peers_runs_every_variant_on_the_tiny_model(
     }
     assert {n for n, v in variants.items() if v["skipped"] is None} >= built, variants
     assert variants["edgesent-pruned-int8"]["skipped"] == "not given (--pruned-int8)"
+    assert variants["edgesent-pruned-openvino-int8"]["skipped"] == "not given (--pruned-openvino-int8)"
     assert variants["edgesent-openvino-int8"]["note"] == "openvino"  # run on the runtime its manifest records
     assert any(n.startswith("optimum-") for n in variants)
     rows = {(r["variant"], r["cell"]): r for r in result["rows"]}
