@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import sys
 from collections import Counter
@@ -157,6 +158,19 @@ def _quiet_ort_logging() -> Iterator[None]:
             root.removeFilter(chatter)
 
 
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    """Run a block in ``path``: ONNX Runtime's symbolic shape inference saves its partial model
+    (``sym_shape_infer_temp.onnx`` and a weights file as large as the model) to the working directory when it
+    gives up, which must be the scratch directory, not the user's."""
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def _has_contrib_ops(model: onnx.ModelProto) -> bool:
     return any(node.domain == _CONTRIB_DOMAIN for node in model.graph.node)
 
@@ -196,7 +210,8 @@ def quantize_model(
         if _has_contrib_ops(onnx.load(str(model_path), load_external_data=False)):
             inferred = Path(work) / "inferred.onnx"
             try:
-                quant_pre_process(str(model_path), str(inferred), skip_optimization=True)
+                with _working_directory(Path(work)):
+                    quant_pre_process(str(model_path.resolve()), str(inferred), skip_optimization=True)
             except Exception as err:
                 raise ExportError(f"{onnx_path}: symbolic shape inference before quantization failed: {err}") from err
             model_path = inferred

@@ -272,6 +272,30 @@ def test_optimized_graph_quantizes_after_symbolic_shape_inference(_tiny_model_ma
     assert counts.get("QAttention") == 2 and "SkipLayerNormalization" in counts
 
 
+def test_a_graph_shape_inference_gives_up_on_leaves_nothing_in_the_working_directory(
+    tiny_onnx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Fusions without the attention one keep the plain export's shape arithmetic beside contrib ops: symbolic
+    # shape inference runs first and gives up, and ONNX Runtime then saves its partial model (and a weights file
+    # as large as the model) to the working directory.
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from edgesent.errors import ExportError
+    from edgesent.quantize import quantize_model
+
+    options = FusionOptions("bert")
+    options.enable_attention = False
+    fused = optimize_model(str(tiny_onnx_dir / "model.onnx"), model_type="bert", optimization_options=options)
+    fused.save_model_to_file(str(tmp_path / "fused.onnx"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with pytest.raises(ExportError, match="symbolic shape inference before quantization failed"):
+        quantize_model(Path("../fused.onnx"), tmp_path / "int8.onnx", QuantizeConfig.avx512_vnni())
+    assert list(cwd.iterdir()) == [] and Path.cwd() == cwd
+
+
 def test_fp16_export_structure(_tiny_model_master: Path, tmp_path: Path):
     manifest = export_model(_tiny_model_master, tmp_path / "out", ExportConfig(precision="fp16"))
     assert manifest["precision"] == "fp16" and manifest["parity"]["thresholds"] == DEFAULT_THRESHOLDS["fp16"]
