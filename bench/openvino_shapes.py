@@ -6,9 +6,11 @@ thread, through ``edgesent.sessions`` (the predictor's settings). Three measurem
 1. ``same_shape``: random token ids of one length, the same input repeated (every runtime at its best).
 2. ``alternating``: two lengths taken in turn; OpenVINO's one dynamic-shape model against one static-shape
    model per length (``Model.reshape``), with the process's resident memory after each static compile.
-3. ``data``: the labelled texts at their own lengths, one after another; ``block 1`` interleaves the runtimes
-   text by text (each starts with the other's weights in cache), ``block N`` runs N consecutive texts per runtime
-   and round (a deployed model serving a stream).
+3. ``data``: the labelled texts at their own lengths, one after another; ``alone`` times each runtime by itself,
+   ``block 1`` interleaves the runtimes text by text (each run follows the other runtime's), ``block N`` runs N
+   consecutive texts per runtime and round (a deployed model serving a stream).
+4. ``after_pause``: ONNX Runtime on those texts, each run right after an OpenVINO run and ``--pauses-ms`` of idle:
+   whether what the previous run left (caches, clock), not contention, is what slows a neighbour.
 
     python bench/openvino_shapes.py models/sst2-onnx-int8 models/sst2-onnx-int8-ov ../shared/data/sst2/dev.tsv
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,20 @@ class _StaticPerLength:
         runner.run(item)
 
 
+class _ThenPause:
+    """A runner followed by ``pause_s`` idle (counted in its own time, not in the next unit's)."""
+
+    def __init__(self, runner: Any, pause_s: float) -> None:
+        self.runner, self.pause_s = runner, pause_s
+
+    def prepare(self, feed: Feed) -> Any:
+        return self.runner.prepare(feed)
+
+    def run(self, prepared: Any) -> None:
+        self.runner.run(prepared)
+        time.sleep(self.pause_s)
+
+
 def _samples(units: dict[str, Any], feeds: list[Feed], rounds: int, block: int, warmup: int) -> dict[str, list[int]]:
     """Nanoseconds per run and unit, timed by ``measure_units`` (rotating order, ``block`` feeds a turn)."""
     samples = measure_units(list(units.values()), feeds, warmup=warmup, runs=rounds, budget_s=None, block=block)
@@ -90,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--texts", type=int, default=400)
     parser.add_argument("--block", type=int, default=20)
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--pauses-ms", type=float, nargs="*", default=[2.0, 10.0, 50.0])
     parser.add_argument("--out", type=Path, default=Path("bench/results/openvino-shapes"))
     args = parser.parse_args(argv)
 
@@ -135,10 +153,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     texts = load_dataset(args.data).texts[: args.texts]
     feeds = [_feed(e.ids) for e in tokenizer.encode_batch(texts)]
     result["data_mean_tokens"] = round(float(np.mean([f["input_ids"].shape[1] for f in feeds])), 1)
-    result["data"] = {}
+    result["data"] = {"alone": {}}
+    for name, runner in runners.items():
+        result["data"]["alone"][name] = _median_ms(_samples({name: runner}, feeds, len(feeds) * 2, 1, 10)[name])
     for block in (1, args.block):
         samples = _samples(runners, feeds, len(feeds) * 2 // block, block=block, warmup=10)
         result["data"][f"block {block}"] = {name: _median_ms(ns) for name, ns in samples.items()}
+    result["after_pause"] = {}
+    for pause_ms in args.pauses_ms:
+        units = {"paused openvino": _ThenPause(ov_dynamic, pause_ms / 1e3), "onnxruntime": runners["onnxruntime"]}
+        samples = _samples(units, feeds, len(feeds), block=1, warmup=10)
+        result["after_pause"][pause_ms] = _median_ms(samples["onnxruntime"])
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shapes.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -159,6 +184,8 @@ def _markdown(result: dict[str, Any], short: int, long: int) -> str:
         "| --- | ---: | ---: |",
     ]
     lines += [f"| {cell} | {t['onnxruntime']} | {t['openvino']} |" for cell, t in result["data"].items()]
+    lines += ["", "| ONNX Runtime right after OpenVINO and an idle pause of | onnxruntime ms |", "| ---: | ---: |"]
+    lines += [f"| {pause:g} ms | {ms} |" for pause, ms in result["after_pause"].items()]
     return "\n".join(lines) + "\n"
 
 

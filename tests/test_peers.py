@@ -121,18 +121,20 @@ def test_openvino_shapes_measures_every_cell_on_the_tiny_model(
     data = write_csv(tmp_path / "eval.csv", make_texts(3, seed=2))  # 9 labelled texts
     out = tmp_path / "out"
     argv = [str(tiny_int8_dir), str(tiny_openvino_dir), str(data), "--lengths", "8", "16", "--alternate", "8", "16"]
-    result = shapes.main([*argv, "--texts", "9", "--block", "3", "--runs", "2", "--out", str(out)])
+    result = shapes.main([*argv, "--texts", "9", "--block", "3", "--runs", "2", "--pauses-ms", "1", "--out", str(out)])
 
     assert set(result["same_shape"]) == {8, 16}
     timings = [t for cell in result["same_shape"].values() for t in cell.values()]
     timings += [t for cell in result["alternating"].values() for t in cell.values()]
     timings += [t for cell in result["data"].values() for t in cell.values()]
-    assert len(timings) == 4 + 4 + 4 and all(t > 0 for t in timings)
-    assert set(result["data"]) == {"block 1", "block 3"}
+    assert len(timings) == 4 + 4 + 6 and all(t > 0 for t in timings)
+    assert set(result["data"]) == {"alone", "block 1", "block 3"}
+    assert list(result["after_pause"]) == [1.0] and result["after_pause"][1.0] > 0
     assert result["data_mean_tokens"] > 2  # [CLS] text [SEP]
     assert json.loads((out / "shapes.json").read_text())["data"] == result["data"]
     table = (out / "shapes.md").read_text()
     assert "| 8 |" in table and "| 16 |" in table and "| openvino static per length |" in table
+    assert "| alone |" in table and "| 1 ms |" in table
 
 
 def test_measure_runs_block_consecutive_inputs_per_peer_and_turn():
