@@ -379,7 +379,7 @@ def _time_candidates(candidates: dict[str, _Candidate], out_dir: Path, reference
     ``TIMING_TEXTS`` parity texts, by ``edgesent bench``'s loop (``measure_units``): ``TIMING_BLOCK`` consecutive
     texts per candidate and turn, the first rotating each round, so a busy moment of the machine costs each the
     same, and each runs as it will deployed, on a stream. Text by text, every call would follow the other
-    runtime's, and ONNX Runtime measured 20-25% slower right after OpenVINO than on its own (bench/peers.py)."""
+    runtime's: ONNX Runtime took 2.61 ms a SST-2 dev text so, 2.04 in blocks of 20, 1.97 alone (openvino_shapes)."""
     tokenizer, pad_id, pad_right = load_predictor_tokenizer(out_dir, reference.max_length)
     predictors = {}
     for runtime, (path, _, _) in candidates.items():
