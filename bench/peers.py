@@ -28,11 +28,11 @@ alone, and its labels are judged against PyTorch's by ``edgesent.agreement.agree
 when the file has labels). GOP/s and the fraction of the machine's GEMM peak (``measure_gemm_peak``: int8
 variants against the int8 GEMM, fp32 against fp32) are for the fixed cell.
 
-What runs just before a variant changes its time: on the Intel Xeon (AMX) draw of 2026-12-04, both ONNX
-Runtime int8 models took 2.5-2.8 ms a dev text with an OpenVINO model in the rotation and 2.1-2.3 ms without
-it, and pausing 2-50 ms between runs slowed them further (3.0-3.3 ms). With ``--block 20`` each variant runs 20
-consecutive inputs per turn, as a deployed model serving a stream does, so only the first of each block follows
-another runtime; ``--block 1`` (default) is the cold case, every run after another variant's.
+What runs just before a variant changes its time: on the Intel Xeon (AMX) draw of 2026-12-04, ONNX Runtime's
+int8 took 2.61 ms a dev text in turn with OpenVINO and 1.97 ms alone, and 2.72-3.32 ms after an OpenVINO run and
+2-50 ms idle (``bench/openvino_shapes.py``, ``bench/results/openvino-shapes-amx``). With ``--block 20`` each
+variant runs 20 consecutive inputs per turn, as a deployed model serving a stream does, so only the first of
+each block follows another runtime; ``--block 1`` (default) is the cold case, every run after another variant's.
 
     python bench/peers.py --model-dir models/sst2-minilm --onnx-fp32 models/sst2-minilm-onnx-fp32 \\
         --int8 models/sst2-minilm-onnx-int8 --pruned-int8 models/sst2-pruned-int8 \\

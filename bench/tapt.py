@@ -48,15 +48,13 @@ def maximal_texts(texts: list[str]) -> list[str]:
     return kept
 
 
-def write_sentences(path: Path, texts: list[str], labels: list[str]) -> int:
-    """The maximal texts with the label of their first row, as a ``text<TAB>label`` file; returns the row count."""
+def write_sentences(path: Path, kept: list[str], texts: list[str], labels: list[str]) -> None:
+    """``kept`` (the maximal texts) with the label of their first row in ``texts``, as a ``text<TAB>label`` file."""
     label_of: dict[str, str] = {}
     for text, label in zip(texts, labels):
         label_of.setdefault(text, label)
-    kept = maximal_texts(texts)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("text\tlabel\n" + "".join(f"{text}\t{label_of[text]}\n" for text in kept), encoding="utf-8")
-    return len(kept)
 
 
 def adapted_encoder(base: str, mlm: torch.nn.Module) -> torch.nn.Module:
@@ -100,18 +98,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.out is None and args.sentences_out is None:
         parser.error("nothing to do: give --out, --sentences-out or both")
+    # One read and one maximal-text pass serve both outputs; labels are read only for --sentences-out.
+    data = load_dataset(args.train, text_column=args.text_column, label_column="label" if args.sentences_out else None)
+    texts = list(data.texts)
+    maximal = maximal_texts(texts) if args.maximal or args.sentences_out else []
     if args.sentences_out:
-        data = load_dataset(args.train, text_column=args.text_column)
-        rows = write_sentences(args.sentences_out, list(data.texts), list(data.labels))
-        print(json.dumps({"sentences_out": str(args.sentences_out), "rows": rows}))
+        write_sentences(args.sentences_out, maximal, texts, list(data.labels))
+        print(json.dumps({"sentences_out": str(args.sentences_out), "rows": len(maximal)}))
     if args.out is None:
         return
 
     torch.manual_seed(args.seed)
     base = str(resolve_base(args.base))
     tokenizer, _ = load_tokenizer(base)
-    texts = list(load_dataset(args.train, text_column=args.text_column, label_column=None).texts)
-    corpus = maximal_texts(texts) if args.maximal else texts
+    corpus = maximal if args.maximal else texts
     enc = tokenizer(corpus, truncation=True, max_length=args.max_length, return_special_tokens_mask=True)
     features = [{key: enc[key][i] for key in enc} for i in range(len(corpus))]
     mlm = AutoModelForMaskedLM.from_pretrained(base)
