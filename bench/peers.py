@@ -7,7 +7,7 @@ why, never a crash):
 | --- | --- |
 | pytorch-fp32 | the fine-tuned model in PyTorch (``--model-dir``); the reference for agreement |
 | torch-ao-int8 | ``torch.ao.quantization.quantize_dynamic`` on its ``nn.Linear`` layers (qint8) |
-| ort-fp32 | the fp32 export (``--onnx-fp32``) in ONNX Runtime |
+| ort-fp32 | the plain fp32 export (``--onnx-fp32``, ``edgesent export --no-simplify``) in ONNX Runtime |
 | optimum-<target> | Optimum's ``ORTQuantizer`` with ``AutoQuantizationConfig.<target>`` (dynamic) for this CPU |
 | ort-quantize-dynamic | a bare ``onnxruntime.quantization.quantize_dynamic`` with its defaults |
 | openvino-fp32 | the fp32 ONNX file compiled by OpenVINO |
@@ -34,7 +34,10 @@ int8 took 2.61 ms a dev text in turn with OpenVINO and 1.97 ms alone, and 2.72-3
 variant runs 20 consecutive inputs per turn, as a deployed model serving a stream does, so only the first of
 each block follows another runtime; ``--block 1`` (default) is the cold case, every run after another variant's.
 
-    python bench/peers.py --model-dir models/sst2-minilm --onnx-fp32 models/sst2-minilm-onnx-fp32 \\
+Every peer starts from the exporter's plain graph (``--onnx-fp32`` exported with ``--no-simplify``; a simplified
+one is refused): what a user of those tools has. edgesent's rows are its own exports, simplified by default.
+
+    python bench/peers.py --model-dir models/sst2-minilm --onnx-fp32 models/sst2-minilm-onnx-fp32-plain \\
         --int8 models/sst2-minilm-onnx-int8 --pruned-int8 models/sst2-pruned-int8 \\
         --calibration-data ../shared/data/sst2/train.tsv --data ../shared/data/sst2/dev.tsv --runs 200
 
@@ -114,6 +117,11 @@ class Inputs:
         from edgesent.bench.runners import create_bench_session
 
         self.model = read_model_dir(onnx_dir, kind=KIND_ONNX)
+        if self.model.manifest.get("export", {}).get("simplified"):
+            raise SystemExit(
+                f"{onnx_dir}: simplified by edgesent (export.simplified in its manifest); the peers start from the "
+                "exporter's plain graph, as a user of those tools would: export it with --no-simplify"
+            )
         self.hf_config = _hf_config(self.model)
         self.names = [i.name for i in create_bench_session(self.model.model_path, "cpu", 1).get_inputs()]
         self.tokenizer = Tokenizer.from_file(str(self.model.path / TOKENIZER_FILE_NAME))
@@ -449,7 +457,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="the PyTorch fine-tuned model directory")
-    parser.add_argument("--onnx-fp32", type=Path, required=True, help="the fp32 export (edgesent export)")
+    parser.add_argument(
+        "--onnx-fp32", type=Path, required=True, help="the plain fp32 export (edgesent export --no-simplify)"
+    )
     parser.add_argument("--int8", type=Path, help="edgesent export --int8 directory")
     parser.add_argument("--pruned-int8", type=Path, help="edgesent prune + export --int8 directory")
     parser.add_argument(

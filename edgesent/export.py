@@ -1,7 +1,8 @@
 """``edgesent export``: a PyTorch model directory becomes a verified ONNX directory (fp32, int8 or fp16).
 
 The steps, in order: check the source directory (before any model loads); export fp32 with
-Optimum's exporter, or with ``torch.onnx.export`` where Optimum cannot; optionally fuse the graph;
+Optimum's exporter, or with ``torch.onnx.export`` where Optimum cannot; simplify the graph (``edgesent.simplify``:
+fold what the exporter leaves to run time), or instead fuse it with ``--optimize``;
 convert it to int8 or fp16; run the parity gate against PyTorch, trying the known int8 remedies
 when it fails; write the model, tokenizer, config and manifest into a temporary sibling directory
 that replaces the output only when everything passed. A model that fails parity is never
@@ -67,6 +68,7 @@ from edgesent.quantize import (
 from edgesent.runtime import Predictor
 from edgesent.sensitivity import rank_matmuls
 from edgesent.sessions import OPENVINO_EXPORT_MODULES, create_session, require_openvino
+from edgesent.simplify import simplify_graph
 from edgesent.tasks import Task, get_task
 
 
@@ -512,7 +514,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
         work_dir = Path(tmp)
         reference = TorchReference(model_dir, parity_cfg)
         fp32_path, exporter = _export_fp32(model_dir, work_dir, cfg.opset, task)
-        graph_path, fused = fp32_path, None
+        graph_path, fused, simplified = fp32_path, None, None
+        if cfg.simplify and not cfg.optimize:
+            graph_path = work_dir / "simplified.onnx"
+            simplified = simplify_graph(fp32_path, graph_path)
         if cfg.optimize:
             graph_path = work_dir / "optimized.onnx"
             num_heads = getattr(hf_config, "num_attention_heads", None) or getattr(hf_config, "n_heads", 0)
@@ -551,6 +556,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
                     "opset_requested": cfg.opset,
                     "optimize": cfg.optimize,
                     "fused_operators": fused,
+                    "simplified": simplified,
                     "detected_target": detect_target(),
                     **details,
                     "sizes": {

@@ -34,8 +34,22 @@ def load_script(name: str):
     return module
 
 
+@pytest.fixture(scope="module")
+def plain_onnx_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's fp32 export without edgesent's simplification: where the peers start."""
+    from conftest import _export
+
+    return _export(_tiny_model_master, tmp_path_factory.mktemp("onnx") / "plain", simplify=False)
+
+
+def test_peers_refuse_a_simplified_fp32_export(tiny_onnx_dir: Path):
+    peers = load_script("peers")
+    with pytest.raises(SystemExit, match="--no-simplify"):
+        peers.Inputs(tiny_onnx_dir)
+
+
 def test_peers_runs_every_variant_on_the_tiny_model(
-    tiny_openvino_dir: Path, _tiny_model_master: Path, tiny_onnx_dir: Path, tiny_int8_dir: Path, tmp_path: Path
+    tiny_openvino_dir: Path, _tiny_model_master: Path, plain_onnx_dir: Path, tiny_int8_dir: Path, tmp_path: Path
 ):
     peers = load_script("peers")
     data = write_csv(tmp_path / "eval.csv", make_texts(3, seed=2))  # 9 labelled texts
@@ -46,7 +60,7 @@ def test_peers_runs_every_variant_on_the_tiny_model(
             "--model-dir",
             str(_tiny_model_master),
             "--onnx-fp32",
-            str(tiny_onnx_dir),
+            str(plain_onnx_dir),
             "--int8",
             str(tiny_int8_dir),
             "--openvino-int8",

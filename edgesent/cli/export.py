@@ -166,6 +166,12 @@ def _size(n_bytes: int) -> str:
     type=click.Choice(OPTIMIZE_LEVELS),
     help="Fuse the graph: O1 basic, O2 + Attention/SkipLayerNorm/Gelu fusions, O3 + fast Gelu. Default: off.",
 )
+@click.option(
+    "--simplify/--no-simplify",
+    default=None,
+    help="Fold the graph's shape arithmetic and attention scale, merge query/key/value into one MatMul (same "
+    "outputs; 6-8% faster int8 on short texts). Not applied with --optimize.  [default: on]",
+)
 @max_length_option
 @click.option(
     "--parity-data",

@@ -45,6 +45,9 @@ class ExportConfig(ConfigBase):
         opset: ONNX opset, >= 14; None: the exporter's recommendation (18 for BERT).
         optimize: ``O1``/``O2``/``O3`` graph optimisation (see ``quantize.optimize_graph``); None (default):
             off, because pre-fused graphs measured no faster than ONNX Runtime's load-time optimisation.
+        simplify: Fold the exported graph's shape arithmetic and attention scale and merge the query, key and
+            value projections before anything else (``edgesent.simplify``; default True: 6-8% faster int8 on
+            sentence-length texts, same outputs). Not applied to an ``optimize``d graph.
         quantize: int8 settings: a QuantizeConfig, a preset name (``"avx2"``, ``"auto"``) or a dict whose
             ``target`` (default ``auto``) picks the preset and whose other keys override it; None with
             ``precision="int8"``: the preset of this machine's CPU. Only for int8 with the ``onnxruntime`` or
@@ -71,6 +74,7 @@ class ExportConfig(ConfigBase):
     precision: str = "fp32"
     opset: int | None = None
     optimize: str | None = None
+    simplify: bool = True
     quantize: QuantizeConfig | None = None
     parity: ParityConfig = field(default_factory=ParityConfig)
     max_length: int | None = None
@@ -123,5 +127,5 @@ class ExportConfig(ConfigBase):
             )
         check_number("calibration_samples", self.calibration_samples, low=1, integer=True)
         check_optional_number("max_length", self.max_length, low=8, integer=True)
-        for name in ("remedies", "keep_unverified", "verify", "overwrite"):
+        for name in ("simplify", "remedies", "keep_unverified", "verify", "overwrite"):
             check_bool(name, getattr(self, name))
