@@ -231,3 +231,31 @@ def test_export_records_the_simplification_and_no_simplify_turns_it_off(tiny_onn
     assert read_manifest(plain_graph.parent)["export"]["simplified"] is None
     assert len(onnx.load(str(tiny_onnx_dir / "model.onnx")).graph.node) == simplified["nodes_after"]
     assert len(onnx.load(str(plain_graph)).graph.node) == simplified["nodes_before"]
+
+
+TINY_ARCHITECTURES = {  # other encoders whose exports go through the same passes; 2 layers, hidden 32
+    "distilbert": {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64},
+    "roberta": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64},
+    "deberta-v2": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64},
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY_ARCHITECTURES))
+def test_simplify_keeps_the_outputs_of_other_encoder_exports(model_type: str, tmp_path: Path):
+    pytest.importorskip("optimum.exporters.onnx")
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    settings = {"vocab_size": 120, "max_position_embeddings": 80, "num_labels": 3, **TINY_ARCHITECTURES[model_type]}
+    AutoModelForSequenceClassification.from_config(AutoConfig.for_model(model_type, **settings)).save_pretrained(
+        tmp_path / "hf"
+    )
+    main_export(str(tmp_path / "hf"), tmp_path / "onnx", task="text-classification", device="cpu", do_validation=False)
+    plain = tmp_path / "onnx" / "model.onnx"
+    model = onnx.load(str(plain))
+    info = simplify_model(model)
+    onnx.checker.check_model(model)
+    assert info["merged_matmuls"] == N_LAYERS and info["nodes_after"] < 0.6 * info["nodes_before"]
+    feeds = _feeds(np.random.default_rng(2))
+    for before, after in zip(_logits(plain, feeds), _logits(model, feeds)):
+        np.testing.assert_allclose(after, before, atol=1e-5, rtol=1e-5)
