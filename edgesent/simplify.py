@@ -96,7 +96,9 @@ def _is_symbolic(value: np.ndarray | None) -> bool:
     return value is not None and value.dtype == object
 
 
-def _symbolic_op(node: onnx.NodeProto, ins: list[np.ndarray | None], dims: dict[str, list[int | str]]) -> Any:
+def _symbolic_op(
+    node: onnx.NodeProto, ins: list[np.ndarray | None], dims: dict[str, list[int | str]]
+) -> np.ndarray | None:
     """Shape arithmetic on object arrays whose elements are ints or dim names; None where it is not exact."""
     op = node.op_type
     if op == "Shape":
@@ -111,7 +113,7 @@ def _symbolic_op(node: onnx.NodeProto, ins: list[np.ndarray | None], dims: dict[
     if data.dtype.kind not in "iuO" or any(_is_symbolic(v) for v in rest):
         return None
     if op == "Gather" and _attr(node, "axis", 0) == 0 and data.ndim == 1:
-        return np.take(data, np.asarray(rest[0]).astype(np.int64))
+        return np.asarray(np.take(data, np.asarray(rest[0]).astype(np.int64)), dtype=object)
     if op in ("Unsqueeze", "Squeeze"):
         axes = rest[0] if rest else _attr(node, "axes")
         flat = np.asarray(data, dtype=object).reshape(-1)
@@ -195,15 +197,15 @@ def fold_static_shapes(model: onnx.ModelProto) -> int:
                 out = _symbolic_op(node, ins, dims)
             elif node.op_type not in _RANDOM_OPS and _all_constant(node, ins):
                 out = _evaluate(node, ins, opset)
-        if out is not None and np.asarray(out).size <= MAX_FOLD_ELEMENTS:
-            out = np.asarray(out, dtype=object) if not isinstance(out, np.ndarray) else out
+        if out is not None and out.size <= MAX_FOLD_ELEMENTS:
             values[node.output[0]] = out
             constant = _constant(out)
             if constant is not None and node.output[0] not in graph_outputs:
                 new_initializers.append(numpy_helper.from_array(constant, node.output[0]))
                 continue
-        if node.op_type == "Reshape" and _is_symbolic(ins[1]) and not _attr(node, "allowzero", 0):
-            target = _reshape_target(ins[1], dims.get(node.input[0]))  # type: ignore[arg-type]
+        shape_in = ins[1] if node.op_type == "Reshape" else None
+        if shape_in is not None and _is_symbolic(shape_in) and not _attr(node, "allowzero", 0):
+            target = _reshape_target(shape_in, dims.get(node.input[0]))
             if target is not None:
                 name = f"{node.name or node.output[0]}/static_shape"
                 new_initializers.append(numpy_helper.from_array(target, name))
@@ -220,34 +222,48 @@ def _uses(graph: onnx.GraphProto) -> Counter[str]:
     return Counter([*(name for node in graph.node for name in node.input), *(o.name for o in graph.output)])
 
 
-def _replace_nodes(graph: onnx.GraphProto, drop: set[str], renames: dict[str, str]) -> None:
-    """Remove the nodes whose first output is in ``drop``, and read ``renames``' values in place of their keys."""
-    kept = [node for node in graph.node if not (node.output and node.output[0] in drop)]
+def _replace_nodes(
+    graph: onnx.GraphProto,
+    drop: set[str],
+    renames: dict[str, str] | None = None,
+    insert: list[onnx.NodeProto] | None = None,
+) -> None:
+    """Remove the nodes whose first output is in ``drop``, read ``renames``' values in place of their keys, and put
+    ``insert`` where the first removed node stood (its inputs exist there, and its outputs before every reader)."""
+    renames = renames or {}
+    nodes = list(graph.node)
+    removed = {k for k, node in enumerate(nodes) if node.output and node.output[0] in drop}
+    at = min(removed, default=len(nodes))
+    kept = [node for k, node in enumerate(nodes) if k not in removed]
     for node in kept:
         for k, name in enumerate(node.input):
             node.input[k] = renames.get(name, name)
+    before = at - sum(1 for k in removed if k < at)  # kept nodes ahead of the first removed one
     del graph.node[:]
-    graph.node.extend(kept)
+    graph.node.extend([*kept[:before], *(insert or []), *kept[before:]])
 
 
-def _projection(
-    graph: onnx.GraphProto,
-    tensor: str,
-    uses: Counter[str],
-    initializers: dict[str, onnx.TensorProto],
-    exclusive: bool,
-) -> tuple[onnx.NodeProto, onnx.NodeProto, str] | None:
+class _Graph:
+    """What the passes look up about a graph, built once per pass: initializers, producers and uses by name."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.producers = {out: node for node in graph.node for out in node.output}
+        self.uses = _uses(graph)
+
+
+def _projection(g: _Graph, tensor: str, exclusive: bool) -> tuple[onnx.NodeProto, onnx.NodeProto, str] | None:
     """(MatMul, Add, bias name) if ``tensor`` is ``MatMul(x, W) + b`` with W (2-D) and b (1-D) initializers and the
     MatMul's output read only by that Add; with ``exclusive``, W and b must be read nowhere else (to change them)."""
-    producers = {out: node for node in graph.node for out in node.output}
-    add = producers.get(tensor)
+    initializers, uses = g.initializers, g.uses
+    add = g.producers.get(tensor)
     if add is None or add.op_type != "Add" or len(add.input) != 2:
         return None
     biases = [name for name in add.input if name in initializers and len(initializers[name].dims) == 1]
     others = [name for name in add.input if name not in biases]
     if len(biases) != 1 or len(others) != 1 or uses[others[0]] != 1:
         return None
-    matmul = producers.get(others[0])
+    matmul = g.producers.get(others[0])
     if matmul is None or matmul.op_type != "MatMul" or matmul.input[1] not in initializers:
         return None
     if len(initializers[matmul.input[1]].dims) != 2:
@@ -266,9 +282,8 @@ def fold_scalar_scales(model: onnx.ModelProto) -> int:
     """Fold ``Mul(layout(MatMul(x, W) + b), c)``, c a scalar constant and layout any Reshape/Transpose chain read
     once, into ``W * c`` and ``b * c``; returns how many Muls went."""
     graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    uses = _uses(graph)
+    g = _Graph(graph)
+    initializers, producers, uses = g.initializers, g.producers, g.uses
     graph_outputs = {output.name for output in graph.output}
     drop: set[str] = set()
     renames: dict[str, str] = {}
@@ -281,7 +296,7 @@ def fold_scalar_scales(model: onnx.ModelProto) -> int:
         source = tensor = mul.input[1 - scalars[0]]
         while tensor in producers and producers[tensor].op_type in _LAYOUT_OPS and uses[tensor] == 1:
             tensor = producers[tensor].input[0]
-        found = _projection(graph, tensor, uses, initializers, exclusive=True) if uses[tensor] == 1 else None
+        found = _projection(g, tensor, exclusive=True) if uses[tensor] == 1 else None
         if found is None:
             continue
         matmul, _, bias = found
@@ -310,16 +325,13 @@ def _merged_name(names: list[str]) -> str:
 def merge_parallel_matmuls(model: onnx.ModelProto) -> int:
     """Merge each set of biased projections of one input into one MatMul + Add + Split; returns the sets merged."""
     graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    uses = _uses(graph)
+    g = _Graph(graph)
+    initializers = g.initializers
     groups: dict[str, list[tuple[onnx.NodeProto, onnx.NodeProto, str]]] = {}
     for node in graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in initializers or uses[node.output[0]] != 1:
-            continue
-        add = next((n for n in graph.node if node.output[0] in n.input), None)
-        found = _projection(graph, add.output[0], uses, initializers, exclusive=False) if add is not None else None
-        if found is not None and found[0] is node:
-            groups.setdefault(node.input[0], []).append(found)
+        found = _projection(g, node.output[0], exclusive=False) if node.op_type == "Add" else None
+        if found is not None:
+            groups.setdefault(found[0].input[0], []).append(found)
     merged = 0
     for source, members in groups.items():
         weights = [numpy_helper.to_array(initializers[m.input[1]]) for m, _, _ in members]
@@ -348,13 +360,7 @@ def merge_parallel_matmuls(model: onnx.ModelProto) -> int:
                 "Split", split_inputs, [a.output[0] for _, a, _ in members], f"{name}/Split", **split_attrs
             ),
         ]
-        drop = {n.output[0] for m, a, _ in members for n in (m, a)}
-        nodes = list(graph.node)
-        first = next(k for k, node in enumerate(nodes) if node.output and node.output[0] in drop)
-        kept = [n for n in nodes if not (n.output and n.output[0] in drop)]
-        at = sum(1 for n in nodes[:first] if not (n.output and n.output[0] in drop))
-        del graph.node[:]
-        graph.node.extend([*kept[:at], *new, *kept[at:]])
+        _replace_nodes(graph, {n.output[0] for m, a, _ in members for n in (m, a)}, insert=new)
         merged += 1
     return merged
 
@@ -369,7 +375,7 @@ def constants_to_initializers(model: onnx.ModelProto) -> int:
         tensor.CopyFrom(_attr(node, "value"))
         tensor.name = node.output[0]
         graph.initializer.append(tensor)
-    _replace_nodes(graph, {node.output[0] for node in constants}, {})
+    _replace_nodes(graph, {node.output[0] for node in constants})
     return len(constants)
 
 
