@@ -52,6 +52,16 @@ GRAPH_OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 SPINNING_KEY = "session.intra_op.allow_spinning"
+DISABLED_OPTIMIZERS_KEY = "optimization.disable_specified_optimizers"
+# Which of ONNX Runtime's load-time fusions a session gets: "edgesent" (default) turns off those in CPU_UNFUSED
+# when the session runs on the CPU provider alone; "onnxruntime" keeps them all, as a bare InferenceSession does
+# (how bench/peers.py runs the peers, as their users would).
+FUSIONS = ("edgesent", "onnxruntime")
+# SkipLayerNormFusion: onnxruntime 1.32's fused SkipLayerNormalization CPU kernel took ~54 us a call on 24 tokens x
+# 384 where the Add and LayerNormalization it replaces took ~6 and ~12; without it the SST-2 MiniLM int8 ran 7-9%
+# faster and its pruned form 17%, same outputs to 1e-7 (bench/EXPORT_DEFAULTS.md, sixth measurement). The CUDA
+# kernel is left alone.
+CPU_UNFUSED = ("SkipLayerNormFusion",)
 CPUINFO_PATH = Path("/proc/cpuinfo")
 
 
@@ -88,10 +98,25 @@ def resolve_providers(provider: str, available: Sequence[str]) -> list[str]:
     return [CPU_PROVIDER]
 
 
+def disabled_fusions(fusions: str, providers: Sequence[str]) -> tuple[str, ...]:
+    """The ONNX Runtime optimisers to turn off: :data:`CPU_UNFUSED` for ``"edgesent"`` on the CPU provider alone.
+
+    Raises:
+        ConfigError: ``fusions`` is not one of :data:`FUSIONS`.
+    """
+    if fusions not in FUSIONS:
+        raise ConfigError(f"fusions={fusions!r} is not one of {', '.join(FUSIONS)}")
+    return CPU_UNFUSED if fusions == "edgesent" and list(providers) == [CPU_PROVIDER] else ()
+
+
 def session_options(
-    threads: int | None = None, graph_optimization: str = "all", spinning: bool = True
+    threads: int | None = None,
+    graph_optimization: str = "all",
+    spinning: bool = True,
+    disabled_optimizers: Sequence[str] = (),
 ) -> ort.SessionOptions:
-    """ONNX Runtime session options: intra-op threads, graph optimisation level and thread-pool spinning.
+    """ONNX Runtime session options: intra-op threads, graph optimisation level, thread-pool spinning and the
+    optimisers turned off.
 
     Args:
         threads: intra-op threads, with one inter-op thread (default None: ONNX Runtime's choice, one per
@@ -101,6 +126,7 @@ def session_options(
             lowest latency for one model alone). False when several models take turns on the same cores,
             as in the benchmark: a spinning pool steals cores from the next model's run. One thread has no
             pool, so no effect there.
+        disabled_optimizers: ONNX Runtime optimiser names to skip at load time (:func:`disabled_fusions`).
 
     Returns:
         The options, sequential execution mode.
@@ -122,6 +148,8 @@ def session_options(
         options.inter_op_num_threads = 1
     if not spinning:
         options.add_session_config_entry(SPINNING_KEY, "0")
+    if disabled_optimizers:
+        options.add_session_config_entry(DISABLED_OPTIMIZERS_KEY, ",".join(disabled_optimizers))
     return options
 
 
@@ -131,6 +159,7 @@ def create_session(
     threads: int | None = None,
     graph_optimization: str = "all",
     spinning: bool = True,
+    fusions: str = "edgesent",
 ) -> Session:
     """An InferenceSession on the chosen provider, with the options of :func:`session_options`, or an
     :class:`OpenVINOSession` for ``"openvino"``.
@@ -146,6 +175,8 @@ def create_session(
         threads: intra-op threads (default None: the runtime's choice).
         graph_optimization: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"`` (default).
         spinning: see :func:`session_options` (default True).
+        fusions: ``"edgesent"`` (default: ONNX Runtime's fusions less :data:`CPU_UNFUSED` on the CPU) or
+            ``"onnxruntime"`` (all of them, as a bare ONNX Runtime session).
 
     Returns:
         The session; :func:`session_device` and :func:`session_runtime` say where and on what it runs.
@@ -157,10 +188,10 @@ def create_session(
     """
     if provider not in PROVIDERS:
         raise ConfigError(f"provider={provider!r} is not one of {', '.join(PROVIDERS)}")
-    options = session_options(threads, graph_optimization, spinning)
+    providers = [] if provider == RUNTIME_OPENVINO else resolve_providers(provider, available_providers())
+    options = session_options(threads, graph_optimization, spinning, disabled_fusions(fusions, providers))
     if provider == RUNTIME_OPENVINO:
         return OpenVINOSession(model, threads)
-    providers = resolve_providers(provider, available_providers())
     source: str | bytes = model if isinstance(model, bytes) else str(model)
     where = "serialized model" if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes) and not Path(model).is_file():
@@ -170,7 +201,7 @@ def create_session(
     except Exception as err:  # onnxruntime raises its own exception types, all unrelated to ours
         if providers[0] == CUDA_PROVIDER and provider == "auto":
             logger.warning("CUDA provider failed to start (%s); running on CPU", str(err).splitlines()[0])
-            return create_session(model, "cpu", threads, graph_optimization, spinning)
+            return create_session(model, "cpu", threads, graph_optimization, spinning, fusions)
         raise ModelError(f"{where}: onnxruntime cannot load it ({str(err).splitlines()[0]})") from err
     if provider == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
         raise ConfigError(

@@ -19,11 +19,14 @@ from edgesent.errors import ConfigError, ModelError
 from edgesent.runtime import Predictor
 from edgesent.sessions import (
     CPU_PROVIDER,
+    CPU_UNFUSED,
     CUDA_PROVIDER,
+    DISABLED_OPTIMIZERS_KEY,
     SPINNING_KEY,
     bind_to_device,
     cpu_info,
     create_session,
+    disabled_fusions,
     resolve_providers,
     run_bound,
     session_options,
@@ -91,6 +94,44 @@ def test_create_session_settings_reach_the_session(short_onnx_dir: Path) -> None
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
     assert options.get_session_config_entry(SPINNING_KEY) == "0"
     assert session.get_providers()[0] == CPU_PROVIDER
+
+
+def test_disabled_fusions_only_for_edgesent_on_the_cpu_alone() -> None:
+    assert disabled_fusions("edgesent", [CPU_PROVIDER]) == ("SkipLayerNormFusion",)
+    assert disabled_fusions("edgesent", [CUDA_PROVIDER, CPU_PROVIDER]) == ()
+    assert disabled_fusions("onnxruntime", [CPU_PROVIDER]) == ()
+    with pytest.raises(ConfigError, match="fusions='none'"):
+        disabled_fusions("none", [CPU_PROVIDER])
+
+
+def _optimized_op_types(model: Path, fusions: str, out: Path) -> list[str]:
+    """The operator types of the graph ONNX Runtime runs, saved through ``optimized_model_filepath``."""
+    options = session_options(1, disabled_optimizers=disabled_fusions(fusions, [CPU_PROVIDER]))
+    options.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(model), options, providers=[CPU_PROVIDER])
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(out), load_external_data=False).graph.node]
+
+
+def test_edgesent_sessions_keep_add_and_layer_norm_apart(tiny_int8_dir: Path, tmp_path: Path) -> None:
+    """ONNX Runtime fuses residual Add + LayerNormalization into SkipLayerNormalization; edgesent's CPU sessions
+    do not (its CPU kernel measured slower), the predictor's session says so, and the logits stay the same."""
+    model = tiny_int8_dir / "model.onnx"
+    fused = _optimized_op_types(model, "onnxruntime", tmp_path / "fused.onnx")
+    unfused = _optimized_op_types(model, "edgesent", tmp_path / "unfused.onnx")
+    assert "SkipLayerNormalization" in fused
+    assert "SkipLayerNormalization" not in unfused
+    assert unfused.count("LayerNormalization") == fused.count("LayerNormalization") + fused.count(
+        "SkipLayerNormalization"
+    )
+    predictor = Predictor.load(tiny_int8_dir, "cpu", threads=1)
+    entry = predictor.session.get_session_options().get_session_config_entry(DISABLED_OPTIMIZERS_KEY)
+    assert entry == ",".join(CPU_UNFUSED)
+    plain = create_session(model, "cpu", threads=1, fusions="onnxruntime")
+    feed = predictor.encode(["a fine film", "", "not good at all, and far too long for what it is"])
+    ours, theirs = predictor.session.run(None, feed)[0], plain.run(None, feed)[0]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
 def test_create_session_errors_are_one_line(tmp_path: Path) -> None:
