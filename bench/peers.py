@@ -19,7 +19,9 @@ why, never a crash):
 | edgesent-pruned-openvino-int8 | the same with ``--runtime openvino`` (``--pruned-openvino-int8``) |
 
 Every ONNX Runtime session is ``edgesent.sessions.create_session(path, "cpu", threads, **SESSION_SETTINGS)``,
-the settings of ``edgesent bench``; PyTorch runs with ``torch.set_num_threads(threads)``; OpenVINO with
+the settings of ``edgesent bench``, with ONNX Runtime's own load-time fusions for the peers (``fusions=
+"onnxruntime"``, what a bare ``InferenceSession`` does) and the predictor's for edgesent's rows (``"edgesent"``:
+no ``SkipLayerNormFusion`` on the CPU); PyTorch runs with ``torch.set_num_threads(threads)``; OpenVINO with
 ``INFERENCE_NUM_THREADS = threads`` and the LATENCY hint. Latency is measured in two cells, interleaved run by
 run with the starting variant rotating each round (as ``edgesent bench`` does): ``fixed`` (random token ids,
 exactly ``--seq-len`` tokens, ``--batch`` rows) and ``data`` (consecutive ``--data`` texts, ``--batch`` per
@@ -147,13 +149,20 @@ class Inputs:
 
 
 def _ort_peer(
-    name: str, path: Path, threads: int, precision: str, hf_config: dict, note: str = "", provider: str = "cpu"
+    name: str,
+    path: Path,
+    threads: int,
+    precision: str,
+    hf_config: dict,
+    note: str = "",
+    provider: str = "cpu",
+    fusions: str = "onnxruntime",
 ) -> Peer:
     from edgesent.artifacts import LOGITS_OUTPUT
     from edgesent.bench.runners import SESSION_SETTINGS
     from edgesent.sessions import create_session
 
-    session = create_session(path, provider, threads, **SESSION_SETTINGS)
+    session = create_session(path, provider, threads, fusions=fusions, **SESSION_SETTINGS)
     names = [i.name for i in session.get_inputs()]
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -172,7 +181,8 @@ def _dir_peer(name: str, model_dir: Path | None, threads: int, flag: str) -> Pee
         model = read_model_dir(model_dir, kind=KIND_ONNX)
         provider = "openvino" if model.runtime == RUNTIME_OPENVINO else "cpu"  # the runtime the export chose
         precision = model.manifest.get("precision", "int8")
-        return _ort_peer(name, model.model_path, threads, precision, _hf_config(model), model.runtime, provider)
+        hf_config = _hf_config(model)
+        return _ort_peer(name, model.model_path, threads, precision, hf_config, model.runtime, provider, "edgesent")
 
     return _try(name, "int8", build)
 
@@ -312,7 +322,8 @@ def _static_peer(args: argparse.Namespace, calibration: list[dict[str, np.ndarra
         cfg = QuantizeConfig.for_target("auto", static=True)
         path = work / "static.onnx"
         quantize_model(args.inputs.model.model_path, path, cfg, calibration)
-        return _ort_peer(name, path, args.threads, "int8", hf, f"built here: {cfg.target}, {len(calibration)} texts")
+        note = f"built here: {cfg.target}, {len(calibration)} texts"
+        return _ort_peer(name, path, args.threads, "int8", hf, note, fusions="edgesent")
 
     return _try(name, "int8", build)
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import onnxruntime as ort
 
+from edgesent.sessions import FUSIONS
+
 
 DEFAULT_OUT = Path("bench/results/profile-int8")
 SCHEMA = "edgesent.profile/1"
@@ -47,21 +49,26 @@ def op_times(trace: list[dict[str, Any]]) -> dict[str, float]:
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-def profile_cell(model_path: Path, batch: int, seq_len: int, threads: int, runs: int, vocab: int) -> dict[str, Any]:
+def profile_cell(
+    model_path: Path, batch: int, seq_len: int, threads: int, runs: int, vocab: int, fusions: str = "edgesent"
+) -> dict[str, Any]:
     """Profile ``runs`` runs of one (batch, length) cell in a fresh session, after one run left out.
 
-    The session is built from ``edgesent.sessions.session_options`` (the benchmark settings) with profiling
-    on: ``create_session`` takes no profiling switch, and the options are what make sessions comparable.
+    The session is built from ``edgesent.sessions.session_options`` (the benchmark settings, and the load-time
+    fusions ``fusions`` names) with profiling on: ``create_session`` takes no profiling switch, and the options
+    are what make sessions comparable.
     """
     from edgesent.bench.runners import SESSION_SETTINGS, synthetic_inputs
-    from edgesent.sessions import session_options
+    from edgesent.sessions import CPU_PROVIDER, disabled_fusions, session_options
 
     feeds = synthetic_inputs(batch, seq_len, vocab, 0)
-    options = session_options(threads, **SESSION_SETTINGS)
+    options = session_options(
+        threads, **SESSION_SETTINGS, disabled_optimizers=disabled_fusions(fusions, [CPU_PROVIDER])
+    )
     options.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="edgesent-profile-") as tmp:
         options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model_path), options, providers=[CPU_PROVIDER])
         feed = {i.name: feeds[i.name] for i in session.get_inputs()}
         for _ in range(runs + 1):
             session.run(None, feed)
@@ -119,6 +126,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seq-lens", type=_int_list, default=[32, 128])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=20, help="profiled runs per cell (default 20)")
+    parser.add_argument(
+        "--fusions",
+        choices=FUSIONS,
+        default="edgesent",
+        help="load-time fusions: the predictor's (default) or all of ONNX Runtime's",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.threads < 1:
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_path = model.model_path
         vocab = int(json.loads((model.path / "config.json").read_text()).get("vocab_size", vocab))
     cells = [
-        profile_cell(model_path, batch, seq_len, args.threads, args.runs, vocab)
+        profile_cell(model_path, batch, seq_len, args.threads, args.runs, vocab, args.fusions)
         for batch in args.batch_sizes
         for seq_len in args.seq_lens
     ]
@@ -142,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": str(model_path),
         "onnxruntime": ort.__version__,
+        "fusions": args.fusions,
         "machine": machine_info(),
         "cells": cells,
     }

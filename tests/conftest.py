@@ -28,6 +28,7 @@ _WORDS = {
 # Below the tokenizer's model_max_length (64): tests see truncation at the manifest's max_length, not the tokenizer's.
 SHORT_MAX_LENGTH = 32
 LONG_TEXT = " ".join(["the service was really great and the staff friendly"] * 20)
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 _FILLER = ["the", "service", "was", "food", "phone", "hotel", "and", "really", "quite", "staff", "it", "is", "a"]
 
 
@@ -62,6 +63,15 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
 def no_leftovers(parent: Path, name: str) -> bool:
     """``parent/name`` was not written, and no temporary sibling of it (``.name.tmp-*``) was left behind."""
     return not (parent / name).exists() and not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
+def load_bench_script(name: str):
+    """``bench/<name>.py`` imported as a module (the bench scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,7 @@ if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nnc
     pytest.skip("the peers extra is not installed: pip install 'edgesent[peers]'", allow_module_level=True)
 
 from conftest import LABELS, make_texts, write_csv
-
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_bench_script as load_script
 
 
 @pytest.fixture(scope="module")

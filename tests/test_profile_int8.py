@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench_script
 
 
 pytest.importorskip("optimum.exporters.onnx")
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_profile_script():
-    spec = importlib.util.spec_from_file_location("bench_profile_int8", ROOT / "bench" / "profile_int8.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_profile_reports_time_by_operator_type(tiny_int8_dir: Path, tmp_path: Path):
-    profile = load_profile_script()
+    profile = load_bench_script("profile_int8")
     out = tmp_path / "profile"
     result = profile.main(
         [str(tiny_int8_dir), "--batch-sizes", "1,4", "--seq-lens", "8,32", "--runs", "2", "--out", str(out)]
@@ -41,7 +30,7 @@ def test_profile_reports_time_by_operator_type(tiny_int8_dir: Path, tmp_path: Pa
 
 
 def test_op_times_sums_kernel_events():
-    profile = load_profile_script()
+    profile = load_bench_script("profile_int8")
     trace = [
         {"cat": "Node", "name": "a_kernel_time", "dur": 30, "args": {"op_name": "MatMulInteger"}},
         {"cat": "Node", "name": "b_kernel_time", "dur": 10, "args": {"op_name": "MatMulInteger"}},
