@@ -82,6 +82,12 @@ TIMING_TEXTS = 64
 TIMING_WARMUP = 8
 TIMING_ROUNDS = 3
 TIMING_BLOCK = 16
+# The simplify passes of the graph NNCF quantizes for OpenVINO. NNCF's int8 of the SST-2 MiniLM ran fastest on
+# OpenVINO with the shape folding alone (batch 1, one thread, interleaved, 400 runs, bench/EXPORT_DEFAULTS.md,
+# sixth measurement): at 128 tokens, 10.82 ms against 11.00 with all three passes and 11.01 with none; on dev
+# texts, 4.41 against 4.52 and 4.71. OpenVINO fuses attention itself, and the folded scales and merged
+# projections measured slower on it. ONNX Runtime's int8 keeps all three passes.
+OPENVINO_SIMPLIFY_PASSES = ("fold_shapes",)
 
 # ExportConfig and its constants live in edgesent.config.export; re-exported here for existing imports.
 __all__ = [
@@ -279,6 +285,8 @@ class _Int8Job(NamedTuple):
     cfg: ExportConfig
     reference: TorchReference
     calibration_texts: list[str]
+    # The exporter's graph, when graph_path is its simplification (each runtime gets its own passes); else None.
+    exported_path: Path | None = None
 
     @property
     def tokenizer_path(self) -> Path:
@@ -297,7 +305,7 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
     Returns:
         (the kept model's path in ``work_dir``, its parity report, the manifest's int8 details).
     """
-    graph_path, work_dir, _, cfg, reference, calibration_texts = job
+    graph_path, work_dir, _, cfg, reference, calibration_texts, _ = job
     assert cfg.quantize is not None  # set by ExportConfig for int8 on onnxruntime or auto
     texts = calibration_texts if cfg.quantize.static else []  # --runtime auto may have them for NNCF only
     calibration = _calibration_batches(texts, reference, _graph_info(graph_path)["inputs"])
@@ -351,12 +359,17 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
     ONNX Runtime still runs it correctly), gated on OpenVINO. No remedies: they are ONNX Runtime settings.
 
     Calibrates on ``--calibration-data`` when given, else on the parity texts (the model's own sample, or
-    ``--parity-data``, or the probes), at most ``NNCF_CALIBRATION_TEXTS`` of them.
+    ``--parity-data``, or the probes), at most ``NNCF_CALIBRATION_TEXTS`` of them. A simplified export quantizes
+    the exporter's graph simplified with :data:`OPENVINO_SIMPLIFY_PASSES` only, and records that simplification.
 
     Returns:
         (the model's path in ``work_dir``, its parity report on OpenVINO, the manifest's int8 details).
     """
-    graph_path, work_dir, _, cfg, reference, calibration_texts = job
+    graph_path, work_dir, _, cfg, reference, calibration_texts, exported_path = job
+    simplified = None
+    if exported_path is not None:
+        graph_path = work_dir / "simplified-openvino.onnx"
+        simplified = simplify_graph(exported_path, graph_path, OPENVINO_SIMPLIFY_PASSES)
     texts = calibration_texts or reference.texts[:NNCF_CALIBRATION_TEXTS]
     source = str(cfg.calibration_data) if calibration_texts else f"parity texts ({reference.source})"
     calibration = _calibration_batches(texts, reference, _graph_info(graph_path)["inputs"])
@@ -373,6 +386,8 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
         "attempts": [attempt],
         "calibration": {"data": source, "samples": len(calibration)},
     }
+    if simplified is not None:
+        details["simplified"] = simplified  # overrides the ONNX Runtime graph's in the manifest
     return candidate, report, details
 
 
@@ -438,11 +453,14 @@ def _convert_and_verify(
     cfg: ExportConfig,
     reference: TorchReference,
     calibration_texts: list[str],
+    exported_path: Path | None = None,
 ) -> tuple[ParityReport, dict[str, Any]]:
     """Write ``out_dir/model.onnx`` in the requested precision and return its parity report.
 
     For int8, the model of ``cfg.runtime`` (see :func:`_int8_for_runtime`), gated on that runtime; the details
-    name the runtime chosen (``runtime``), which the manifest records for the predictor.
+    name the runtime chosen (``runtime``), which the manifest records for the predictor. ``exported_path`` is the
+    exporter's graph when ``graph_path`` is its simplification: the OpenVINO build simplifies it with its own
+    passes (:data:`OPENVINO_SIMPLIFY_PASSES`).
     """
     target = out_dir / ONNX_FILE_NAME
     tokenizer_path = out_dir / TOKENIZER_FILE_NAME
@@ -452,7 +470,7 @@ def _convert_and_verify(
     if cfg.precision == "fp16":
         initializers = convert_fp16(graph_path, target)
         return reference.compare(target, "fp16", tokenizer_path), {"initializer_types": initializers}
-    job = _Int8Job(graph_path, work_dir, out_dir, cfg, reference, calibration_texts)
+    job = _Int8Job(graph_path, work_dir, out_dir, cfg, reference, calibration_texts, exported_path)
     candidate, report, details = _int8_for_runtime(job)
     shutil.copyfile(candidate, target)
     return report, details
@@ -524,7 +542,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
             hidden_size = getattr(hf_config, "hidden_size", None) or getattr(hf_config, "dim", 0)
             fused = optimize_graph(fp32_path, graph_path, cfg.optimize, num_heads, hidden_size)
         _save_support_files(model_dir, tmp_dir, max_length)
-        report, details = _convert_and_verify(graph_path, work_dir, tmp_dir, cfg, reference, calibration_texts)
+        exported_path = fp32_path if simplified is not None else None
+        report, details = _convert_and_verify(
+            graph_path, work_dir, tmp_dir, cfg, reference, calibration_texts, exported_path
+        )
         if not report.passed and not cfg.keep_unverified:
             raise ParityError(_failure_message(out_dir, cfg, report, details))
         runtime = details.get("runtime", RUNTIME_ONNXRUNTIME)

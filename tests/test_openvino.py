@@ -97,6 +97,9 @@ def test_openvino_export_is_gated_on_openvino_and_recorded(tiny_openvino_dir: Pa
     calibration = manifest["export"]["calibration"]
     assert calibration["samples"] == manifest["parity"]["n_texts"] and "parity texts" in calibration["data"]
     assert "openvino" in manifest["versions"] and "nncf" in manifest["versions"]
+    simplified = manifest["export"]["simplified"]  # OpenVINO's own passes: shapes folded, projections kept apart
+    assert simplified["passes"] == ["fold_shapes"] and simplified["folded_values"] > 0
+    assert simplified["merged_matmuls"] == simplified["folded_scales"] == 0
 
 
 @needs_openvino

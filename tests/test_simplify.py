@@ -214,7 +214,7 @@ def test_a_failed_pass_is_one_export_error_naming_the_way_around(
 ):
     from edgesent import simplify
 
-    def broken(model):
+    def broken(model, passes):
         raise ValueError("unforeseen graph\nsecond line")
 
     monkeypatch.setattr(simplify, "simplify_model", broken)
@@ -223,11 +223,26 @@ def test_a_failed_pass_is_one_export_error_naming_the_way_around(
     assert not (tmp_path / "out.onnx").exists()
 
 
+def test_simplify_runs_only_the_passes_asked_for(plain_graph: Path):
+    model = onnx.load(str(plain_graph))
+    info = simplify_model(model, ("fold_shapes",))
+    feeds = _feeds(np.random.default_rng(1))
+    for before, after in zip(_logits(plain_graph, feeds), _logits(model, feeds)):
+        np.testing.assert_allclose(after, before, atol=1e-5, rtol=1e-5)
+    assert info["passes"] == ["fold_shapes"] and info["folded_values"] > 0
+    assert info["merged_matmuls"] == info["folded_scales"] == 0
+    assert _ops(model).count("MatMul") == _ops(onnx.load(str(plain_graph))).count("MatMul")  # projections kept
+    assert "Sqrt" not in _ops(model)  # the scale arithmetic folded to a constant, still applied by its Mul
+    with pytest.raises(ValueError, match="unknown simplify passes"):
+        simplify_model(onnx.load(str(plain_graph)), ("fold_everything",))
+
+
 def test_export_records_the_simplification_and_no_simplify_turns_it_off(tiny_onnx_dir: Path, plain_graph: Path):
     from edgesent.artifacts import read_manifest
 
     simplified = read_manifest(tiny_onnx_dir)["export"]["simplified"]
     assert simplified["merged_matmuls"] == N_LAYERS and simplified["nodes_after"] < simplified["nodes_before"]
+    assert simplified["passes"] == ["fold_shapes", "fold_scales", "merge_matmuls"]
     assert read_manifest(plain_graph.parent)["export"]["simplified"] is None
     assert len(onnx.load(str(tiny_onnx_dir / "model.onnx")).graph.node) == simplified["nodes_after"]
     assert len(onnx.load(str(plain_graph)).graph.node) == simplified["nodes_before"]
