@@ -83,10 +83,10 @@ TIMING_WARMUP = 8
 TIMING_ROUNDS = 3
 TIMING_BLOCK = 16
 # The simplify passes of the graph NNCF quantizes for OpenVINO. NNCF's int8 of the SST-2 MiniLM ran fastest on
-# OpenVINO with the shape folding alone (batch 1, one thread, interleaved, 400 runs, bench/EXPORT_DEFAULTS.md,
-# sixth measurement): at 128 tokens, 10.82 ms against 11.00 with all three passes and 11.01 with none; on dev
-# texts, 4.41 against 4.52 and 4.71. OpenVINO fuses attention itself, and the folded scales and merged
-# projections measured slower on it. ONNX Runtime's int8 keeps all three passes.
+# OpenVINO with the shape folding alone (bench/simplify_passes.py, batch 1, one thread, 400 interleaved runs,
+# bench/results/simplify-passes-sst2): at 128 tokens 10.86 ms, against 11.15 with all three passes and 11.02 with
+# none; on dev texts 4.28 against 4.46 and 4.49. OpenVINO fuses attention itself; the merged projections measured
+# slower on it. ONNX Runtime's int8 keeps all three passes (the fastest or within 1% of it in every cell there).
 OPENVINO_SIMPLIFY_PASSES = ("fold_shapes",)
 
 # ExportConfig and its constants live in edgesent.config.export; re-exported here for existing imports.
