@@ -58,9 +58,9 @@ DISABLED_OPTIMIZERS_KEY = "optimization.disable_specified_optimizers"
 # (how bench/peers.py runs the peers, as their users would).
 FUSIONS = ("edgesent", "onnxruntime")
 # SkipLayerNormFusion: onnxruntime 1.32's fused SkipLayerNormalization CPU kernel took ~54 us a call on 24 tokens x
-# 384 where the Add and LayerNormalization it replaces took ~6 and ~12; without it the SST-2 MiniLM int8 ran 7-9%
-# faster and its pruned form 17%, same outputs to 1e-7 (bench/EXPORT_DEFAULTS.md, sixth measurement). The CUDA
-# kernel is left alone.
+# 384 where the Add and LayerNormalization it replaces took ~6 and ~12; without it the SST-2 MiniLM int8 ran
+# 3.5-9% faster and its pruned form 15-26%, with the same labels one text at a time (bench/ort_fusions.py,
+# bench/EXPORT_DEFAULTS.md, sixth measurement). The CUDA kernel is left alone.
 CPU_UNFUSED = ("SkipLayerNormFusion",)
 CPUINFO_PATH = Path("/proc/cpuinfo")
 
