@@ -59,15 +59,15 @@ def _build(
     """The int8 model of ``runtime`` from ``plain`` simplified with ``passes``: its path and node count."""
     model = copy.deepcopy(plain)
     simplify_model(model, passes)
-    fp32 = out / f"{_label(passes)}.fp32.onnx"
-    onnx.save(model, str(fp32))
     target = out / f"{_label(passes)}.{runtime}.onnx"
     if runtime == RUNTIME_OPENVINO:
         quantized, _ = quantize_nncf(model, calibration)
         onnx.save(quantized, str(target))
-    else:
+    else:  # ONNX Runtime's quantizer reads a file
+        fp32 = out / f"{_label(passes)}.fp32.onnx"
+        onnx.save(model, str(fp32))
         quantize_model(fp32, target, QuantizeConfig.for_target())
-    fp32.unlink()
+        fp32.unlink()
     return target, len(onnx.load(str(target), load_external_data=False).graph.node)
 
 

@@ -68,7 +68,7 @@ from edgesent.quantize import (
 from edgesent.runtime import Predictor
 from edgesent.sensitivity import rank_matmuls
 from edgesent.sessions import OPENVINO_EXPORT_MODULES, create_session, require_openvino
-from edgesent.simplify import simplify_graph
+from edgesent.simplify import PASSES, simplify_graph
 from edgesent.tasks import Task, get_task
 
 
@@ -285,12 +285,21 @@ class _Int8Job(NamedTuple):
     cfg: ExportConfig
     reference: TorchReference
     calibration_texts: list[str]
-    # The exporter's graph, when graph_path is its simplification (each runtime gets its own passes); else None.
-    exported_path: Path | None = None
+    # The exporter's graph and the simplify passes graph_path ran, when graph_path is its simplification; else None.
+    simplified_from: tuple[Path, tuple[str, ...]] | None = None
 
     @property
     def tokenizer_path(self) -> Path:
         return self.out_dir / TOKENIZER_FILE_NAME
+
+    def graph_for(self, passes: tuple[str, ...]) -> tuple[Path, dict[str, Any] | None]:
+        """The fp32 graph for a runtime whose simplify passes are ``passes``: ``graph_path`` when it was not
+        simplified or ran those passes, else the exporter's graph simplified with them (and that simplification's
+        counts, for the manifest)."""
+        if self.simplified_from is None or self.simplified_from[1] == passes:
+            return self.graph_path, None
+        path = self.work_dir / f"simplified-{'-'.join(passes) or 'none'}.onnx"
+        return path, simplify_graph(self.simplified_from[0], path, passes)
 
 
 # An int8 candidate: (its model in the scratch directory, its parity report, the manifest's int8 details).
@@ -365,11 +374,8 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
     Returns:
         (the model's path in ``work_dir``, its parity report on OpenVINO, the manifest's int8 details).
     """
-    graph_path, work_dir, _, cfg, reference, calibration_texts, exported_path = job
-    simplified = None
-    if exported_path is not None:
-        graph_path = work_dir / "simplified-openvino.onnx"
-        simplified = simplify_graph(exported_path, graph_path, OPENVINO_SIMPLIFY_PASSES)
+    _, work_dir, _, cfg, reference, calibration_texts, _ = job
+    graph_path, simplified = job.graph_for(OPENVINO_SIMPLIFY_PASSES)
     texts = calibration_texts or reference.texts[:NNCF_CALIBRATION_TEXTS]
     source = str(cfg.calibration_data) if calibration_texts else f"parity texts ({reference.source})"
     calibration = _calibration_batches(texts, reference, _graph_info(graph_path)["inputs"])
@@ -387,7 +393,7 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
         "calibration": {"data": source, "samples": len(calibration)},
     }
     if simplified is not None:
-        details["simplified"] = simplified  # overrides the ONNX Runtime graph's in the manifest
+        details["simplified"] = simplified  # re-simplified for OpenVINO (--runtime auto): the manifest's counts
     return candidate, report, details
 
 
@@ -453,14 +459,14 @@ def _convert_and_verify(
     cfg: ExportConfig,
     reference: TorchReference,
     calibration_texts: list[str],
-    exported_path: Path | None = None,
+    simplified_from: tuple[Path, tuple[str, ...]] | None = None,
 ) -> tuple[ParityReport, dict[str, Any]]:
     """Write ``out_dir/model.onnx`` in the requested precision and return its parity report.
 
     For int8, the model of ``cfg.runtime`` (see :func:`_int8_for_runtime`), gated on that runtime; the details
-    name the runtime chosen (``runtime``), which the manifest records for the predictor. ``exported_path`` is the
-    exporter's graph when ``graph_path`` is its simplification: the OpenVINO build simplifies it with its own
-    passes (:data:`OPENVINO_SIMPLIFY_PASSES`).
+    name the runtime chosen (``runtime``), which the manifest records for the predictor. ``simplified_from`` is the
+    exporter's graph and the passes ``graph_path`` ran, when it is that graph's simplification: a runtime with other
+    passes (:data:`OPENVINO_SIMPLIFY_PASSES`) simplifies the exporter's graph again (:meth:`_Int8Job.graph_for`).
     """
     target = out_dir / ONNX_FILE_NAME
     tokenizer_path = out_dir / TOKENIZER_FILE_NAME
@@ -470,10 +476,17 @@ def _convert_and_verify(
     if cfg.precision == "fp16":
         initializers = convert_fp16(graph_path, target)
         return reference.compare(target, "fp16", tokenizer_path), {"initializer_types": initializers}
-    job = _Int8Job(graph_path, work_dir, out_dir, cfg, reference, calibration_texts, exported_path)
+    job = _Int8Job(graph_path, work_dir, out_dir, cfg, reference, calibration_texts, simplified_from)
     candidate, report, details = _int8_for_runtime(job)
     shutil.copyfile(candidate, target)
     return report, details
+
+
+def _simplify_passes(cfg: ExportConfig) -> tuple[str, ...]:
+    """The simplify passes of the export's graph: OpenVINO's for an int8 export built for OpenVINO alone, else all
+    (ONNX Runtime's; ``--runtime auto`` simplifies again for its OpenVINO candidate)."""
+    openvino_only = cfg.precision == "int8" and cfg.runtime == RUNTIME_OPENVINO
+    return OPENVINO_SIMPLIFY_PASSES if openvino_only else PASSES
 
 
 def _failure_message(out_dir: Path, cfg: ExportConfig, report: ParityReport, details: dict[str, Any]) -> str:
@@ -532,19 +545,20 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
         work_dir = Path(tmp)
         reference = TorchReference(model_dir, parity_cfg)
         fp32_path, exporter = _export_fp32(model_dir, work_dir, cfg.opset, task)
-        graph_path, fused, simplified = fp32_path, None, None
+        graph_path, fused, simplified, simplified_from = fp32_path, None, None, None
         if cfg.simplify and not cfg.optimize:
             graph_path = work_dir / "simplified.onnx"
-            simplified = simplify_graph(fp32_path, graph_path)
+            passes = _simplify_passes(cfg)
+            simplified = simplify_graph(fp32_path, graph_path, passes)
+            simplified_from = (fp32_path, passes)
         if cfg.optimize:
             graph_path = work_dir / "optimized.onnx"
             num_heads = getattr(hf_config, "num_attention_heads", None) or getattr(hf_config, "n_heads", 0)
             hidden_size = getattr(hf_config, "hidden_size", None) or getattr(hf_config, "dim", 0)
             fused = optimize_graph(fp32_path, graph_path, cfg.optimize, num_heads, hidden_size)
         _save_support_files(model_dir, tmp_dir, max_length)
-        exported_path = fp32_path if simplified is not None else None
         report, details = _convert_and_verify(
-            graph_path, work_dir, tmp_dir, cfg, reference, calibration_texts, exported_path
+            graph_path, work_dir, tmp_dir, cfg, reference, calibration_texts, simplified_from
         )
         if not report.passed and not cfg.keep_unverified:
             raise ParityError(_failure_message(out_dir, cfg, report, details))
