@@ -39,6 +39,7 @@ from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
 from edgesent.evaluate import iter_torch_logits, load_torch_model
 from edgesent.metrics import softmax
+from edgesent.runtime import predictor_batches
 from edgesent.sessions import Session, create_session, require_openvino
 from edgesent.tasks import get_task
 
@@ -292,10 +293,19 @@ class TorchReference:
         return np.concatenate(self.outputs)
 
     def _plan(self, probes: bool) -> list[list[int]]:
+        """Text indices per batch: real texts in the predictor's own batches, probes mixed and then one by one.
+
+        Real texts are batched as ``Predictor.predict`` batches them (length-sorted windows): dynamic int8 takes
+        one activation range per batch, so the gate judges the batches a deployed model sees, not random ones
+        padded to their longest text. The probes keep their mixed batch (short beside over-long, on purpose)
+        and also run one by one: batch 1 without padding is the commonest runtime call.
+        """
         n, size = len(self.texts), self.cfg.batch_size
+        if not probes:
+            encoded = self.tokenizer(self.texts, truncation=True, max_length=self.max_length)["input_ids"]
+            return predictor_batches([len(ids) for ids in encoded], size)
         chunks = [list(range(start, min(start + size, n))) for start in range(0, n, size)]
-        # Probes also run one by one: batch 1 without padding is the commonest runtime call.
-        return chunks + ([[i] for i in range(n)] if probes else [])
+        return chunks + [[i] for i in range(n)]
 
     def _tokenizer_match(self, tokenizer_path: Path) -> float:
         """Fraction of texts the exported tokenizer.json encodes to the same ids as the source tokenizer."""

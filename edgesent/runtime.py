@@ -430,10 +430,7 @@ class Predictor:
         window = batch_size * SORT_WINDOW_BATCHES
         for start in range(0, len(texts), window):
             encodings = self._tokenize(texts[start : start + window], start)
-            # Stable sort: equal lengths keep input order, so results do not depend on the window size.
-            order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
-            for first in range(0, len(order), batch_size):
-                rows = order[first : first + batch_size]
+            for rows in length_sorted_batches([len(e) for e in encodings], batch_size):
                 batch = [encodings[i] for i in rows]
                 yield [start + i for i in rows], batch, self._run(self._pad(batch))
 
@@ -513,6 +510,30 @@ class Predictor:
         if not self._io_binding:
             return self.session.run(self._output_names, feed)[0]
         return run_on_device(self.session, feed, self._output_names)[0]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Positions of one window of texts, grouped as the predictor batches them: sorted by token count, then cut.
+
+    A batch pads only to its own longest text. The sort is stable (equal lengths keep input order), so results
+    do not depend on the window size.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
+
+
+def predictor_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Positions of all texts, batched exactly as :meth:`Predictor.predict` batches them (window by window).
+
+    For whoever must see the batches the predictor runs, e.g. the parity gate: dynamic int8 takes one
+    activation range per batch, so a label can depend on the batch a text is in.
+    """
+    window = batch_size * SORT_WINDOW_BATCHES
+    return [
+        [start + i for i in rows]
+        for start in range(0, len(lengths), window)
+        for rows in length_sorted_batches(lengths[start : start + window], batch_size)
+    ]
 
 
 def _row(encoding: Encoding, name: str) -> list[int]:

@@ -205,3 +205,28 @@ def test_flips_on_near_ties_are_reported_not_judged(broken_copy, _tiny_model_mas
     assert lenient.passed and verdict["near_tie_flips"] == 13 and verdict["decisive_flips"] == 0
     strict = check_parity(_tiny_model_master, broken, ParityConfig(precision="int8", near_tie_margin=0.0))
     assert not strict.passed and "13 decisive flip(s) in 13" in strict.failures[0]
+
+
+def test_the_gate_judges_the_batches_the_predictor_runs(tiny_onnx_dir: Path, _tiny_model_master: Path, monkeypatch):
+    """Dynamic int8 takes one activation range per batch, so the gate must see the predictor's own batches
+    (length-sorted windows), and every row must still be compared with its own text's PyTorch logits."""
+    import torch
+
+    from edgesent import runtime
+    from edgesent.parity import TorchReference
+    from edgesent.runtime import Predictor
+
+    monkeypatch.setattr(runtime, "SORT_WINDOW_BATCHES", 2)  # 2 windows of 6 texts: the window edge matters
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["good"] * int(n)) for n in rng.integers(1, 30, size=12)]
+    labels = [LABELS[i % 2] for i in range(12)]
+    reference = TorchReference(_tiny_model_master, ParityConfig(batch_size=3), texts=texts, labels=labels)
+    predictor = Predictor.load(tiny_onnx_dir)
+    assert reference.rows == [rows for rows, _, _ in predictor._batches(texts, 3)]
+    assert reference.rows != [list(range(i, i + 3)) for i in range(0, 12, 3)]  # not the input order
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(_tiny_model_master).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(_tiny_model_master)
+    for r, text_index in enumerate(reference.row_text):
+        with torch.inference_mode():
+            alone = model(**tokenizer(texts[text_index], return_tensors="pt")).logits[0].numpy()
+        assert np.allclose(reference.logits[r], alone, atol=1e-4)

@@ -177,7 +177,7 @@ def _size(n_bytes: int) -> str:
     "--parity-data",
     type=data_path,
     help="Texts (with labels: accuracy too) for the parity check; for span models a span file (JSONL, XML, CoNLL). "
-    "Default: built-in probe texts.",
+    "Default: the model's own sample of its evaluation split (parity_sample.jsonl), else built-in probe texts.",
 )
 @text_column_option
 @label_column_option
@@ -233,11 +233,20 @@ def export(model_dir: Path, out_dir: Path | None, int8: bool, fp16: bool, as_jso
 @click.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("onnx_dir", type=click.Path(path_type=Path))
-@click.option("--data", type=data_path, help="Texts (with labels: accuracy too). Default: built-in probe texts.")
+@click.option(
+    "--data",
+    type=data_path,
+    help="Texts (with labels: accuracy too). Default: the model's own sample of its evaluation split "
+    "(parity_sample.jsonl), else built-in probe texts.",
+)
 @text_column_option
 @label_column_option
 @max_length_option
-@click.option("--batch-size", type=int, help=with_default("Texts per batch.", ParityConfig, "batch_size"))
+@click.option(
+    "--batch-size",
+    type=int,
+    help=with_default("Texts per batch, length-sorted as the predictor batches them.", ParityConfig, "batch_size"),
+)
 @threshold_options
 @no_verify_option
 @json_option

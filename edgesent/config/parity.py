@@ -70,7 +70,8 @@ class ParityConfig(ConfigBase):
         data: CSV/TSV/JSONL of texts (and labels) to compare on; None: the built-in probe texts.
         text_column, label_column: Columns of ``data``; ``label_column`` None or "" for unlabelled text.
         max_length: Tokens per text; None: the ONNX directory's manifest, else the source model's.
-        batch_size: Texts per batch (default 32); batches mix lengths, so padding is exercised.
+        batch_size: Texts per batch (default 32), batched as the predictor batches them (length-sorted windows);
+            the probe texts keep one mixed batch, so padding is exercised.
         precision: ``fp32``, ``int8`` or ``fp16``: picks the default bounds; None: the ONNX manifest's.
         max_abs_diff: Bound on the largest absolute logit difference (fp32 1e-4, fp16 1e-2, int8 off);
             ``inf`` turns the check off. NaN is refused.
