@@ -15,6 +15,7 @@ model's ``tags``) and the parity measure; quantization is the same for every tas
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import shutil
@@ -266,13 +267,33 @@ def _quantize_attempts(
     )
     ranked = [] if base.static else rank_matmuls()
     steps = [k for k in SENSITIVE_MATMUL_STEPS if k <= len(ranked)]
-    yield from fresh([(f"fp32_matmuls_top{k}", replace(base, fp32_nodes=tuple(ranked[:k]))) for k in steps])
+    # Added to what the request keeps in fp32 (--fp32-matmuls): a step the request already covers is skipped.
+    yield from fresh(
+        [(f"fp32_matmuls_top{k}", replace(base, fp32_nodes=(*base.fp32_nodes, *ranked[:k]))) for k in steps]
+    )
     yield from fresh(
         [
             ("fp32_head", replace(base, keep_fp32=(*base.keep_fp32, "head"))),
             ("fp32_embeddings_and_head", replace(base, keep_fp32=("embeddings", "head"))),
         ]
     )
+
+
+def _requested_quantize(cfg: ExportConfig, rank_matmuls: Callable[[], list[str]]) -> QuantizeConfig:
+    """``cfg.quantize`` with ``cfg.fp32_matmuls`` of the most harmful MatMuls added to its fp32 nodes.
+
+    Raises:
+        ConfigError: ``fp32_matmuls`` on a model whose MatMuls are not ranked (a span model).
+    """
+    assert cfg.quantize is not None
+    if not cfg.fp32_matmuls:
+        return cfg.quantize
+    ranked = rank_matmuls()
+    if not ranked:
+        raise ConfigError("fp32_matmuls: only a classifier's MatMuls are ranked; leave it at 0 for this model")
+    if len(ranked) < cfg.fp32_matmuls:
+        logger.warning("fp32_matmuls=%d: only %d MatMuls gain from fp32; keeping those", cfg.fp32_matmuls, len(ranked))
+    return replace(cfg.quantize, fp32_nodes=(*cfg.quantize.fp32_nodes, *ranked[: cfg.fp32_matmuls]))
 
 
 class _Int8Job(NamedTuple):
@@ -321,6 +342,7 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
     attempts: list[dict[str, Any]] = []
     kept: tuple[Path, ParityReport, int] | None = None
 
+    @functools.cache  # ranked once: the request (--fp32-matmuls) and the remedies share it
     def ranked_matmuls() -> list[str]:
         """The quantized MatMuls, most harmful in int8 first (classification; a span model's are not ranked)."""
         if reference.task.hf_task != TASK_CLASSIFY:
@@ -330,7 +352,7 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
         logger.info("int8 sensitivity: %s", ", ".join(f"{n.name} {n.gain:.3g}" for n in ranking.nodes[:8]))
         return [node.name for node in ranking.nodes if node.gain > 0]
 
-    for remedy, qcfg in _quantize_attempts(cfg.quantize, cfg.remedies, ranked_matmuls):
+    for remedy, qcfg in _quantize_attempts(_requested_quantize(cfg, ranked_matmuls), cfg.remedies, ranked_matmuls):
         candidate = work_dir / f"int8-{remedy or 'requested'}.onnx"
         info = quantize_model(graph_path, candidate, qcfg, calibration)
         report = reference.compare(candidate, "int8", job.tokenizer_path)

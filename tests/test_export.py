@@ -534,6 +534,10 @@ def test_cli_builds_the_config_from_the_options_given_only(tiny_model_dir: Path,
     assert cfg.parity == ParityConfig(min_agreement=0.9) and cfg.remedies is False
     result = runner.invoke(cli, ["export", str(tiny_model_dir), "--min-agreement", "nan"])
     assert result.exit_code == 2 and "Error: min_agreement must be a finite number, got nan" in result.output
+    runner.invoke(cli, [*args, "--fp32-matmuls", "3"])
+    assert seen["cfg"].fp32_matmuls == 3 and cfg.fp32_matmuls == 0
+    result = runner.invoke(cli, ["export", str(tiny_model_dir), "--fp32-matmuls", "2"])  # an fp32 export
+    assert result.exit_code == 2 and "fp32_matmuls=2" in result.output and "Traceback" not in result.output
 
 
 def test_export_judges_on_the_models_own_sample_by_default(tiny_model_dir: Path, tiny_data, tmp_path: Path, runner):
@@ -569,3 +573,60 @@ def test_the_targeted_remedy_keeps_the_most_sensitive_matmuls_before_the_coarse_
     kept = manifest["export"]["quantize"]["fp32_nodes"]
     assert len(kept) == 1 and kept[0] in manifest["export"]["excluded_nodes"]
     assert [a["remedy"] for a in manifest["export"]["attempts"]][-1] == "fp32_matmuls_top1"
+
+
+def _fake_ranking(calls: list[list[str]]):
+    """``rank_matmuls`` with a fixed order (the quantizable MatMuls, last first, all helped by fp32); each call
+    appends the order it returned, so a test sees both the ranking and how often it ran."""
+    from edgesent.sensitivity import NodeSensitivity, SensitivityRanking, quantizable_matmuls
+
+    def rank(fp32_path, feeds, cfg, reference_logits=None, nodes=None):
+        names = quantizable_matmuls(Path(fp32_path))[::-1]
+        calls.append(names)
+        return SensitivityRanking(
+            1.0, 1.0, 0, [NodeSensitivity(n, 0.5, 0.5, 1.0 / (i + 1), 0) for i, n in enumerate(names)]
+        )
+
+    return rank
+
+
+def test_fp32_matmuls_keeps_the_top_ranked_from_the_start(_tiny_model_master: Path, tmp_path: Path, monkeypatch):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(export_module, "rank_matmuls", _fake_ranking(calls))
+    cfg = ExportConfig(precision="int8", quantize="avx512_vnni", fp32_matmuls=2)
+    manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
+    kept = manifest["export"]["quantize"]["fp32_nodes"]
+    assert manifest["verified"] and manifest["export"]["remedy"] is None and len(calls) == 1
+    assert kept == calls[0][:2]  # the two most harmful, in rank order
+    assert set(kept) <= set(manifest["export"]["excluded_nodes"])
+    assert manifest["export"]["config"]["fp32_matmuls"] == 2
+    graph = onnx.load(str(tmp_path / "out" / "model.onnx")).graph
+    assert set(kept) <= {n.name for n in graph.node if n.op_type == "MatMul"}  # still float MatMuls in the int8 file
+
+
+def test_a_remedy_adds_to_the_requested_fp32_matmuls_and_ranks_once(
+    _tiny_model_master: Path, tmp_path: Path, monkeypatch
+):
+    """Requested 1, passing needs 2: the remedy's top-1 step is the request itself (skipped), top-2 passes."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(export_module, "rank_matmuls", _fake_ranking(calls))
+    monkeypatch.setattr(export_module, "quantize_model", quantize_broken_unless(lambda cfg: len(cfg.fp32_nodes) >= 2))
+    cfg = ExportConfig(precision="int8", quantize="avx512_vnni", fp32_matmuls=1, parity={"near_tie_margin": 0.0})
+    manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
+    remedies = [a["remedy"] for a in manifest["export"]["attempts"]]
+    assert manifest["verified"] and remedies == [None, "per_tensor", "reduce_range", "fp32_matmuls_top2"]
+    assert manifest["export"]["quantize"]["fp32_nodes"] == calls[0][:2] and len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"fp32_matmuls": 1},  # fp32 export
+        {"precision": "int8", "runtime": "openvino", "fp32_matmuls": 1},
+        {"precision": "int8", "quantize": {"static": True}, "calibration_data": "x.tsv", "fp32_matmuls": 1},
+        {"precision": "int8", "fp32_matmuls": -1},
+    ],
+)
+def test_fp32_matmuls_is_refused_where_nothing_is_ranked(settings) -> None:
+    with pytest.raises(ConfigError, match="fp32_matmuls"):
+        ExportConfig(**settings)

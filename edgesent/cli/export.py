@@ -183,6 +183,13 @@ def _size(n_bytes: int) -> str:
 @label_column_option
 @threshold_options
 @click.option(
+    "--fp32-matmuls",
+    type=click.IntRange(min=0),
+    help="Keep this many of the MatMuls that int8 hurts most in fp32 (ranked on the gate's texts, as the targeted "
+    "remedy ranks them): a measured trade of latency for fidelity. ONNX Runtime dynamic int8, classifiers.  "
+    "[default: 0]",
+)
+@click.option(
     "--remedies/--no-remedies",
     default=None,
     help="When int8 parity fails, retry per-channel/per-tensor, reduce_range, fp32 head, fp32 embeddings.  "
@@ -226,6 +233,8 @@ def export(model_dir: Path, out_dir: Path | None, int8: bool, fp16: bool, as_jso
     ]
     notes += [f"{sizes['fp32_to_onnx_ratio']:.2f}x smaller than fp32"] if manifest["precision"] != "fp32" else []
     notes += [f"for {manifest['runtime']}"] if manifest["precision"] == "int8" else []
+    kept = (info.get("quantize") or {}).get("fp32_nodes") or []
+    notes += [f"{len(kept)} MatMul{'s' * (len(kept) != 1)} in fp32"] if kept else []
     notes += [f"remedy {info['remedy']}"] if info.get("remedy") else []
     click.echo(f"exported {manifest['out_dir']} ({', '.join(notes)})\n{format_parity(manifest['parity'])}")
 

@@ -62,6 +62,11 @@ class ExportConfig(ConfigBase):
         calibration_data: Texts for static int8 quantization (``quantize.static``, or NNCF for the ``openvino``
             runtime), read with ``parity.text_column``; the first ``calibration_samples`` (default 128) rows are
             used. NNCF without it calibrates on the parity texts (at most 300).
+        fp32_matmuls: Keep this many of the MatMuls that int8 hurts most in fp32 from the start (default 0:
+            none), ranked as the targeted remedy ranks them (leave-one-out logit error against PyTorch on the
+            gate's texts; only those whose fp32 copy helps): a measured trade of latency for fidelity, 4-6% per
+            MatMul on the 3-epoch pruned SST-2 MiniLM (``bench/results/keep-fp32-sst2-pruned``). Classifiers on
+            the ``onnxruntime`` runtime, dynamic int8 only.
         remedies: When int8 parity fails, retry with the known remedies (default True).
         keep_unverified: Keep a model that failed parity, marked ``verified: false`` (still exits 1).
         verify: Check the source directory's file hashes before exporting (default True).
@@ -81,6 +86,7 @@ class ExportConfig(ConfigBase):
     runtime: str = RUNTIME_ONNXRUNTIME
     calibration_data: Path | None = None
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+    fp32_matmuls: int = 0
     remedies: bool = True
     keep_unverified: bool = False
     verify: bool = True
@@ -126,6 +132,12 @@ class ExportConfig(ConfigBase):
                 "openvino/auto"
             )
         check_number("calibration_samples", self.calibration_samples, low=1, integer=True)
+        check_number("fp32_matmuls", self.fp32_matmuls, low=0, integer=True)
+        if self.fp32_matmuls and (self.precision != "int8" or self.runtime != RUNTIME_ONNXRUNTIME or static):
+            raise ConfigError(
+                f"fp32_matmuls={self.fp32_matmuls}: ranks the MatMuls of ONNX Runtime's dynamic int8; needs --int8 "
+                "with --runtime onnxruntime and no --static"
+            )
         check_optional_number("max_length", self.max_length, low=8, integer=True)
         for name in ("simplify", "remedies", "keep_unverified", "verify", "overwrite"):
             check_bool(name, getattr(self, name))
