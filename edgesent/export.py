@@ -65,6 +65,7 @@ from edgesent.quantize import (
     optimize_graph,
     quantize_model,
     quantize_nncf,
+    unsigned_fc_activations,
 )
 from edgesent.runtime import Predictor
 from edgesent.sensitivity import rank_matmuls
@@ -390,7 +391,9 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
     ONNX Runtime still runs it correctly), gated on OpenVINO. No remedies: they are ONNX Runtime settings.
 
     Calibrates on ``--calibration-data`` when given, else on the parity texts (the model's own sample, or
-    ``--parity-data``, or the probes), at most ``NNCF_CALIBRATION_TEXTS`` of them. A simplified export quantizes
+    ``--parity-data``, or the probes), at most ``NNCF_CALIBRATION_TEXTS`` of them. The activations of the weight
+    MatMuls are made unsigned (``unsigned_fc_activations``: the same values, ONNX Runtime's fast kernels for the
+    fallback). A simplified export quantizes
     the exporter's graph simplified with :data:`OPENVINO_SIMPLIFY_PASSES` only, and records that simplification.
 
     Returns:
@@ -402,6 +405,7 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
     source = str(cfg.calibration_data) if calibration_texts else f"parity texts ({reference.source})"
     calibration = _calibration_batches(texts, reference, _graph_info(graph_path)["inputs"])
     quantized, info = quantize_nncf(onnx.load(str(graph_path)), calibration)
+    info["unsigned_activations"] = unsigned_fc_activations(quantized)
     candidate = work_dir / "int8-openvino.onnx"
     onnx.save(quantized, str(candidate))
     counts = {k: v for k, v in op_counts(quantized).items() if k in QUANTIZED_OP_TYPES}

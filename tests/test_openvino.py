@@ -102,6 +102,55 @@ def test_openvino_export_is_gated_on_openvino_and_recorded(tiny_openvino_dir: Pa
     assert simplified["merged_matmuls"] == simplified["folded_scales"] == 0
 
 
+def _activation_zero_points(model) -> dict[str, str]:
+    """Each activation QuantizeLinear's output -> its zero point's type (``int8``/``uint8``)."""
+    from onnx import numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    return {
+        node.output[0]: str(numpy_helper.to_array(inits[node.input[2]]).dtype)
+        for node in model.graph.node
+        if node.op_type == "QuantizeLinear" and node.input[0] not in inits
+    }
+
+
+@needs_openvino
+def test_unsigned_fc_activations_is_the_same_arithmetic(tiny_onnx_dir: Path, tiny_openvino_dir: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from edgesent.bench.runners import synthetic_inputs
+    from edgesent.quantize import quantize_nncf, unsigned_fc_activations
+
+    vocab = json.loads((tiny_onnx_dir / "config.json").read_text())["vocab_size"]
+    feeds = [synthetic_inputs(1, 6 + k, vocab, seed=k) for k in range(8)]
+    signed, _ = quantize_nncf(onnx.load(str(tiny_onnx_dir / "model.onnx")), feeds)
+    unsigned = onnx.ModelProto()
+    unsigned.CopyFrom(signed)
+    rewritten = unsigned_fc_activations(unsigned)
+    before, after = _activation_zero_points(signed), _activation_zero_points(unsigned)
+    changed = [name for name in before if before[name] != after[name]]
+    assert rewritten == len(changed) > 0 and all(before[n] == "int8" and after[n] == "uint8" for n in changed)
+    assert "int8" in after.values()  # attention's quantizers (activation x activation) stay signed
+    assert unsigned_fc_activations(unsigned) == 0  # nothing left to rewrite
+    onnx.checker.check_model(unsigned, full_check=True)
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ ops as written
+    runs = [
+        ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        for m in (signed, unsigned)
+    ]
+    names = [i.name for i in runs[0].get_inputs()]
+    for feed in feeds:
+        a, b = (r.run(None, {n: feed[n] for n in names})[0] for r in runs)
+        assert np.array_equal(a, b)  # every quantizer dequantizes to the same values
+
+    shipped = read_model_dir(tiny_openvino_dir).manifest["export"]["quantize"]["unsigned_activations"]
+    assert shipped == rewritten  # the export makes them unsigned too
+    assert "uint8" in _activation_zero_points(onnx.load(str(tiny_openvino_dir / "model.onnx"))).values()
+
+
 @needs_openvino
 def test_predictor_runs_an_openvino_export_on_openvino(tiny_openvino_dir: Path) -> None:
     predictor = Predictor.load(tiny_openvino_dir)
