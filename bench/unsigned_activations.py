@@ -3,7 +3,8 @@
 NNCF's ONNX backend writes an asymmetric activation quantizer as int8 when its range dips below zero;
 ``edgesent.quantize.unsigned_fc_activations`` shifts those that feed weight MatMuls to uint8 (the same values).
 This builds NNCF's int8 of an fp32 export once, makes its unsigned twin, compares both with each other and with
-the fp32 model on the calibration texts, and times both on ONNX Runtime and on OpenVINO (batch 1, one thread, at each ``--lengths``).
+the fp32 model on the calibration texts, and times both on ONNX Runtime and on OpenVINO (batch 1, one thread, at
+each ``--lengths``).
 
 Each timing runs in its own process, one model alone, and the two models alternate over ``--rounds`` (A B, then
 B A, ...): timed side by side in one process, two copies of the same model differed by up to 5% with the order
@@ -33,25 +34,15 @@ RUNTIMES = {"onnxruntime": "cpu", "openvino": "openvino"}
 
 def _time_one(path: Path, provider: str, lengths: Sequence[int], runs: int, vocab: int) -> dict[str, float]:
     """p50 ms of one model alone at each length (batch 1, one thread): what a child process reports."""
-    import time
-
-    from edgesent.artifacts import LOGITS_OUTPUT
-    from edgesent.bench.runners import synthetic_inputs
+    from edgesent.bench.runners import OrtRunner, measure_units, synthetic_inputs
     from edgesent.sessions import create_session
 
-    session = create_session(path, provider, threads=1)
-    names = [i.name for i in session.get_inputs()]
+    runner = OrtRunner(create_session(path, provider, threads=1), io_binding=False)
     result = {}
     for length in lengths:
-        feed = {n: v for n, v in synthetic_inputs(1, length, vocab, seed=length).items() if n in names}
-        for _ in range(max(10, runs // 10)):
-            session.run([LOGITS_OUTPUT], feed)
-        samples = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run([LOGITS_OUTPUT], feed)
-            samples.append(time.perf_counter() - start)
-        result[str(length)] = 1000.0 * float(np.median(samples))
+        feed = synthetic_inputs(1, length, vocab, seed=length)
+        (samples,) = measure_units([runner], [feed], warmup=max(10, runs // 10), runs=runs, budget_s=None)
+        result[str(length)] = float(np.median(samples)) / 1e6
     return result
 
 
@@ -91,6 +82,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from edgesent.artifacts import KIND_ONNX, read_model_dir
     from edgesent.data import load_dataset
     from edgesent.quantize import quantize_nncf, unsigned_fc_activations
+    from edgesent.sensitivity import run_logits
+    from edgesent.sessions import openvino_available
 
     model = read_model_dir(args.fp32_dir, kind=KIND_ONNX)
     vocab = int(json.loads((args.fp32_dir / "config.json").read_text())["vocab_size"])
@@ -100,17 +93,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     unsigned = onnx.ModelProto()
     unsigned.CopyFrom(signed)
     rewritten = unsigned_fc_activations(unsigned)
-    fp32 = _logits(model.model_path, "cpu", feeds)
+    fp32 = run_logits(model.model_path, feeds)
     runtimes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgesent-unsigned-") as tmp:
         paths = {"signed": Path(tmp) / "signed.onnx", "unsigned": Path(tmp) / "unsigned.onnx"}
         onnx.save(signed, str(paths["signed"]))
         onnx.save(unsigned, str(paths["unsigned"]))
         for runtime, provider in RUNTIMES.items():
-            if runtime == "openvino" and not _has_openvino():
+            if runtime == "openvino" and not openvino_available():
                 runtimes[runtime] = {"skipped": "the openvino extra is not installed"}
                 continue
-            logits = {name: _logits(path, provider, feeds) for name, path in paths.items()}
+            logits = {name: run_logits(path, feeds, provider=provider) for name, path in paths.items()}
             order = list(paths)
             timings: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
             for _ in range(args.rounds):
@@ -145,22 +138,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "runtimes": runtimes,
     }
-
-
-def _logits(path: Path, provider: str, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
-    """(texts, classes) logits of a model on ``provider``, one text at a time."""
-    from edgesent.artifacts import LOGITS_OUTPUT
-    from edgesent.sessions import create_session
-
-    session = create_session(path, provider, threads=1)
-    names = [i.name for i in session.get_inputs()]
-    return np.concatenate([session.run([LOGITS_OUTPUT], {n: f[n] for n in names})[0] for f in feeds])
-
-
-def _has_openvino() -> bool:
-    from edgesent._imports import missing_modules
-
-    return not missing_modules(("openvino",))
 
 
 def table(result: dict[str, Any]) -> list[str]:
@@ -210,8 +187,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = measure(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "unsigned_activations.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "unsigned_activations.md").write_text("\n".join(table(result)) + "\n")
-    print("\n".join(table(result)))
+    lines = table(result)
+    (args.out / "unsigned_activations.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return result
 
 

@@ -332,7 +332,7 @@ def unsigned_fc_activations(model: onnx.ModelProto) -> int:
             and weight.input[0] in initializers
         )
 
-    signed = {info.name: info for info in graph.value_info}
+    value_info = {info.name: info for info in graph.value_info}
     replaced: set[str] = set()  # the signed zero points, removed once nothing reads them
     rewritten = 0
     for quant in [node for node in graph.node if node.op_type == "QuantizeLinear" and len(node.input) == 3]:
@@ -352,8 +352,8 @@ def unsigned_fc_activations(model: onnx.ModelProto) -> int:
         graph.initializer.append(numpy_helper.from_array(shifted.astype(np.uint8), name))
         for node in (quant, *dequants):
             node.input[2] = name
-        if quant.output[0] in signed:
-            signed[quant.output[0]].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+        if quant.output[0] in value_info:
+            value_info[quant.output[0]].type.tensor_type.elem_type = onnx.TensorProto.UINT8
         replaced.add(zero_point.name)
         rewritten += 1
     used = {name for node in graph.node for name in node.input}

@@ -106,13 +106,13 @@ def quantize_excluding(
     return quantize_model(fp32_path, out_path, replace(qcfg, fp32_nodes=(*qcfg.fp32_nodes, *nodes_to_exclude)))
 
 
-def run_logits(model_path: Path, feeds: Feeds, threads: int = 1) -> np.ndarray:
+def run_logits(model_path: Path, feeds: Feeds, threads: int = 1, provider: str = "cpu") -> np.ndarray:
     """Logits of an ONNX model on each batch, concatenated: (R, C) over all rows of ``feeds``.
 
     Each feed may hold more inputs than the model takes (``token_type_ids`` for a DistilBERT); extra ones are
-    dropped. One session, ``create_session(model_path, "cpu", threads)``.
+    dropped. One session, ``create_session(model_path, provider, threads)``.
     """
-    session = create_session(model_path, "cpu", threads)
+    session = create_session(model_path, provider, threads)
     names = [i.name for i in session.get_inputs()]
     return np.concatenate([session.run([LOGITS_OUTPUT], {n: feed[n] for n in names})[0] for feed in feeds])
 
