@@ -30,16 +30,6 @@ from edgesent.quantize import QuantizeConfig
 from edgesent.sensitivity import quantize_excluding, rank_matmuls, run_logits
 
 
-def _alone_feeds(reference: TorchReference) -> list[dict[str, np.ndarray]]:
-    """One (1, T) feed per text, tokenized as the gate's batches are (no padding)."""
-    names = list(reference.batches[0])
-    feeds = []
-    for text in reference.texts:
-        encoded = reference.tokenizer([text], truncation=True, max_length=reference.max_length, return_tensors="np")
-        feeds.append({name: encoded[name].astype(np.int64) for name in names})
-    return feeds
-
-
 def _quality(logits: np.ndarray, torch_logits: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     """Accuracy and agreement with PyTorch, in percent, of (R, C) logits against the rows' gold ids."""
     predicted = logits.argmax(-1)
@@ -68,7 +58,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         [reference.logits[np.flatnonzero(reference.row_text == i)] for i in range(len(reference.texts))]
     )  # PyTorch logits in text order (float differences from batch 1 are far below a flip)
     ranking = rank_matmuls(args.fp32_onnx, reference.batches, cfg, reference_logits=reference.logits)
-    alone = _alone_feeds(reference)
+    alone = reference.alone_feeds(reference.texts, list(reference.batches[0]))
     rng = np.random.default_rng(0)
     long_feed = {name: np.zeros((1, args.seq_len), np.int64) for name in alone[0]}  # token types 0
     long_feed.update(attention_mask=np.ones((1, args.seq_len), np.int64))

@@ -110,13 +110,13 @@ def _try(name: str, precision: str, build: Callable[[], Peer]) -> Peer:
 
 
 class Inputs:
-    """The ONNX input names and the tokenizer of the fp32 export; turns texts into feeds."""
+    """The fp32 export's predictor (its tokenizer and input names), which turns texts into feeds."""
 
     def __init__(self, onnx_dir: Path) -> None:
         from tokenizers import Tokenizer
 
         from edgesent.artifacts import KIND_ONNX, TOKENIZER_FILE_NAME, read_model_dir
-        from edgesent.bench.runners import create_bench_session
+        from edgesent.runtime import Predictor
 
         self.model = read_model_dir(onnx_dir, kind=KIND_ONNX)
         if self.model.manifest.get("export", {}).get("simplified"):
@@ -125,21 +125,16 @@ class Inputs:
                 "exporter's plain graph, as a user of those tools would: export it with --no-simplify"
             )
         self.hf_config = _hf_config(self.model)
-        self.names = [i.name for i in create_bench_session(self.model.model_path, "cpu", 1).get_inputs()]
-        self.tokenizer = Tokenizer.from_file(str(self.model.path / TOKENIZER_FILE_NAME))
-        self.tokenizer.enable_truncation(self.model.max_length)
-        self.vocab_size = int(self.hf_config.get("vocab_size", self.tokenizer.get_vocab_size()))
+        self.predictor = Predictor.load(onnx_dir, provider="cpu", threads=1)
+        self.names = [i.name for i in self.predictor.session.get_inputs()]
+        self.vocab_size = int(
+            self.hf_config.get("vocab_size")
+            or Tokenizer.from_file(str(self.model.path / TOKENIZER_FILE_NAME)).get_vocab_size()
+        )
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """(B, T) int64 inputs, padded with 0 to the longest text of the batch."""
-        encodings = self.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in encodings)
-        arrays = {
-            "input_ids": [e.ids + [0] * (width - len(e.ids)) for e in encodings],
-            "attention_mask": [e.attention_mask + [0] * (width - len(e.ids)) for e in encodings],
-            "token_type_ids": [e.type_ids + [0] * (width - len(e.ids)) for e in encodings],
-        }
-        return {n: np.asarray(arrays[n], dtype=np.int64) for n in self.names}
+        """(B, T) int64 inputs, padded to the longest text of the batch: what the predictor feeds its session."""
+        return self.predictor.encode(texts)
 
     def fixed(self, batch: int, seq_len: int) -> dict[str, np.ndarray]:
         from edgesent.bench.runners import synthetic_inputs

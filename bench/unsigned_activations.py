@@ -53,28 +53,6 @@ def _child(path: Path, provider: str, args: argparse.Namespace, vocab: int) -> d
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _feeds(fp32_dir: Path, texts: Sequence[str], max_length: int) -> list[dict[str, np.ndarray]]:
-    """One (1, T) feed per text, tokenized by the export's own tokenizer, with the fp32 model's input names."""
-    import onnx
-    from tokenizers import Tokenizer
-
-    from edgesent.artifacts import TOKENIZER_FILE_NAME
-
-    tokenizer = Tokenizer.from_file(str(fp32_dir / TOKENIZER_FILE_NAME))
-    tokenizer.enable_truncation(max_length)
-    names = [i.name for i in onnx.load(str(fp32_dir / "model.onnx"), load_external_data=False).graph.input]
-    feeds = []
-    for text in texts:
-        encoding = tokenizer.encode(text)
-        arrays = {
-            "input_ids": encoding.ids,
-            "attention_mask": encoding.attention_mask,
-            "token_type_ids": encoding.type_ids,
-        }
-        feeds.append({n: np.asarray([arrays[n]], dtype=np.int64) for n in names})
-    return feeds
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Quantize once, rewrite a copy, compare labels and time both on each runtime; a JSON-ready dict."""
     import onnx
@@ -82,13 +60,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from edgesent.artifacts import KIND_ONNX, read_model_dir
     from edgesent.data import load_dataset
     from edgesent.quantize import quantize_nncf, unsigned_fc_activations
+    from edgesent.runtime import Predictor
     from edgesent.sensitivity import run_logits
     from edgesent.sessions import openvino_available
 
     model = read_model_dir(args.fp32_dir, kind=KIND_ONNX)
     vocab = int(json.loads((args.fp32_dir / "config.json").read_text())["vocab_size"])
     texts = load_dataset(args.calibration_data, label_column=None, skip_empty=True).texts[: args.calibration_samples]
-    feeds = _feeds(args.fp32_dir, texts, args.max_length)
+    predictor = Predictor.load(args.fp32_dir, provider="cpu", threads=1)
+    feeds = [predictor.encode([text]) for text in texts]  # (1, T) each, truncated at the model's max_length
     signed, info = quantize_nncf(onnx.load(str(model.model_path)), feeds)
     unsigned = onnx.ModelProto()
     unsigned.CopyFrom(signed)
@@ -178,7 +158,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("fp32_dir", type=Path, help="An fp32 export (edgesent export, no --int8): NNCF's input.")
     parser.add_argument("--calibration-data", type=Path, required=True, help="Texts (CSV/TSV/JSONL) to calibrate.")
     parser.add_argument("--calibration-samples", type=int, default=300)
-    parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128], help="Token counts timed (batch 1).")
     parser.add_argument("--runs", type=int, default=300, help="Timed runs per process and length.")
     parser.add_argument("--rounds", type=int, default=4, help="Processes per model, alternating with the other.")

@@ -227,17 +227,6 @@ def _calibration_texts(cfg: ExportConfig, task: Task) -> list[str]:
     return task.read_texts(cfg.calibration_data, cfg.parity.text_column)[: cfg.calibration_samples]
 
 
-def _calibration_batches(
-    texts: list[str], reference: TorchReference, inputs: list[str]
-) -> list[dict[str, np.ndarray]]:
-    """One unpadded (1, T) batch per calibration text, so padding does not skew the activation ranges."""
-    batches = []
-    for text in texts:
-        encoded = reference.tokenizer(text, truncation=True, max_length=reference.max_length, return_tensors="np")
-        batches.append({name: encoded[name].astype(np.int64) for name in inputs})
-    return batches
-
-
 def _quantize_attempts(
     base: QuantizeConfig, remedies: bool, rank_matmuls: Callable[[], list[str]]
 ) -> Iterator[tuple[str | None, QuantizeConfig]]:
@@ -339,7 +328,7 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
     graph_path, work_dir, _, cfg, reference, calibration_texts, _ = job
     assert cfg.quantize is not None  # set by ExportConfig for int8 on onnxruntime or auto
     texts = calibration_texts if cfg.quantize.static else []  # --runtime auto may have them for NNCF only
-    calibration = _calibration_batches(texts, reference, _graph_info(graph_path)["inputs"])
+    calibration = reference.alone_feeds(texts, _graph_info(graph_path)["inputs"])
     attempts: list[dict[str, Any]] = []
     kept: tuple[Path, ParityReport, int] | None = None
 
@@ -403,7 +392,7 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
     graph_path, simplified = job.graph_for(OPENVINO_SIMPLIFY_PASSES)
     texts = calibration_texts or reference.texts[:NNCF_CALIBRATION_TEXTS]
     source = str(cfg.calibration_data) if calibration_texts else f"parity texts ({reference.source})"
-    calibration = _calibration_batches(texts, reference, _graph_info(graph_path)["inputs"])
+    calibration = reference.alone_feeds(texts, _graph_info(graph_path)["inputs"])
     quantized, info = quantize_nncf(onnx.load(str(graph_path)), calibration)
     info["unsigned_activations"] = unsigned_fc_activations(quantized)
     candidate = work_dir / "int8-openvino.onnx"

@@ -307,6 +307,15 @@ class TorchReference:
         chunks = [list(range(start, min(start + size, n))) for start in range(0, n, size)]
         return chunks + [[i] for i in range(n)]
 
+    def alone_feeds(self, texts: list[str], inputs: list[str]) -> list[dict[str, np.ndarray]]:
+        """One unpadded (1, T) int64 feed per text, with the model's input names ``inputs``: calibration data
+        (padding would skew activation ranges) and the batch-1 call a deployed model sees most."""
+        feeds = []
+        for text in texts:
+            encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="np")
+            feeds.append({name: encoded[name].astype(np.int64) for name in inputs})
+        return feeds
+
     def _tokenizer_match(self, tokenizer_path: Path) -> float:
         """Fraction of texts the exported tokenizer.json encodes to the same ids as the source tokenizer."""
         from tokenizers import Tokenizer
