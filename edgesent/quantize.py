@@ -177,6 +177,17 @@ def _has_contrib_ops(model: onnx.ModelProto) -> bool:
     return any(node.domain == _CONTRIB_DOMAIN for node in model.graph.node)
 
 
+def _rewritten_gemm_names(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
+    """The names ``quantize_dynamic`` gives the Gemm nodes among ``names`` before it reads ``nodes_to_exclude``.
+
+    ONNX Runtime's dynamic quantizer first rewrites every Gemm as a MatMul named ``<gemm>_MatMul`` (plus an
+    ``Add`` for the bias), so a Gemm excluded by its own name (the classifier head of an Optimum export) would
+    be quantized anyway; it has to be excluded under the new name as well.
+    """
+    gemms = {node.name for node in model.graph.node if node.op_type == "Gemm"}
+    return [f"{name}_MatMul" for name in names if name in gemms]
+
+
 def quantize_model(
     onnx_path: Path,
     out_path: Path,
@@ -217,12 +228,13 @@ def quantize_model(
             except Exception as err:
                 raise ExportError(f"{onnx_path}: symbolic shape inference before quantization failed: {err}") from err
             model_path = inferred
-        excluded = list(dict.fromkeys([*sensitive_nodes(onnx.load(str(model_path)), cfg.keep_fp32), *cfg.fp32_nodes]))
+        graph = onnx.load(str(model_path))
+        excluded = list(dict.fromkeys([*sensitive_nodes(graph, cfg.keep_fp32), *cfg.fp32_nodes]))
         common = {
             "per_channel": cfg.per_channel,
             "reduce_range": cfg.reduce_range,
             "weight_type": WEIGHT_TYPES[cfg.weight_type],
-            "nodes_to_exclude": excluded,
+            "nodes_to_exclude": excluded + ([] if cfg.static else _rewritten_gemm_names(graph, excluded)),
         }
         try:
             with _quiet_ort_logging():

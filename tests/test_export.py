@@ -24,7 +24,7 @@ from edgesent.cli import cli
 from edgesent.errors import ConfigError
 from edgesent.export import ExportConfig, export_model
 from edgesent.parity import DEFAULT_THRESHOLDS, ParityConfig
-from edgesent.quantize import TARGETS, QuantizeConfig, detect_target, sensitive_nodes
+from edgesent.quantize import TARGETS, QuantizeConfig, detect_target, quantize_model, sensitive_nodes
 
 
 EXPORT_FILES = {
@@ -241,6 +241,17 @@ def test_sensitive_nodes_find_embeddings_and_classifier_head(tiny_onnx_dir: Path
     head = sensitive_nodes(model, ["head"])
     assert sorted(embeddings) == sorted(n for n in embeddings if "embeddings" in n) and len(embeddings) == 3
     assert sorted(head) == ["/bert/pooler/dense/Gemm", "/classifier/Gemm"]
+
+
+@pytest.mark.parametrize("keep", [(), ("head",)])
+def test_dynamic_int8_leaves_the_head_in_fp32_only_when_asked(tiny_onnx_dir: Path, tmp_path: Path, keep: tuple):
+    # The head is two Gemms, which quantize_dynamic renames <gemm>_MatMul before it reads nodes_to_exclude.
+    out = tmp_path / "int8.onnx"
+    result = quantize_model(tiny_onnx_dir / "model.onnx", out, QuantizeConfig(keep_fp32=keep))
+    quantized = [n.name for n in onnx.load(str(out)).graph.node if n.op_type == "MatMulInteger"]
+    head = [n for n in quantized if n.startswith(("/bert/pooler/dense/Gemm", "/classifier/Gemm"))]
+    assert len(head) == (0 if keep else 2) and len(quantized) - len(head) > 0
+    assert result["excluded_nodes"] == (["/classifier/Gemm", "/bert/pooler/dense/Gemm"] if keep else [])
 
 
 def test_quantize_presets_and_target_detection():
