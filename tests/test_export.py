@@ -243,15 +243,21 @@ def test_sensitive_nodes_find_embeddings_and_classifier_head(tiny_onnx_dir: Path
     assert sorted(head) == ["/bert/pooler/dense/Gemm", "/classifier/Gemm"]
 
 
-@pytest.mark.parametrize("keep", [(), ("head",)])
-def test_dynamic_int8_leaves_the_head_in_fp32_only_when_asked(tiny_onnx_dir: Path, tmp_path: Path, keep: tuple):
-    # The head is two Gemms, which quantize_dynamic renames <gemm>_MatMul before it reads nodes_to_exclude.
+@pytest.mark.parametrize("keep", [(), ("head",), ("embeddings",)])
+def test_dynamic_int8_leaves_groups_in_fp32_only_when_asked(tiny_onnx_dir: Path, tmp_path: Path, keep: tuple):
+    # The head is two Gemms, which quantize_dynamic renames <gemm>_MatMul before it reads nodes_to_exclude;
+    # the embeddings are three Gathers, stored int8 and dequantized after the lookup unless kept.
     out = tmp_path / "int8.onnx"
     result = quantize_model(tiny_onnx_dir / "model.onnx", out, QuantizeConfig(keep_fp32=keep))
-    quantized = [n.name for n in onnx.load(str(out)).graph.node if n.op_type == "MatMulInteger"]
+    nodes = onnx.load(str(out)).graph.node
+    quantized = [n.name for n in nodes if n.op_type == "MatMulInteger"]
     head = [n for n in quantized if n.startswith(("/bert/pooler/dense/Gemm", "/classifier/Gemm"))]
-    assert len(head) == (0 if keep else 2) and len(quantized) - len(head) > 0
-    assert result["excluded_nodes"] == (["/classifier/Gemm", "/bert/pooler/dense/Gemm"] if keep else [])
+    dequantized_tables = [n for n in nodes if n.op_type == "DequantizeLinear" and "embeddings" in n.name]
+    assert len(head) == (0 if "head" in keep else 2) and len(quantized) - len(head) > 0
+    assert len(dequantized_tables) == (0 if "embeddings" in keep else 3)
+    assert sorted(result["excluded_nodes"]) == sorted(
+        sensitive_nodes(onnx.load(str(tiny_onnx_dir / "model.onnx")), keep)
+    )
 
 
 def test_quantize_presets_and_target_detection():
