@@ -24,9 +24,17 @@ def layer_flops(hidden: int, attention_width: int, intermediate: int, batch_size
     """
     tokens = batch_size * seq_len  # T
     projections = 4 * 2 * tokens * hidden * attention_width  # Q, K, V: (T, H) @ (H, A); output: (T, A) @ (A, H)
-    attention = 2 * 2 * batch_size * seq_len * seq_len * attention_width  # Q K^T and softmax(.) V, (B, S, S) per head
     ffn = 2 * 2 * tokens * hidden * intermediate  # up (T, H) @ (H, I) and down (T, I) @ (I, H)
-    return projections + attention + ffn
+    return projections + attention_flops(attention_width, batch_size, seq_len) + ffn
+
+
+def attention_flops(attention_width: int, batch_size: int, seq_len: int) -> int:
+    """FLOPs of one layer's two products of activations, Q K^T and softmax(.) V ((B, S, S) per head).
+
+    Counted apart because they have no weight: dynamic int8 quantizes only products with a constant
+    operand, so these stay in fp32 and are held against the fp32 peak, not the int8 one (``flops_by_kind``).
+    """
+    return 2 * 2 * batch_size * seq_len * seq_len * attention_width
 
 
 def count_flops(hf_config: dict[str, Any], batch_size: int, seq_len: int) -> int | None:
@@ -48,6 +56,19 @@ def count_flops(hf_config: dict[str, Any], batch_size: int, seq_len: int) -> int
     Returns:
         FLOPs, or None when the config lacks the sizes (not a BERT-family encoder).
     """
+    split = flops_by_kind(hf_config, batch_size, seq_len)
+    return None if split is None else sum(split.values())
+
+
+def flops_by_kind(hf_config: dict[str, Any], batch_size: int, seq_len: int) -> dict[str, int] | None:
+    """``count_flops`` split into ``"weights"`` (products with a weight matrix) and ``"attention"`` (``attention_flops``).
+
+    The split is what a ceiling on an int8 model's speed needs: the first kind runs as int8 GEMMs, the
+    second stays in fp32 (``bench/profile_int8.py``).
+
+    Returns:
+        The two counts, or None when the config lacks the sizes (not a BERT-family encoder).
+    """
     hidden = hf_config.get("hidden_size", hf_config.get("dim"))
     layers = hf_config.get("num_hidden_layers", hf_config.get("n_layers"))
     heads = hf_config.get("num_attention_heads", hf_config.get("n_heads"))
@@ -57,12 +78,11 @@ def count_flops(hf_config: dict[str, Any], batch_size: int, seq_len: int) -> int
     head_dim = hidden // heads
     pruned_heads = {int(k): v for k, v in (hf_config.get("pruned_heads") or {}).items()}  # JSON keys are strings
     num_labels = len(hf_config.get("id2label") or {}) or 2
-    total = sum(
-        layer_flops(hidden, (heads - len(pruned_heads.get(layer, ()))) * head_dim, intermediate, batch_size, seq_len)
-        for layer in range(layers)
-    )
+    widths = [(heads - len(pruned_heads.get(layer, ()))) * head_dim for layer in range(layers)]
+    total = sum(layer_flops(hidden, width, intermediate, batch_size, seq_len) for width in widths)
     embedding = hf_config.get("embedding_size")
     if isinstance(embedding, int) and embedding != hidden:
         total += 2 * batch_size * seq_len * embedding * hidden  # (T, E) @ (E, H) into the encoder's width
     total += 2 * batch_size * hidden * (hidden + num_labels)  # pooler / pre-classifier, classifier
-    return total
+    attention = sum(attention_flops(width, batch_size, seq_len) for width in widths)
+    return {"weights": total - attention, "attention": attention}

@@ -30,7 +30,7 @@ from edgesent.bench import (
 )
 from edgesent.cli import cli
 from edgesent.errors import BenchmarkGateError, ConfigError, DataError
-from edgesent.flops import count_flops
+from edgesent.flops import count_flops, flops_by_kind
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,6 +194,16 @@ def test_flop_count_of_a_pruned_config_shrinks_with_heads_ffn_and_layers() -> No
     shallow = count_flops({**MINILM, "num_hidden_layers": 3}, 1, 64)
     assert full - shallow == (full - 2 * 384 * (384 + 2)) // 2
     assert count_flops({"model_type": "gpt2"}, 1, 64) is None
+
+
+def test_flops_split_into_weight_products_and_attention_products() -> None:
+    b, s = 2, 128
+    split = flops_by_kind(MINILM, b, s)
+    assert split is not None and sum(split.values()) == count_flops(MINILM, b, s)
+    assert split["attention"] == 6 * 2 * 2 * b * s * s * 384  # Q K^T and softmax(.) V in every layer
+    pruned = flops_by_kind({**MINILM, "pruned_heads": {"1": [0, 1, 2, 3]}}, b, s)
+    assert pruned is not None and split["attention"] - pruned["attention"] == 2 * 2 * b * s * s * 4 * 32
+    assert flops_by_kind({"model_type": "gpt2"}, 1, 64) is None
 
 
 def test_distilbert_config_names_are_understood() -> None:

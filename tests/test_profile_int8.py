@@ -24,9 +24,27 @@ def test_profile_reports_time_by_operator_type(tiny_int8_dir: Path, tmp_path: Pa
         assert sum(cell["op_share"].values()) == pytest.approx(1.0)
         assert any(op in cell["op_share"] for op in ("MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeMatMul"))
         assert cell["kernel_ms_per_run"] > 0
-    assert json.loads((out / "profile.json").read_text())["schema"] == "edgesent.profile/1"
+        c = cell["ceiling"]  # the tiny model's GEMMs are far too small to come near the machine's peak
+        assert cell["wall_ms"] > 0 and c["rest_ms"] >= 0
+        assert 0 < c["peak_fraction"] < c["ceiling_fraction"] and 0 < c["gemm_fraction"] < 1
+    written = json.loads((out / "profile.json").read_text())
+    assert written["schema"] == "edgesent.profile/1" and written["gemm_peak"]["int8_gops"] > 0
     table = (out / "profile.md").read_text()
-    assert table.count("\n| ") >= 5 and "other" in table
+    assert table.count("\n| ") >= 5 + 5 and "other" in table and "ceiling" in table
+
+
+def test_ceiling_moves_the_products_to_their_peaks_and_keeps_the_rest():
+    profile = load_bench_script("profile_int8")
+    share = {"DynamicQuantizeMatMul": 0.5, "MatMul": 0.1, "Softmax": 0.4}
+    peak = {"int8_gops": 1000.0, "fp32_gops": 100.0}  # 1e9 and 1e8 FLOPs per ms
+    c = profile.ceiling(share, {"weights": 10**9, "attention": 10**8}, 10.0, peak)
+    # at peak: 1 ms of int8 GEMMs + 1 ms of fp32 products; the rest stays 40% of 10 ms
+    assert c["rest_ms"] == pytest.approx(4.0)
+    assert c["peak_fraction"] == pytest.approx(1.1e9 / 10 / 1e9)
+    assert c["gemm_fraction"] == pytest.approx(0.2) and c["product_fraction"] == pytest.approx(1.0)
+    assert c["ceiling_fraction"] == pytest.approx(1.1e9 / 6 / 1e9)
+    assert c["rest_budget_ms"] == pytest.approx(1.1e9 / 0.7e9 - 2)  # negative: 70% is out of reach
+    assert profile.ceiling({"Softmax": 1.0}, {"weights": 1, "attention": 1}, 1.0, peak)["gemm_fraction"] is None
 
 
 def test_op_times_sums_kernel_events():
