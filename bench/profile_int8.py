@@ -31,7 +31,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 
 from edgesent.sessions import FUSIONS
@@ -114,15 +113,21 @@ def profile_cell(
 
 
 def wall_ms(model_path: Path, batch: int, seq_len: int, threads: int, runs: int, vocab: int, fusions: str) -> float:
-    """p50 ms of ``runs`` unprofiled runs of one cell, in a session like the profiled one (same settings and fusions)."""
-    from edgesent.bench.runners import SESSION_SETTINGS, OrtRunner, measure_units, synthetic_inputs
+    """p50 ms of ``runs`` unprofiled runs of one cell, in a session like the profiled one (its settings, fusions)."""
+    from edgesent.bench.runners import (
+        SESSION_SETTINGS,
+        OrtRunner,
+        measure_units,
+        summarize_latencies,
+        synthetic_inputs,
+    )
     from edgesent.sessions import create_session
 
     session = create_session(model_path, "cpu", threads, **SESSION_SETTINGS, fusions=fusions)
     (samples,) = measure_units(
         [OrtRunner(session, io_binding=False)], [synthetic_inputs(batch, seq_len, vocab, 0)], 3, runs, None
     )
-    return float(np.percentile(samples, 50)) / 1e6
+    return float(summarize_latencies(samples, batch)["p50_ms"])
 
 
 def ceiling(
@@ -142,9 +147,9 @@ def ceiling(
 
     Returns:
         ``peak_fraction`` (all FLOPs / wall / int8 peak, as ``edgesent bench`` counts it), ``gemm_fraction``
-        and ``product_fraction`` (each kind's rate over its own peak; None where it did not run), ``rest_ms``, ``ceiling_fraction``, and
-        ``rest_budget_ms``: the time the rest may take for the model to reach ``TARGET_PEAK_FRACTION`` with the
-        products at peak (negative: out of reach even with no rest at all).
+        and ``product_fraction`` (each kind's rate over its own peak; None where it did not run),
+        ``rest_ms``, ``ceiling_fraction``, and ``rest_budget_ms``: the time the rest may take for the model to
+        reach ``TARGET_PEAK_FRACTION`` with the products at peak (negative: out of reach even with no rest).
     """
     int8_per_ms, fp32_per_ms = peak["int8_gops"] * 1e6, peak["fp32_gops"] * 1e6  # FLOPs per ms
     gemm_share = sum(share for op, share in op_share.items() if op in INT8_GEMM_OPS)

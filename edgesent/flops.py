@@ -61,7 +61,8 @@ def count_flops(hf_config: dict[str, Any], batch_size: int, seq_len: int) -> int
 
 
 def flops_by_kind(hf_config: dict[str, Any], batch_size: int, seq_len: int) -> dict[str, int] | None:
-    """``count_flops`` split into ``"weights"`` (products with a weight matrix) and ``"attention"`` (``attention_flops``).
+    """``count_flops`` split in two: ``"weights"`` (products with a weight matrix) and ``"attention"``
+    (``attention_flops``).
 
     The split is what a ceiling on an int8 model's speed needs: the first kind runs as int8 GEMMs, the
     second stays in fp32 (``bench/profile_int8.py``).
