@@ -17,7 +17,7 @@ import argparse
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,7 @@ from edgesent.artifacts import KIND_ONNX, read_model_dir
 from edgesent.bench.runners import OrtRunner, create_bench_session, measure_units
 from edgesent.parity import ParityConfig, TorchReference
 from edgesent.quantize import QuantizeConfig
-from edgesent.sensitivity import quantize_excluding, rank_matmuls, run_logits
-
-
-def _quality(logits: np.ndarray, torch_logits: np.ndarray, gold: np.ndarray) -> dict[str, float]:
-    """Accuracy and agreement with PyTorch, in percent, of (R, C) logits against the rows' gold ids."""
-    predicted = logits.argmax(-1)
-    return {
-        "accuracy": 100.0 * float((predicted == gold).mean()),
-        "agreement": 100.0 * float((predicted == torch_logits.argmax(-1)).mean()),
-    }
+from edgesent.sensitivity import label_quality, quantize_excluding, rank_matmuls, run_logits
 
 
 def _p50_ms(paths: Sequence[Path], feeds: Sequence[dict[str, np.ndarray]], runs: int) -> list[float]:
@@ -49,14 +40,13 @@ def _p50_ms(paths: Sequence[Path], feeds: Sequence[dict[str, np.ndarray]], runs:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Rank, quantize k = 0..top, and measure each variant; the result as a JSON-ready dict."""
     int8 = read_model_dir(args.int8_dir, kind=KIND_ONNX)
-    cfg = QuantizeConfig.resolve(int8.manifest["export"]["quantize"])
+    # the fp32 graph as exported: smoothing (bench/smooth_quant.py) needs calibration texts this does not take
+    cfg = replace(QuantizeConfig.resolve(int8.manifest["export"]["quantize"]), smooth_alpha=0.0)
     reference = TorchReference(args.source_dir, ParityConfig(data=args.data))
     if reference.y_true is None:
         raise SystemExit(f"{args.data}: needs labels")
     gold_gate, gold_alone = reference.y_true[reference.row_text], reference.y_true
-    torch_alone = np.concatenate(
-        [reference.logits[np.flatnonzero(reference.row_text == i)] for i in range(len(reference.texts))]
-    )  # PyTorch logits in text order (float differences from batch 1 are far below a flip)
+    torch_alone = reference.text_logits
     ranking = rank_matmuls(args.fp32_onnx, reference.batches, cfg, reference_logits=reference.logits)
     alone = reference.alone_feeds(reference.texts, list(reference.batches[0]))
     rng = np.random.default_rng(0)
@@ -72,14 +62,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             path = Path(tmp) / f"keep{k}.onnx"
             quantize_excluding(args.fp32_onnx, path, nodes, cfg)
             paths.append(path)
-            gate = _quality(run_logits(path, reference.batches), reference.logits, gold_gate)
-            one = _quality(run_logits(path, alone), torch_alone, gold_alone)
+            gate = label_quality(run_logits(path, reference.batches), reference.logits, gold_gate)
+            one = label_quality(run_logits(path, alone), torch_alone, gold_alone)
             rows.append({"fp32_matmuls": k, "nodes": nodes, "gate": gate, "alone": one})
         at_len = _p50_ms(paths, [long_feed], args.runs)
         on_texts = _p50_ms(paths, alone, args.runs)
     for row, ms_len, ms_texts in zip(rows, at_len, on_texts):
         row.update(p50_ms_seq_len=ms_len, p50_ms_texts=ms_texts)
-    torch_gate = _quality(reference.logits, reference.logits, gold_gate)["accuracy"]
+    torch_gate = label_quality(reference.logits, reference.logits, gold_gate)["accuracy"]
     return {
         "schema": "edgesent.keep-fp32/1",
         "source": str(args.source_dir),

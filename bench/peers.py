@@ -314,7 +314,7 @@ def _static_peer(args: argparse.Namespace, calibration: list[dict[str, np.ndarra
         from edgesent.config.quantize import QuantizeConfig
         from edgesent.quantize import quantize_model
 
-        cfg = QuantizeConfig.for_target("auto", static=True)
+        cfg = QuantizeConfig.for_target("auto", static=True, smooth_alpha=0.0)  # the exported graph, unsmoothed
         path = work / "static.onnx"
         quantize_model(args.inputs.model.model_path, path, cfg, calibration)
         note = f"built here: {cfg.target}, {len(calibration)} texts"

@@ -66,7 +66,7 @@ def _build(
     else:  # ONNX Runtime's quantizer reads a file
         fp32 = out / f"{_label(passes)}.fp32.onnx"
         onnx.save(model, str(fp32))
-        quantize_model(fp32, target, QuantizeConfig.for_target())
+        quantize_model(fp32, target, QuantizeConfig.for_target(smooth_alpha=0.0))
         fp32.unlink()
     return target, len(onnx.load(str(target), load_external_data=False).graph.node)
 

@@ -65,6 +65,7 @@ from edgesent.quantize import (
     optimize_graph,
     quantize_model,
     quantize_nncf,
+    smooth_activations,
     unsigned_fc_activations,
 )
 from edgesent.runtime import Predictor
@@ -232,8 +233,9 @@ def _quantize_attempts(
 ) -> Iterator[tuple[str | None, QuantizeConfig]]:
     """The requested config, then the known remedies, each one change away from it, cheapest first.
 
-    Flipping per-channel (half the logit error in the issue's measurement), 7-bit weights (cures
-    VPMADDUBSW saturation), then the targeted remedy: the MatMuls whose int8 error hurts most (measured
+    Without activation smoothing (the graph as exported; per-tensor weights go without it too), flipping
+    per-channel (half the logit error in the issue's measurement), 7-bit weights (cures VPMADDUBSW saturation),
+    then the targeted remedy: the MatMuls whose int8 error hurts most (measured
     on the parity batches by ``edgesent.sensitivity``, only when reached) kept in fp32, 1, 2, 4, then 8 of
     them; then the coarse ones: the classifier head, then also the embeddings, in fp32. The last costs the
     most size (the word embeddings are half of MiniLM), so it comes last.
@@ -242,6 +244,7 @@ def _quantize_attempts(
     if not remedies:
         return
     tried = [base]
+    unsmoothed = replace(base, smooth_alpha=0.0)
 
     def fresh(candidates: list[tuple[str, QuantizeConfig]]) -> Iterator[tuple[str, QuantizeConfig]]:
         for name, candidate in candidates:
@@ -251,7 +254,11 @@ def _quantize_attempts(
 
     yield from fresh(
         [
-            ("per_tensor" if base.per_channel else "per_channel", replace(base, per_channel=not base.per_channel)),
+            ("no_smoothing", unsmoothed),
+            (
+                "per_tensor" if base.per_channel else "per_channel",
+                replace(unsmoothed, per_channel=not base.per_channel),
+            ),
             ("reduce_range", replace(base, reduce_range=True)),
         ]
     )
@@ -332,19 +339,32 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
     attempts: list[dict[str, Any]] = []
     kept: tuple[Path, ParityReport, int] | None = None
 
+    @functools.cache  # smoothed once: every attempt with this alpha quantizes the same graph
+    def smoothed(alpha: float) -> tuple[Path, dict[str, Any]]:
+        path = work_dir / f"smoothed-{alpha}.onnx"
+        texts, source = _calibration_source(job)
+        feeds = reference.batch_feeds(texts, _graph_info(graph_path)["inputs"])  # padded, as dynamic int8 runs
+        return path, {**smooth_activations(graph_path, path, feeds, alpha), "calibration": source}
+
+    def fp32_graph(qcfg: QuantizeConfig) -> Path:
+        """The fp32 graph ``qcfg`` quantizes: the exported one, or its smoothed form."""
+        return smoothed(qcfg.smooth_alpha)[0] if qcfg.smooth_alpha else graph_path
+
     @functools.cache  # ranked once: the request (--fp32-matmuls) and the remedies share it
     def ranked_matmuls() -> list[str]:
         """The quantized MatMuls, most harmful in int8 first (classification; a span model's are not ranked)."""
         if reference.task.hf_task != TASK_CLASSIFY:
             return []
         assert cfg.quantize is not None
-        ranking = rank_matmuls(graph_path, reference.batches, cfg.quantize, reference_logits=reference.logits)
+        ranking = rank_matmuls(
+            fp32_graph(cfg.quantize), reference.batches, cfg.quantize, reference_logits=reference.logits
+        )
         logger.info("int8 sensitivity: %s", ", ".join(f"{n.name} {n.gain:.3g}" for n in ranking.nodes[:8]))
         return [node.name for node in ranking.nodes if node.gain > 0]
 
     for remedy, qcfg in _quantize_attempts(_requested_quantize(cfg, ranked_matmuls), cfg.remedies, ranked_matmuls):
         candidate = work_dir / f"int8-{remedy or 'requested'}.onnx"
-        info = quantize_model(graph_path, candidate, qcfg, calibration)
+        info = quantize_model(fp32_graph(qcfg), candidate, qcfg, calibration)
         report = reference.compare(candidate, "int8", job.tokenizer_path)
         attempts.append(
             {
@@ -372,7 +392,18 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
     }
     if calibration:
         details["calibration"] = {"data": str(cfg.calibration_data), "samples": len(calibration)}
+    if chosen["quantize"]["smooth_alpha"]:
+        details["smoothing"] = smoothed(chosen["quantize"]["smooth_alpha"])[1]
     return candidate, report, details
+
+
+def _calibration_source(job: _Int8Job) -> tuple[list[str], str]:
+    """The texts smoothing and NNCF calibrate on: the ``--calibration-data`` texts, else the parity texts (the
+    model's own sample, ``--parity-data`` or the probes), at most ``NNCF_CALIBRATION_TEXTS``; and where they came
+    from, for the manifest."""
+    texts = job.calibration_texts or job.reference.texts[:NNCF_CALIBRATION_TEXTS]
+    source = str(job.cfg.calibration_data) if job.calibration_texts else f"parity texts ({job.reference.source})"
+    return texts, source
 
 
 def _openvino_int8(job: _Int8Job) -> _Candidate:
@@ -388,10 +419,9 @@ def _openvino_int8(job: _Int8Job) -> _Candidate:
     Returns:
         (the model's path in ``work_dir``, its parity report on OpenVINO, the manifest's int8 details).
     """
-    _, work_dir, _, cfg, reference, calibration_texts, _ = job
+    _, work_dir, _, _, reference, _, _ = job
     graph_path, simplified = job.graph_for(OPENVINO_SIMPLIFY_PASSES)
-    texts = calibration_texts or reference.texts[:NNCF_CALIBRATION_TEXTS]
-    source = str(cfg.calibration_data) if calibration_texts else f"parity texts ({reference.source})"
+    texts, source = _calibration_source(job)
     calibration = reference.alone_feeds(texts, _graph_info(graph_path)["inputs"])
     quantized, info = quantize_nncf(onnx.load(str(graph_path)), calibration)
     info["unsigned_activations"] = unsigned_fc_activations(quantized)

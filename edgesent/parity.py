@@ -292,6 +292,12 @@ class TorchReference:
         """Classification: (R, C) logits over all batches, R = rows."""
         return np.concatenate(self.outputs)
 
+    @property
+    def text_logits(self) -> np.ndarray:
+        """Classification: (N, C) logits in text order, one row per text (what one-at-a-time runs compare to;
+        batch-1 float differences are far below a flip)."""
+        return np.concatenate([self.logits[np.flatnonzero(self.row_text == i)] for i in range(len(self.texts))])
+
     def _plan(self, probes: bool) -> list[list[int]]:
         """Text indices per batch: real texts in the predictor's own batches, probes mixed and then one by one.
 
@@ -313,6 +319,24 @@ class TorchReference:
         feeds = []
         for text in texts:
             encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="np")
+            feeds.append({name: encoded[name].astype(np.int64) for name in inputs})
+        return feeds
+
+    def batch_feeds(self, texts: list[str], inputs: list[str]) -> list[dict[str, np.ndarray]]:
+        """(B, T) int64 feeds of ``texts`` in the predictor's padded batches (length-sorted windows of
+        ``cfg.batch_size``): calibration for what dynamic int8 sees, whose one range per batch covers the padding
+        positions too (activation smoothing calibrated on unpadded texts amplified channels that only padding
+        fills, and raised the int8 error of padded batches above no smoothing at all)."""
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        feeds = []
+        for rows in predictor_batches(lengths, self.cfg.batch_size):
+            encoded = self.tokenizer(
+                [texts[i] for i in rows],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
+            )
             feeds.append({name: encoded[name].astype(np.int64) for name in inputs})
         return feeds
 

@@ -16,6 +16,7 @@ the parity gate decides whether the result may be shipped.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -53,6 +54,7 @@ __all__ = [
     "quantize_model",
     "quantize_nncf",
     "sensitive_nodes",
+    "smooth_activations",
     "unsigned_fc_activations",
 ]
 
@@ -72,8 +74,15 @@ QUANTIZED_OP_TYPES = (
     "QuantizeLinear",
     "DequantizeLinear",
 )
-# Texts NNCF calibrates on at most: its own default subset size.
+# Texts NNCF (and activation smoothing) calibrates on at most: NNCF's own default subset size.
 NNCF_CALIBRATION_TEXTS = 300
+# Activation smoothing divides a MatMul input only where its largest channel range is at least this many times its
+# median channel's: BERT's few outlier dimensions (27-30 against a median of 2 before the FFN of the SST-2 MiniLM).
+# On SST-2 the 8 inputs above it gave most of the gain of all 18 LayerNorm and GELU outputs (int8 logit error
+# -27% against -33% pruned, -37% against -41% dense) at a third of the Mul nodes (bench/EXPORT_DEFAULTS.md).
+SMOOTH_MIN_OUTLIER_RATIO = 8.0
+# The metadata key a smoothed graph carries (its settings, JSON): quantize_model checks it against the config.
+SMOOTHED_METADATA_KEY = "edgesent.smoothing"
 _NORM_OPS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization", "EmbedLayerNormalization")
 _CONTRIB_DOMAIN = "com.microsoft"
 
@@ -188,6 +197,117 @@ def _rewritten_gemm_names(model: onnx.ModelProto, names: Sequence[str]) -> list[
     return [f"{name}_MatMul" for name in names if name in gemms]
 
 
+def activation_ranges(
+    model_path: Path, feeds: Sequence[dict[str, np.ndarray]], tensors: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Per-channel (last axis) largest ``|x|`` of each named fp32 tensor over all ``feeds``, read by making those
+    tensors outputs of a scratch copy of the model."""
+    from edgesent.sessions import create_session
+
+    model = onnx.load(str(model_path))
+    outputs = {output.name for output in model.graph.output}
+    for name in tensors:
+        if name not in outputs:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    ranges: dict[str, np.ndarray] = {}
+    with scratch_dir("ranges") as work:
+        probe = Path(work) / "probe.onnx"
+        onnx.save(model, str(probe))
+        session = create_session(probe, "cpu")
+        inputs = [i.name for i in session.get_inputs()]
+        for feed in feeds:
+            for name, value in zip(tensors, session.run(list(tensors), {n: feed[n] for n in inputs})):
+                top = np.abs(value).reshape(-1, value.shape[-1]).max(0)
+                ranges[name] = np.maximum(ranges[name], top) if name in ranges else top
+    return ranges
+
+
+def smooth_activations(
+    onnx_path: Path,
+    out_path: Path,
+    calibration: Sequence[dict[str, np.ndarray]],
+    alpha: float,
+    min_ratio: float = SMOOTH_MIN_OUTLIER_RATIO,
+) -> dict[str, Any]:
+    """SmoothQuant (Xiao et al. 2023) on an fp32 graph: the same outputs, activations that int8 can hold.
+
+    Dynamic int8 takes one range per activation tensor, so BERT's few outlier dimensions set the step for every
+    other channel. For each input X of weight MatMuls whose channel ranges are outlier-heavy (largest at least
+    ``min_ratio`` times the median), channel j is divided by ``s_j = max|X_j|**alpha / max|W_j|**(1 - alpha)``
+    (a ``Mul`` before the MatMuls) and row j of each weight multiplied by it: the product is unchanged, the
+    activation range shrinks and the weights take the difference, which per-channel weight scales absorb (with
+    one weight scale per tensor it cost far more than it saved: ``bench/EXPORT_DEFAULTS.md``). Ranges come from
+    running the fp32 model on ``calibration``. A weight shared with other nodes is left alone.
+
+    Args:
+        onnx_path: The fp32 model.
+        out_path: Where to write the smoothed fp32 model.
+        calibration: ONNX input batches (name -> (B, T) int64), e.g. one unpadded feed per text.
+        alpha: Migration strength in (0, 1]: the share of each outlier moved into the weights.
+        min_ratio: Smooth only inputs whose largest channel range is at least this many times their median.
+
+    Returns:
+        ``{"alpha", "min_outlier_ratio", "calibration_samples", "matmuls"}``: the settings and the MatMuls
+        whose input was smoothed.
+
+    Raises:
+        ConfigError: alpha outside (0, 1], or no calibration batches.
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ConfigError(f"smoothing alpha must be in (0, 1], got {alpha!r}")
+    if not calibration:
+        raise ConfigError("activation smoothing needs calibration texts; none were given")
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    uses = Counter(name for node in graph.node for name in node.input)
+    groups: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is not None and len(weight.dims) == 2 and uses[weight.name] == 1 and weight.data_type == 1:
+            groups.setdefault(node.input[0], []).append(node)
+    ranges = activation_ranges(Path(onnx_path), calibration, list(groups))
+    smoothed: list[str] = []
+    for activation, matmuls in groups.items():
+        x_max = np.maximum(ranges[activation], 1e-5)
+        if x_max.max() < min_ratio * float(np.median(x_max)):
+            continue
+        weights = [numpy_helper.to_array(initializers[node.input[1]]) for node in matmuls]
+        w_max = np.maximum(np.max([np.abs(w).max(1) for w in weights], axis=0), 1e-5)
+        scale = (x_max**alpha / w_max ** (1.0 - alpha)).astype(np.float32)
+        for node, weight in zip(matmuls, weights):
+            initializers[node.input[1]].CopyFrom(numpy_helper.from_array(weight * scale[:, None], node.input[1]))
+        inverse = f"{activation}_smooth_inverse_scale"
+        graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inverse))
+        mul = onnx.helper.make_node("Mul", [activation, inverse], [f"{activation}_smoothed"], name=f"{inverse}_Mul")
+        for node in matmuls:
+            node.input[0] = mul.output[0]
+        graph.node.insert(list(graph.node).index(matmuls[0]), mul)
+        smoothed += [node.name for node in matmuls]
+    info = {
+        "alpha": alpha,
+        "min_outlier_ratio": min_ratio,
+        "calibration_samples": len(calibration),
+        "matmuls": smoothed,
+    }
+    onnx.helper.set_model_props(model, {SMOOTHED_METADATA_KEY: json.dumps(info)})
+    onnx.save(model, str(out_path))
+    logger.info("smoothed the inputs of %d MatMuls (alpha %s)", len(smoothed), alpha)
+    return info
+
+
+def _check_smoothing(model: onnx.ModelProto, path: Path, cfg: QuantizeConfig) -> None:
+    """Refuse a graph whose smoothing does not match ``cfg.smooth_alpha``: smoothing needs calibration texts, so
+    it runs before, in :func:`smooth_activations`, and a smoothed graph must not get per-tensor weight scales."""
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    alpha = json.loads(props[SMOOTHED_METADATA_KEY])["alpha"] if SMOOTHED_METADATA_KEY in props else 0.0
+    if alpha != cfg.smooth_alpha:
+        raise ConfigError(
+            f"{path}: smoothed with alpha {alpha}, but the config asks for smooth_alpha={cfg.smooth_alpha}; run "
+            "smooth_activations on the fp32 graph first (edgesent export does), or set smooth_alpha to match"
+        )
+
+
 def quantize_model(
     onnx_path: Path,
     out_path: Path,
@@ -205,7 +325,8 @@ def quantize_model(
     Args:
         onnx_path: The fp32 model.
         out_path: Where to write the int8 model.
-        cfg: Weight format, granularity, and the node groups and nodes to keep in fp32.
+        cfg: Weight format, granularity, and the node groups and nodes to keep in fp32. Its ``smooth_alpha`` must
+            match the graph's (0 for a graph :func:`smooth_activations` did not write).
         calibration: ONNX input batches (name -> (B, T) int64) for ``cfg.static``; a few hundred
             representative texts are enough for MinMax calibration.
 
@@ -213,14 +334,16 @@ def quantize_model(
         ``{"excluded_nodes": [...], "op_counts": {...}}`` of the written model.
 
     Raises:
-        ConfigError: static quantization without calibration batches.
+        ConfigError: static quantization without calibration batches, or smoothing that does not match.
         ExportError: ONNX Runtime's quantizer failed (the message says why).
     """
     if cfg.static and not calibration:
         raise ConfigError("static quantization needs calibration data; pass --calibration-data FILE")
     with scratch_dir("quantize") as work:
         model_path = Path(onnx_path)
-        if _has_contrib_ops(onnx.load(str(model_path), load_external_data=False)):
+        header = onnx.load(str(model_path), load_external_data=False)
+        _check_smoothing(header, model_path, cfg)
+        if _has_contrib_ops(header):
             inferred = Path(work) / "inferred.onnx"
             try:
                 with _working_directory(Path(work)):

@@ -153,6 +153,17 @@ class SensitivityRanking:
         return asdict(self)
 
 
+def label_quality(logits: np.ndarray, reference: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Of (R, C) int8 logits against the reference's and the rows' gold class ids: accuracy and agreement in
+    percent, and the mean absolute logit error (the figures the int8 bench scripts report side by side)."""
+    predicted = logits.argmax(-1)
+    return {
+        "accuracy": 100.0 * float((predicted == gold).mean()),
+        "agreement": 100.0 * float((predicted == reference.argmax(-1)).mean()),
+        "logit_error": _errors(logits, reference)[0],
+    }
+
+
 def _errors(logits: np.ndarray, reference: np.ndarray) -> tuple[float, float, int]:
     diff = np.abs(logits.astype(np.float64) - reference)  # (R, C)
     return float(diff.mean()), float(diff.max()), int((logits.argmax(-1) != reference.argmax(-1)).sum())

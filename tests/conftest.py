@@ -217,6 +217,26 @@ def short_onnx_copy(short_onnx_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(short_onnx_dir, tmp_path / "onnx"))
 
 
+@pytest.fixture(scope="session")
+def outlier_model_dir(_tiny_model_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier with one channel of layer 0's attention LayerNorm 40x the others: the FFN's input
+    gets the kind of outlier dimension real BERTs have (channel 3, 40x). Read-only."""
+    import torch
+    import transformers
+
+    from edgesent.artifacts import KIND_PYTORCH, read_manifest, write_manifest
+
+    model_dir = tmp_path_factory.mktemp("outlier") / "model"
+    shutil.copytree(_tiny_model_master, model_dir)
+    model = transformers.BertForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        model.bert.encoder.layer[0].attention.output.LayerNorm.weight[3] = 40.0
+    model.save_pretrained(model_dir)
+    manifest = read_manifest(model_dir)
+    write_manifest(model_dir, KIND_PYTORCH, {k: manifest[k] for k in ("labels", "base_model", "max_length")})
+    return model_dir
+
+
 # --- span models (task token-classification) ---------------------------------------------------------------------
 
 SPAN_LABELS = ["negative", "positive"]

@@ -230,7 +230,7 @@ def test_int8_failing_every_remedy_exits_1_and_writes_nothing(
     assert result.exit_code == 1, result.output
     message = result.output.strip().splitlines()[-1]
     assert message.startswith("Error: ") and "parity failed for the int8 export" in message
-    for remedy in ("per_tensor", "reduce_range", "fp32_head", "fp32_embeddings_and_head"):
+    for remedy in ("no_smoothing", "per_tensor", "reduce_range", "fp32_head", "fp32_embeddings_and_head"):
         assert remedy in message
     assert "nothing was written" in message and no_leftovers(tmp_path, "out")
 
@@ -310,7 +310,7 @@ def test_a_graph_shape_inference_gives_up_on_leaves_nothing_in_the_working_direc
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     with pytest.raises(ExportError, match="symbolic shape inference before quantization failed"):
-        quantize_model(Path("../fused.onnx"), tmp_path / "int8.onnx", QuantizeConfig.avx512_vnni())
+        quantize_model(Path("../fused.onnx"), tmp_path / "int8.onnx", QuantizeConfig.avx2())
     assert list(cwd.iterdir()) == [] and Path.cwd() == cwd
 
 
@@ -631,7 +631,13 @@ def test_a_remedy_adds_to_the_requested_fp32_matmuls_and_ranks_once(
     cfg = ExportConfig(precision="int8", quantize="avx512_vnni", fp32_matmuls=1, parity={"near_tie_margin": 0.0})
     manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
     remedies = [a["remedy"] for a in manifest["export"]["attempts"]]
-    assert manifest["verified"] and remedies == [None, "per_tensor", "reduce_range", "fp32_matmuls_top2"]
+    assert manifest["verified"] and remedies == [
+        None,
+        "no_smoothing",
+        "per_tensor",
+        "reduce_range",
+        "fp32_matmuls_top2",
+    ]
     assert manifest["export"]["quantize"]["fp32_nodes"] == calls[0][:2] and len(calls) == 1
 
 
@@ -647,3 +653,14 @@ def test_a_remedy_adds_to_the_requested_fp32_matmuls_and_ranks_once(
 def test_fp32_matmuls_is_refused_where_nothing_is_ranked(settings) -> None:
     with pytest.raises(ConfigError, match="fp32_matmuls"):
         ExportConfig(**settings)
+
+
+def test_the_first_remedy_of_a_smoothed_export_drops_the_smoothing(
+    outlier_model_dir: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setattr(export_module, "quantize_model", quantize_broken_unless(lambda cfg: not cfg.smooth_alpha))
+    cfg = ExportConfig(precision="int8", quantize="avx512_vnni", parity={"near_tie_margin": 0.0})
+    manifest = export_module.export_model(outlier_model_dir, tmp_path / "out", cfg)
+    assert manifest["verified"] and manifest["export"]["remedy"] == "no_smoothing"
+    assert [a["remedy"] for a in manifest["export"]["attempts"]] == [None, "no_smoothing"]
+    assert "smoothing" not in manifest["export"] and manifest["export"]["quantize"]["per_channel"] is True

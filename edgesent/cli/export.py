@@ -28,7 +28,7 @@ from edgesent.config.quantize import KEEP_FP32_GROUPS, TARGET_CHOICES
 
 data_path = click.Path(dir_okay=False, path_type=Path)
 # How the flat options of `edgesent export` nest into ExportConfig: option name -> field of the nested config.
-QUANTIZE_OPTIONS = ("target", "per_channel", "reduce_range", "keep_fp32", "static")
+QUANTIZE_OPTIONS = ("target", "per_channel", "reduce_range", "keep_fp32", "static", "smooth_alpha")
 PARITY_OPTIONS = {
     "parity_data": "data",
     "text_column": "text_column",
@@ -144,6 +144,13 @@ def _size(n_bytes: int) -> str:
 )
 @click.option("--static", is_flag=True, help="Static (QDQ) int8 quantization calibrated on --calibration-data.")
 @click.option(
+    "--smooth-alpha",
+    type=click.FloatRange(0.0, 1.0),
+    help="Activation smoothing before int8 (SmoothQuant): the outlier channels of each outlier-heavy MatMul input "
+    "move into the weights with this strength, calibrated on --calibration-data, else the parity texts. 0: off. "
+    "Default: 0.8 with per-channel weights, else 0.",
+)
+@click.option(
     "--runtime",
     type=click.Choice(RUNTIME_CHOICES),
     help="int8 only: onnxruntime (ONNX Runtime's int8), openvino (NNCF static int8 run by OpenVINO; pip install "
@@ -153,8 +160,8 @@ def _size(n_bytes: int) -> str:
 @click.option(
     "--calibration-data",
     type=data_path,
-    help="Texts for --static or NNCF (--runtime openvino/auto) calibration (CSV, TSV, JSONL). NNCF's default: the "
-    "parity texts.",
+    help="Texts for --static, smoothing or NNCF (--runtime openvino/auto) calibration (CSV, TSV, JSONL). Default for "
+    "smoothing and NNCF: the parity texts.",
 )
 @click.option(
     "--calibration-samples",
@@ -235,6 +242,8 @@ def export(model_dir: Path, out_dir: Path | None, int8: bool, fp16: bool, as_jso
     notes += [f"for {manifest['runtime']}"] if manifest["precision"] == "int8" else []
     kept = (info.get("quantize") or {}).get("fp32_nodes") or []
     notes += [f"{len(kept)} MatMul{'s' * (len(kept) != 1)} in fp32"] if kept else []
+    smoothed = (info.get("smoothing") or {}).get("matmuls") or []
+    notes += [f"{len(smoothed)} MatMul inputs smoothed"] if smoothed else []
     notes += [f"remedy {info['remedy']}"] if info.get("remedy") else []
     click.echo(f"exported {manifest['out_dir']} ({', '.join(notes)})\n{format_parity(manifest['parity'])}")
 

@@ -59,9 +59,10 @@ class ExportConfig(ConfigBase):
             int8 with ``quantize``'s settings), ``openvino`` (NNCF static int8, MIXED preset, run by OpenVINO;
             needs the ``openvino`` extra) or ``auto`` (build both, gate both, keep the faster one that passes;
             without the extra: onnxruntime). Recorded in the manifest; ``Predictor.load`` follows it. int8 only.
-        calibration_data: Texts for static int8 quantization (``quantize.static``, or NNCF for the ``openvino``
-            runtime), read with ``parity.text_column``; the first ``calibration_samples`` (default 128) rows are
-            used. NNCF without it calibrates on the parity texts (at most 300).
+        calibration_data: Texts for static int8 quantization (``quantize.static``), activation smoothing
+            (``quantize.smooth_alpha``) or NNCF (the ``openvino`` runtime), read with ``parity.text_column``; the
+            first ``calibration_samples`` (default 128) rows are used. Smoothing and NNCF without it calibrate on
+            the parity texts (at most 300).
         fp32_matmuls: Keep this many of the MatMuls that int8 hurts most in fp32 from the start (default 0:
             none), ranked as the targeted remedy ranks them (leave-one-out logit error against PyTorch on the
             gate's texts; only those whose fp32 copy helps): a measured trade of latency for fidelity, 4-6% per
@@ -126,10 +127,11 @@ class ExportConfig(ConfigBase):
         static = self.quantize is not None and self.quantize.static
         if static and self.calibration_data is None:
             raise ConfigError("calibration_data: static quantization needs calibration texts; pass --calibration-data")
-        if self.calibration_data is not None and not static and self.runtime == RUNTIME_ONNXRUNTIME:
+        smoothed = self.quantize is not None and bool(self.quantize.smooth_alpha)
+        if self.calibration_data is not None and not (static or smoothed) and self.runtime == RUNTIME_ONNXRUNTIME:
             raise ConfigError(
-                f"calibration_data={str(self.calibration_data)!r} is only used with --int8 --static or --runtime "
-                "openvino/auto"
+                f"calibration_data={str(self.calibration_data)!r} is only used with --int8 and --static, smoothing "
+                "(--smooth-alpha above 0) or --runtime openvino/auto"
             )
         check_number("calibration_samples", self.calibration_samples, low=1, integer=True)
         check_number("fp32_matmuls", self.fp32_matmuls, low=0, integer=True)
