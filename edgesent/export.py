@@ -327,7 +327,8 @@ _Candidate = tuple[Path, ParityReport, dict[str, Any]]
 def _ort_int8(job: _Int8Job) -> _Candidate:
     """ONNX Runtime's int8 (``cfg.quantize``), gated on ONNX Runtime; a failed gate triggers the remedies and the
     first variant that passes is kept. If none passes, the requested variant is kept (for ``keep_unverified``)
-    and every attempt is reported.
+    and every attempt is reported. Activation smoothing (``smooth_alpha``) runs once, on the fp32 graph, only when
+    an attempt asks for it, and every attempt that asks quantizes that smoothed graph.
 
     Returns:
         (the kept model's path in ``work_dir``, its parity report, the manifest's int8 details).
