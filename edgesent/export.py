@@ -336,7 +336,8 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
     graph_path, work_dir, _, cfg, reference, calibration_texts, _ = job
     assert cfg.quantize is not None  # set by ExportConfig for int8 on onnxruntime or auto
     texts = calibration_texts if cfg.quantize.static else []  # --runtime auto may have them for NNCF only
-    calibration = reference.alone_feeds(texts, _graph_info(graph_path)["inputs"])
+    inputs = _graph_info(graph_path)["inputs"]
+    calibration = reference.alone_feeds(texts, inputs)
     attempts: list[dict[str, Any]] = []
     kept: tuple[Path, ParityReport, int] | None = None
 
@@ -344,7 +345,7 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
     def smoothed(alpha: float) -> tuple[Path, dict[str, Any]]:
         path = work_dir / f"smoothed-{alpha}.onnx"
         texts, source = _calibration_source(job)
-        feeds = reference.batch_feeds(texts, _graph_info(graph_path)["inputs"])  # padded, as dynamic int8 runs
+        feeds = reference.batch_feeds(texts, inputs)  # padded, as dynamic int8 runs
         return path, {**smooth_activations(graph_path, path, feeds, alpha), "calibration": source}
 
     def fp32_graph(qcfg: QuantizeConfig) -> Path:

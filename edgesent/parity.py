@@ -308,10 +308,14 @@ class TorchReference:
         """
         n, size = len(self.texts), self.cfg.batch_size
         if not probes:
-            encoded = self.tokenizer(self.texts, truncation=True, max_length=self.max_length)["input_ids"]
-            return predictor_batches([len(ids) for ids in encoded], size)
+            return self._predictor_rows(self.texts)
         chunks = [list(range(start, min(start + size, n))) for start in range(0, n, size)]
         return chunks + [[i] for i in range(n)]
+
+    def _predictor_rows(self, texts: list[str]) -> list[list[int]]:
+        """Indices of ``texts`` per batch, as ``Predictor.predict`` batches them (length-sorted windows)."""
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        return predictor_batches([len(ids) for ids in encoded], self.cfg.batch_size)
 
     def alone_feeds(self, texts: list[str], inputs: list[str]) -> list[dict[str, np.ndarray]]:
         """One unpadded (1, T) int64 feed per text, with the model's input names ``inputs``: calibration data
@@ -327,9 +331,8 @@ class TorchReference:
         ``cfg.batch_size``): calibration for what dynamic int8 sees, whose one range per batch covers the padding
         positions too (activation smoothing calibrated on unpadded texts amplified channels that only padding
         fills, and raised the int8 error of padded batches above no smoothing at all)."""
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
         feeds = []
-        for rows in predictor_batches(lengths, self.cfg.batch_size):
+        for rows in self._predictor_rows(texts):
             encoded = self.tokenizer(
                 [texts[i] for i in rows],
                 padding=True,

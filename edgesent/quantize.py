@@ -77,9 +77,9 @@ QUANTIZED_OP_TYPES = (
 # Texts NNCF (and activation smoothing) calibrates on at most: NNCF's own default subset size.
 NNCF_CALIBRATION_TEXTS = 300
 # Activation smoothing divides a MatMul input only where its largest channel range is at least this many times its
-# median channel's: BERT's few outlier dimensions (27-30 against a median of 2 before the FFN of the SST-2 MiniLM).
-# On SST-2 the 8 inputs above it gave most of the gain of all 18 LayerNorm and GELU outputs (int8 logit error
-# -27% against -33% pruned, -37% against -41% dense) at a third of the Mul nodes (bench/EXPORT_DEFAULTS.md).
+# median channel's: BERT's few outlier dimensions (14-30 against a median of about 2 before each FFN of the SST-2
+# MiniLM). On SST-2 the 8 inputs above it gave most of the gain of all 24 (int8 logit error -27% against -34%
+# pruned, -37% against -38% dense) at a third of the Mul nodes (bench/results/smooth-quant-sst2/).
 SMOOTH_MIN_OUTLIER_RATIO = 8.0
 # The metadata key a smoothed graph carries (its settings, JSON): quantize_model checks it against the config.
 SMOOTHED_METADATA_KEY = "edgesent.smoothing"
@@ -242,7 +242,8 @@ def smooth_activations(
     Args:
         onnx_path: The fp32 model.
         out_path: Where to write the smoothed fp32 model.
-        calibration: ONNX input batches (name -> (B, T) int64), e.g. one unpadded feed per text.
+        calibration: ONNX input batches (name -> (B, T) int64), padded as the model will run them (the export
+            uses ``TorchReference.batch_feeds``): ranges from unpadded texts miss the channels padding fills.
         alpha: Migration strength in (0, 1]: the share of each outlier moved into the weights.
         min_ratio: Smooth only inputs whose largest channel range is at least this many times their median.
 
