@@ -1,6 +1,7 @@
 # One command each: `make demo` (set up + fine-tune on the built-in demo data + int8 export + predict)
 # and `make test` (set up + the test suite, including the end-to-end test on the real MiniLM).
-VENV ?= .venv
+# The active virtualenv when there is one (scripts/setup.sh installs into it), else ./.venv.
+VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 BIN := $(VENV)/bin
 DEMO := models/demo-minilm-l6
 

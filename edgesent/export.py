@@ -562,7 +562,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, cfg: ExportConfig |
     Args:
         model_dir: A PyTorch model directory (``edgesent finetune``).
         out_dir: The directory to create (``cfg.overwrite`` to replace one).
-        cfg: Precision, quantization, optimisation and parity settings (default: fp32, probe texts).
+        cfg: Precision, quantization, optimisation and parity settings (default: fp32, the model's parity
+            sample, else the probe texts).
 
     Returns:
         The manifest written, plus ``out_dir``.

@@ -1,10 +1,11 @@
 """The parity gate: an exported ONNX model is verified only if it reproduces its PyTorch source.
 
 Both models see the same tokenized batches, so any difference is the export's, not padding's or
-the tokenizer's. By default the texts are built-in probes that cover the edges a real predictor
-meets (empty and whitespace-only text, one character, emoji, non-Latin scripts, text far over the
-maximum length, a batch mixing short and long texts); with real data and labels the accuracy of
-both models is compared too. Every check is collected before judging, so one report names every
+the tokenizer's. The texts that decide are the given data, else the source model's own labelled sample of its
+evaluation split (``parity_sample.jsonl``), else built-in probes; the probes always run too, for the edges a
+real predictor meets (empty and whitespace-only text, one character, emoji, non-Latin scripts, text far over
+the maximum length, a batch mixing short and long texts). With labels the accuracy of both models is compared
+too. Every check is collected before judging, so one report names every
 failure with its measured value and bound (optimum's ``_run_validation`` pattern).
 """
 
@@ -507,7 +508,7 @@ class TorchReference:
         bound = bounds["min_agreement"]
         # The rule of edgesent.agreement: flips on near-ties are reported, not judged, and the bound accounts for
         # the sample size; each text counts once (probe texts run twice). With labels the accuracy drop below is
-        # the primary check, except at fp32's exact bound (1.0), where any decisive flip is an export bug.
+        # the primary check (ParityConfig.labels_decide), unless the bound was set or is fp32's exact 1.0.
         verdict = agreement_verdict(
             torch_logits,
             onnx_logits,
@@ -522,7 +523,7 @@ class TorchReference:
             "agreement",
             metrics["agreement"],
             bound,
-            verdict.agreement_passed or (self.y_true is not None and bound < 1.0),
+            verdict.agreement_passed or (self.y_true is not None and self.cfg.labels_decide("min_agreement", bound)),
             f"agreement {metrics['agreement']:.4f} {'<' if metrics['agreement'] < bound else '>='} {bound:.4f} "
             f"({int((~agree).sum())} of {len(agree)} rows changed their predicted label; PyTorch's margin there "
             f"<= {margin.max(initial=0.0):.3g} logits; {verdict.message()})",
@@ -580,7 +581,8 @@ def check_parity(
     Args:
         model_dir: The PyTorch model directory the export came from.
         onnx_dir: The ONNX directory (``model.onnx``, or the manifest's ``onnx_file``).
-        cfg: Data and bounds (default ParityConfig(): probe texts, bounds of the manifest's precision).
+        cfg: Data and bounds (default ParityConfig(): the model's parity sample, else the probe texts; bounds of the
+            manifest's precision).
         texts: Texts to use instead of ``cfg.data``/the probes.
         labels: Raw label strings for ``texts``, to compare accuracy too.
 

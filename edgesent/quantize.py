@@ -5,9 +5,10 @@ The defaults follow the measurements in ``bench/EXPORT_DEFAULTS.md``, not habit.
 the fastest int8 path; unsigned QUInt8 weights (Optimum's ``avx2`` preset) were 1.6x slower; pre-fused graphs
 were no faster than what ONNX Runtime does itself when it loads the model. On the fine-tuned SST-2 MiniLM,
 per-channel scales came within 2% of per-tensor's latency and halved the label flips against fp32 (98.39%
-vs 96.79% dev agreement), so the ``avx512_vnni`` preset is per-channel and per-tensor is the first remedy.
-Fusions are opt-in and int8 quantizes the plain graph. The config and its presets are
-``edgesent.config.quantize.QuantizeConfig``; this module holds the transforms and the CPU detection.
+vs 96.79% dev agreement), so the ``avx512_vnni`` preset is per-channel; per-tensor is a remedy (after turning
+activation smoothing off). Fusions are opt-in and int8 quantizes the simplified, unfused graph. The config
+and its presets are ``edgesent.config.quantize.QuantizeConfig``; this module holds the transforms and the CPU
+detection.
 
 Every function here reads one ONNX file and writes another; ``edgesent.export`` chains them and
 the parity gate decides whether the result may be shipped.

@@ -2,8 +2,9 @@
 
 The parity gate's older remedies change the whole model (per-channel, ``reduce_range``) or fixed groups (the
 head, the embeddings). This one targets the cause: it measures each quantized MatMul's contribution to the
-output error on the parity data, then keeps the most sensitive ones in fp32, one more at a time, until the
-gate passes, and records which ones and what they cost in latency.
+output error on the parity data, then keeps the most sensitive ones in fp32 until the gate passes: the
+export's remedy tries the top 1, 2, 4 and 8 (``edgesent.export.SENSITIVE_MATMUL_STEPS``);
+``keep_sensitive_fp32`` (``bench/keep_fp32.py``) adds one at a time and records what each costs in latency.
 
 **Method: leave one out.** For every MatMul that dynamic quantization turns into int8 (a MatMul whose B is an
 initializer: ``quantize_dynamic``'s ``MatMulConstBOnly`` default), the model is quantized with that one node

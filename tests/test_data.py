@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -106,3 +108,14 @@ def test_stratified_split_is_seeded_and_keeps_every_class(tmp_path):
     assert sorted(eval_a.labels) == ["a"] * 4 + ["b"] * 4 + ["c"] * 2
     assert not set(eval_a.texts) & set(train_a.texts)
     assert len(train_a) + len(eval_a) == 50
+
+
+def test_reading_records_imports_no_torch(tmp_path) -> None:
+    """``edgesent.data`` is on the runtime path (predict, serve, the engines): reading a file needs no torch."""
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\ngood,pos\n", encoding="utf-8")
+    code = (
+        f"import sys, edgesent.data; assert edgesent.data.load_dataset({str(path)!r}).texts == ['good']; "
+        "heavy = [m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules]; assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -309,3 +309,9 @@ def test_bench_times_openvino_cells(tiny_onnx_dir: Path, tiny_openvino_dir: Path
     assert {(r["variant"], r["provider"]) for r in rows} == {
         (name, provider) for name in ("fp32", "ov-int8") for provider in ("cpu", "openvino")
     }
+    assert json.loads(result.output)["notes"] == []
+    cpu_only = runner.invoke(cli, [*(a.replace("cpu,openvino", "cpu") for a in args), "--json"])
+    doc = json.loads(cpu_only.output)
+    assert cpu_only.exit_code == 0 and [v["runtime"] for v in doc["variants"]] == ["onnxruntime", "openvino"]
+    note = "ov-int8 was exported for OpenVINO: these cells run it on ONNX Runtime, slower than it ships; "
+    assert [n for n in doc["notes"] if "OpenVINO" in n] == [note + "add --provider openvino to time it on OpenVINO"]

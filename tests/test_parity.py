@@ -207,6 +207,26 @@ def test_flips_on_near_ties_are_reported_not_judged(broken_copy, _tiny_model_mas
     assert not strict.passed and "13 decisive flip(s) in 13" in strict.failures[0]
 
 
+def test_with_labels_a_default_agreement_bound_reports_and_a_set_one_gates(
+    broken_copy, _tiny_model_master: Path, tmp_path: Path
+):
+    """With labelled data the accuracy drop decides and the default agreement bound is reported only; a bound the
+    user sets is enforced as set (``--min-agreement 0.9`` must not be silently ignored)."""
+
+    def negate(model: onnx.ModelProto) -> None:
+        for node in model.graph.node:
+            node.output[:] = ["raw" if name == "logits" else name for name in node.output]
+        model.graph.node.append(onnx.helper.make_node("Neg", ["raw"], ["logits"]))
+
+    broken, data = broken_copy(negate), write_csv(tmp_path / "dev.csv", make_texts(5))
+    loose = {"data": data, "precision": "int8", "near_tie_margin": 0.0, "max_accuracy_drop": 1.0}
+    default = check_parity(_tiny_model_master, broken, ParityConfig(**loose))
+    assert default.passed and default.agreement < 0.5 and default.thresholds["min_agreement"] == 0.99
+    assert not default.agreement_verdict["agreement_passed"]
+    set_bound = check_parity(_tiny_model_master, broken, ParityConfig(**loose, min_agreement=0.9))
+    assert not set_bound.passed and set_bound.failures[0].startswith("agreement 0.")
+
+
 def test_the_gate_judges_the_batches_the_predictor_runs(tiny_onnx_dir: Path, _tiny_model_master: Path, monkeypatch):
     """Dynamic int8 takes one activation range per batch, so the gate must see the predictor's own batches
     (length-sorted windows), and every row must still be compared with its own text's PyTorch logits."""

@@ -221,6 +221,24 @@ def test_span_parity_fails_on_a_damaged_model(tiny_span_onnx_dir: Path, _tiny_sp
     assert report.disagreements or report.span_f1 == 1.0
 
 
+def test_with_gold_spans_default_bounds_report_and_set_ones_gate(
+    tiny_span_onnx_dir: Path, _tiny_span_model_master: Path, tiny_span_data, tmp_path
+):
+    """With gold spans the span F1 drop decides; token agreement and span F1 against PyTorch gate only when set."""
+    broken = Path(shutil.copytree(tiny_span_onnx_dir, tmp_path / "broken"))
+    model = onnx.load(str(broken / "model.onnx"))
+    for node in model.graph.node:  # negated logits: every decisive tag flips
+        node.output[:] = ["raw" if name == "logits" else name for name in node.output]
+    model.graph.node.append(onnx.helper.make_node("Neg", ["raw"], ["logits"]))
+    onnx.save(model, str(broken / "model.onnx"))
+    loose = {"data": tiny_span_data[1], "precision": "int8", "verify": False, "max_accuracy_drop": 1.0}
+    loose |= {"near_tie_margin": 0.0, "probe_max_prob_diff": 1.0}
+    default = check_parity(_tiny_span_model_master, broken, ParityConfig(**loose))
+    assert default.passed and default.agreement < 0.97
+    set_bounds = check_parity(_tiny_span_model_master, broken, ParityConfig(**loose, min_agreement=0.97))
+    assert not set_bounds.passed and [c["name"] for c in set_bounds.checks if not c["passed"]] == ["agreement"]
+
+
 def test_parity_cli_on_a_span_model(runner, tiny_span_onnx_dir: Path, _tiny_span_model_master: Path, tiny_span_data):
     _, dev = tiny_span_data
     result = runner.invoke(

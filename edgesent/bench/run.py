@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from edgesent.artifacts import KIND_PYTORCH
+from edgesent.artifacts import KIND_PYTORCH, RUNTIME_OPENVINO
 from edgesent.bench.config import SOURCE_DATA, SOURCE_SYNTHETIC, BenchConfig, Cell, plan_cells
 from edgesent.bench.gates import check_rule_names, compare_to_baseline, load_baseline, load_gate_file, ratio, row_key
 from edgesent.bench.machine import machine_info, measure_gemm_peak, measure_peak_rss
@@ -67,6 +67,19 @@ def _check_lengths(variants: Sequence[Variant], cells: Sequence[Cell]) -> None:
             raise ConfigError(
                 f"seq_lens: {longest} exceeds {v.name}'s max_position_embeddings ({limit}); use shorter lengths"
             )
+
+
+def _runtime_notes(variants: Sequence[Variant], cells: Sequence[Cell]) -> list[str]:
+    """A note for each OpenVINO export measured without an ``openvino`` cell: ONNX Runtime runs its QDQ graph,
+    slower than the runtime it ships for, so its figures would mislead without one."""
+    if any(c.provider == RUNTIME_OPENVINO for c in cells):
+        return []
+    return [
+        f"{v.name} was exported for OpenVINO: these cells run it on ONNX Runtime, slower than it ships; "
+        "add --provider openvino to time it on OpenVINO"
+        for v in variants
+        if v.runtime == RUNTIME_OPENVINO
+    ]
 
 
 def _add_ratios(
@@ -159,7 +172,7 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
     if any(c.provider == "cuda" for c in cells):
         check_cuda(variants)
     texts = _load_texts(cfg) if any(c.source == SOURCE_DATA for c in cells) else []
-    notes = []
+    notes = _runtime_notes(variants, cells)
     if any(c.threads > (machine["usable_cores"] or 1) for c in cells):
         notes.append(f"thread counts above the {machine['usable_cores']} usable cores oversubscribe the CPU")
 

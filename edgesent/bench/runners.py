@@ -24,7 +24,14 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from edgesent.artifacts import KIND_ONNX, KIND_PYTORCH, TASK_CLASSIFY, TASK_SPANS, read_model_dir
+from edgesent.artifacts import (
+    KIND_ONNX,
+    KIND_PYTORCH,
+    RUNTIME_ONNXRUNTIME,
+    TASK_CLASSIFY,
+    TASK_SPANS,
+    read_model_dir,
+)
 from edgesent.bench.config import MODE_E2E, MODE_SESSION, SOURCE_DATA, SOURCE_SYNTHETIC
 from edgesent.errors import ConfigError
 from edgesent.flops import count_flops
@@ -77,6 +84,7 @@ class Variant:
     peak_rss_mb: float | None = None
     task: str = TASK_CLASSIFY
     tags: tuple[str, ...] | None = None  # a span model's BIO tags, index = output id
+    runtime: str = RUNTIME_ONNXRUNTIME  # the runtime the export was built and verified for (its manifest's)
 
     @property
     def backend(self) -> str:
@@ -97,6 +105,7 @@ class Variant:
             "precision": self.precision,
             "pruned": self.pruned,
             "backend": self.backend,
+            "runtime": self.runtime,
             "peak_rss_mb": self.peak_rss_mb,
         }
 
@@ -131,6 +140,7 @@ def load_variant(model_dir: Path, name: str) -> Variant:
         model.manifest,
         task=model.task,
         tags=model.tags,
+        runtime=model.runtime,
     )
 
 

@@ -56,7 +56,8 @@ def threshold_options(func: Any) -> Any:
             click.option(
                 "--min-agreement",
                 type=float,
-                help="Minimum fraction of predicted labels that must agree. Default: fp32 1.0, int8/fp16 0.99.",
+                help="Minimum fraction of predicted labels that must agree. Default: fp32 1.0, int8/fp16 0.99; with "
+                "labelled data the default is reported and the accuracy drop decides, a value set here gates.",
             ),
             click.option(
                 "--max-accuracy-drop",
@@ -80,7 +81,8 @@ def threshold_options(func: Any) -> Any:
                 "--min-span-f1",
                 type=float,
                 help="Span models: minimum F1 of the ONNX spans against the PyTorch spans (--min-agreement is then "
-                "per token). Default: fp32 1.0, int8/fp16 0.97.",
+                "per token). Default: fp32 1.0, int8/fp16 0.97; with gold spans the default is reported and the "
+                "span F1 drop decides, a value set here gates.",
             ),
         ]
     ):
@@ -148,7 +150,7 @@ def _size(n_bytes: int) -> str:
     type=click.FloatRange(0.0, 1.0),
     help="Activation smoothing before int8 (SmoothQuant): the outlier channels of each outlier-heavy MatMul input "
     "move into the weights with this strength, calibrated on --calibration-data, else the parity texts. 0: off. "
-    "Default: 0.8 with per-channel weights, else 0.",
+    "Default: the --target preset's (0.8 for avx512_vnni and portable, else 0).",
 )
 @click.option(
     "--runtime",
@@ -199,7 +201,8 @@ def _size(n_bytes: int) -> str:
 @click.option(
     "--remedies/--no-remedies",
     default=None,
-    help="When int8 parity fails, retry per-channel/per-tensor, reduce_range, fp32 head, fp32 embeddings.  "
+    help="When int8 parity fails, retry without smoothing, per-channel/per-tensor, reduce_range, the most "
+    "sensitive MatMuls in fp32, fp32 head, fp32 embeddings.  "
     "[default: on]",
 )
 @click.option(

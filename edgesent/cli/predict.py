@@ -164,7 +164,7 @@ def predict(
     (token-classification) prints each text's spans as `term [label score]`, or in JSON their text, character
     offsets, label and score. Empty texts, bytes
     that are not UTF-8 and texts longer than the model's max_length are reported on stderr, never fatal.
-    With --engine ray|spark, scores a folder or glob of Parquet, CSV or JSONL files into a folder of Parquet.
+    With --engine ray|spark, scores a folder or glob of Parquet, CSV, TSV or JSONL files into a folder of Parquet.
     """
     if engine is not None or overwrite:
         _check_engine_options(engine, texts, input_path, output_path, as_json, top_k)
@@ -226,7 +226,9 @@ def _check_engine_options(
     if texts:
         raise click.BadParameter("--engine scores --input files, not TEXT arguments", param_hint="'--engine'")
     if input_path is None:
-        raise click.UsageError("--engine needs --input DIR_OR_GLOB (a folder or glob of Parquet, CSV or JSONL files)")
+        raise click.UsageError(
+            "--engine needs --input DIR_OR_GLOB (a folder or glob of Parquet, CSV, TSV or JSONL files)"
+        )
     if output_path is None:
         raise click.BadParameter("--engine writes Parquet files: give --output OUT_DIR", param_hint="'--output'")
     if as_json or top_k is not None:

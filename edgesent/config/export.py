@@ -52,8 +52,8 @@ class ExportConfig(ConfigBase):
             ``target`` (default ``auto``) picks the preset and whose other keys override it; None with
             ``precision="int8"``: the preset of this machine's CPU. Only for int8 with the ``onnxruntime`` or
             ``auto`` runtime (``openvino`` takes none: NNCF has its own settings).
-        parity: The gate's data and bounds, a ParityConfig or its dict (default: probe texts, the
-            precision's default bounds).
+        parity: The gate's data and bounds, a ParityConfig or its dict (default: the model's parity sample, else
+            the probe texts; the precision's default bounds).
         max_length: Tokens per text recorded for the predictor and used by parity; None: the source's.
         runtime: The runtime the int8 model is built and verified for: ``onnxruntime`` (default: ONNX Runtime's
             int8 with ``quantize``'s settings), ``openvino`` (NNCF static int8, MIXED preset, run by OpenVINO;

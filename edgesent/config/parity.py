@@ -67,7 +67,8 @@ class ParityConfig(ConfigBase):
     """What parity runs on and the bounds it enforces.
 
     Args:
-        data: CSV/TSV/JSONL of texts (and labels) to compare on; None: the built-in probe texts.
+        data: CSV/TSV/JSONL of texts (and labels) to compare on; None: the source model's parity sample
+            (``parity_sample.jsonl``, written by finetune and prune), else the built-in probe texts.
         text_column, label_column: Columns of ``data``; ``label_column`` None or "" for unlabelled text.
         max_length: Tokens per text; None: the ONNX directory's manifest, else the source model's.
         batch_size: Texts per batch (default 32), batched as the predictor batches them (length-sorted windows);
@@ -75,7 +76,8 @@ class ParityConfig(ConfigBase):
         precision: ``fp32``, ``int8`` or ``fp16``: picks the default bounds; None: the ONNX manifest's.
         max_abs_diff: Bound on the largest absolute logit difference (fp32 1e-4, fp16 1e-2, int8 off);
             ``inf`` turns the check off. NaN is refused.
-        min_agreement: Minimum fraction of rows whose argmax agrees (fp32 1.0, int8 and fp16 0.99).
+        min_agreement: Minimum fraction of rows whose argmax agrees (fp32 1.0, int8 and fp16 0.99). With labelled
+            data the default is reported, not gating (the accuracy drop decides); a value set here gates.
         max_accuracy_drop: With labels, the largest allowed accuracy drop as a fraction, 0.01 = 1 point
             (fp32 0, int8 and fp16 0.01); for span models the drop of the exact-match span F1 on the gold spans.
         near_tie_margin: Logits: a flip where PyTorch's own top-1 minus top-2 margin is below this is reported but
@@ -85,7 +87,8 @@ class ParityConfig(ConfigBase):
             shapes, finiteness and this bound on their largest probability difference (fp32 1e-3, int8 and fp16
             0.5); they never decide label agreement.
         min_span_f1: Span models only: minimum exact-match F1 of the ONNX spans against the PyTorch spans
-            (fp32 1.0, int8 and fp16 0.97); ``min_agreement`` is then the per-token tag agreement.
+            (fp32 1.0, int8 and fp16 0.97); ``min_agreement`` is then the per-token tag agreement. With gold spans
+            both defaults are reported, not gating (the span F1 drop decides); a value set here gates.
         verify: Check the source model directory's file hashes first (default True).
 
     Raises:
@@ -136,3 +139,11 @@ class ParityConfig(ConfigBase):
             for name, default in defaults.items()
         }
         return {k: None if v is not None and math.isinf(v) else v for k, v in resolved.items()}
+
+    def labels_decide(self, name: str, bound: float) -> bool:
+        """Whether, given labelled data, the accuracy (or span F1) drop decides in place of bound ``name``.
+
+        A default bound below 1.0 is then reported, not gating (``edgesent.agreement``); a bound the caller set is
+        enforced as set, and so is fp32's exact 1.0, where any flip is an export bug.
+        """
+        return getattr(self, name) is None and bound < 1.0

@@ -7,7 +7,7 @@ Both engines call one per-partition function, :func:`edgesent.distributed.partit
   of actors that each load the predictor once;
 - ``predict_dataframe(df, model_dir, ...)`` (``pip install 'edgesent[spark]'``): a Spark DataFrame through
   ``mapInPandas``, one predictor per Python worker process;
-- ``predict_files(model_dir, inputs, out_dir, engine=...)``: a folder or glob of Parquet, CSV or JSONL files in,
+- ``predict_files(model_dir, inputs, out_dir, engine=...)``: a folder or glob of Parquet, CSV, TSV or JSONL files in,
   a folder of Parquet out (``edgesent predict --engine``).
 
 Importing this package imports neither ray, pyspark, pandas nor torch; names resolve on first use.
