@@ -119,10 +119,22 @@ class Record:
 
 @dataclass
 class ReadStats:
-    """What a reader saw, filled in while it streams: the file's sha256 and the lines it had to repair."""
+    """What a reader saw, filled in while it streams: the file's sha256 and how many lines it had to repair.
+
+    ``unclaimed`` holds the repaired lines read since the last record claimed them (``claim_replaced``), so
+    memory stays constant however many lines are repaired.
+    """
 
     sha256: str = ""
-    replaced_lines: list[int] = field(default_factory=list)
+    replaced: int = 0
+    unclaimed: list[int] = field(default_factory=list)
+
+    def claim_replaced(self, first_line: int) -> bool:
+        """Whether a line of the record starting at ``first_line`` was repaired; called once per record, as it is
+        yielded (the readers read no further than the record's last line), and forgets the lines it saw."""
+        hit = any(number >= first_line for number in self.unclaimed)
+        self.unclaimed.clear()
+        return hit
 
 
 def repair_text(text: str) -> str | None:
@@ -167,7 +179,8 @@ def read_lines(
                     f"{path}:{number}: bytes that are not UTF-8 ({err.reason}); re-save the file as UTF-8"
                 ) from err
             line = raw.decode("utf-8", errors="replace")
-            stats.replaced_lines.append(number)
+            stats.replaced += 1
+            stats.unclaimed.append(number)
         yield number, line
     stats.sha256 = digest.hexdigest()
 
@@ -213,7 +226,11 @@ def _delimited(
                 )
             label_at = columns.index(keys[1])
         start = reader.line_num + 1
-        for row in reader:
+        while (row := _next_row(reader, strict)) is not None:
+            if isinstance(row, csv.Error):  # lenient: this record is an error row, the next ones still count
+                yield Record(start, "", error=f"malformed {kind}: {_csv_problem(row)}")
+                start = reader.line_num + 1
+                continue
             if not row:  # a blank line between records
                 start = reader.line_num + 1
                 continue
@@ -231,7 +248,28 @@ def _delimited(
             raise DataError(
                 f"{path}:{start}: a quoted field that starts in this record is never closed; fix the quoting"
             ) from err
-        raise DataError(f"{path}:{start}: malformed {kind} ({err}); fix the quoting") from err
+        raise DataError(f"{path}:{start}: malformed {kind} ({_csv_problem(err)}); fix the quoting") from err
+
+
+def _next_row(reader: Iterator[list[str]], strict: bool) -> list[str] | csv.Error | None:
+    """The reader's next row, None at the end, or (lenient) the error of a malformed record: csv's reader
+    starts afresh on the next line, so one bad record need not stop a prediction run. A quote never closed
+    runs to the end of the file and raises even then."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as err:
+        if strict or "unexpected end of data" in str(err):
+            raise
+        return err
+
+
+def _csv_problem(err: csv.Error) -> str:
+    """csv's message, except its advice on universal newlines, which does not apply: lines split on \n only."""
+    if "new-line character seen in unquoted field" in str(err):
+        return "a carriage return inside an unquoted field; quote the field"
+    return str(err)
 
 
 def _jsonl(
@@ -247,6 +285,8 @@ def _jsonl(
             obj = json.loads(line, object_pairs_hook=_no_duplicate_keys)
         except ValueError as err:  # JSONDecodeError, or a duplicate key
             problem = f"invalid JSON: {getattr(err, 'msg', err)}"
+        except RecursionError:  # arrays or objects nested thousands deep
+            problem = "invalid JSON: nested too deeply"
         else:
             problem = "" if isinstance(obj, dict) else "invalid JSON: not an object"
         if problem:
@@ -320,7 +360,7 @@ def iter_records(
         else:
             records = _delimited(path, lines, "," if fmt == "csv" else "\t", keys, strict)
         for record in records:
-            if record.line in stats.replaced_lines:
+            if stats.claim_replaced(record.line):
                 record.replaced = True
             if not strict and (repaired := repair_text(record.text)) is not None:
                 record.text, record.replaced = repaired, True
@@ -336,7 +376,7 @@ def iter_lines(stream: IO[bytes], stats: ReadStats | None = None) -> Iterator[Re
     stats = stats if stats is not None else ReadStats()
     for number, line in read_lines(Path("<stdin>"), stream, False, stats):
         text = line.rstrip("\r\n")
-        yield Record(number, text, replaced=bool(stats.replaced_lines) and stats.replaced_lines[-1] == number)
+        yield Record(number, text, replaced=stats.claim_replaced(number))
 
 
 def load_dataset(

@@ -463,7 +463,7 @@ class Predictor:
             size = len(enc)
             mine = row[:size] if self._pad_right else row[width - size :]
             scores = softmax(mine.astype(np.float32, copy=False))  # (T, K)
-            spans = decode_spans(text, scores, enc.offsets, enc.word_ids, self.tags)
+            spans = decode_spans(text, scores, _whole_word_offsets(enc), enc.word_ids, self.tags)
             decoded.append((None, None, {}, [span.to_dict() for span in spans]))
         return decoded
 
@@ -541,6 +541,22 @@ def _row(encoding: Encoding, name: str) -> list[int]:
     if name == "input_ids":
         return encoding.ids
     return encoding.attention_mask if name == "attention_mask" else encoding.type_ids
+
+
+def _whole_word_offsets(enc: Encoding) -> list[tuple[int, int]]:
+    """``enc``'s offsets, with the last kept token of a word that truncation cut in two ending where the word does.
+
+    Its tag is read at its first sub-token, which the model saw; without this its span would end mid-word.
+    """
+    offsets = list(enc.offsets)
+    kept = [(t, word) for t, word in enumerate(enc.word_ids) if word is not None]
+    if not kept or not enc.overflowing:
+        return offsets
+    last, word = kept[-1]
+    ends = [end for o in enc.overflowing for w, (_, end) in zip(o.word_ids, o.offsets) if w == word]
+    if ends:
+        offsets[last] = (offsets[last][0], max(ends))
+    return offsets
 
 
 def _is_utf8_encodable(text: str) -> bool:

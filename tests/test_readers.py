@@ -120,9 +120,28 @@ def test_a_long_field_loads_the_same_whatever_ran_before(tmp_path: Path) -> None
     assert load_dataset(path).texts == [long_text, "short"]
 
 
+def test_a_malformed_csv_record_is_an_error_row_when_lenient(tmp_path: Path) -> None:
+    """A bare carriage return in an unquoted field (or text after a closing quote) costs its record, not the run;
+    a quoted CR is text, and a bad byte on the second line of a quoted record flags that record."""
+    path = tmp_path / "d.csv"
+    path.write_bytes(b'text,label\nok,1\nbad\rfield,1\n"a" b,2\n"quoted\rcr",3\n"two\nlin\xe9s",4\nlast,5\n')
+    records = list(iter_records(path, "text", "label", strict=False))
+    assert [(r.line, r.text, r.error) for r in records] == [
+        (2, "ok", None),
+        (3, "", "malformed CSV: a carriage return inside an unquoted field; quote the field"),
+        (4, "", "malformed CSV: ',' expected after '\"'"),
+        (5, "quoted\rcr", None),
+        (6, "two\nlin\ufffds", None),
+        (8, "last", None),
+    ]
+    assert [r.replaced for r in records] == [False, False, False, False, True, False]
+    with pytest.raises(DataError, match=r"d.csv:3: malformed CSV \(a carriage return inside an unquoted field"):
+        list(iter_records(path, "text", "label", strict=True))
+
+
 def test_lenient_reading_keeps_one_row_per_record_and_repairs_bytes(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    path.write_bytes(b'{"text": "ok"}\nnot json\n\n{"text": "caf\xe9"}\n[1]\n')
+    path.write_bytes(b'{"text": "ok"}\nnot json\n\n{"text": "caf\xe9"}\n[1]\n' + b"[" * 100_000 + b"\n")
     stats = ReadStats()
     records = list(iter_records(path, strict=False, stats=stats))
     assert [(r.line, r.error) for r in records] == [
@@ -131,8 +150,10 @@ def test_lenient_reading_keeps_one_row_per_record_and_repairs_bytes(tmp_path: Pa
         (3, "empty text"),
         (4, None),
         (5, "invalid JSON: not an object"),
+        (6, "invalid JSON: nested too deeply"),
     ]
-    assert records[3].text == "caf\ufffd" and records[3].replaced and stats.replaced_lines == [4]
+    assert [r.replaced for r in records] == [False, False, False, True, False, False]
+    assert records[3].text == "caf\ufffd" and stats.replaced == 1 and stats.unclaimed == []
     assert len(stats.sha256) == 64
     with pytest.raises(DataError, match=r"d.jsonl:2: invalid JSON"):  # strict: the first problem stops it
         list(iter_records(path, strict=True))

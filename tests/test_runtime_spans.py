@@ -14,7 +14,7 @@ import pytest
 from conftest import LONG_TEXT, SPAN_LABELS
 
 from edgesent.errors import ConfigError, ModelError
-from edgesent.runtime import Prediction, Predictor
+from edgesent.runtime import Prediction, Predictor, _whole_word_offsets
 from edgesent.tasks.spans import decode_spans
 
 
@@ -137,6 +137,22 @@ def test_truncated_text_gets_spans_of_its_start(span_predictor: Predictor) -> No
     pred = span_predictor.predict(LONG_TEXT)
     assert pred.truncated
     assert pred.spans and max(s["end"] for s in pred.spans) < len(LONG_TEXT) // 2
+
+
+def test_a_word_cut_by_truncation_keeps_its_whole_extent(span_predictor: Predictor) -> None:
+    """The word at the cut is tagged at its first sub-token, which the model saw; its span must not end mid-word."""
+    tokenizer, n = span_predictor._tokenizer, span_predictor.max_length - 3  # [CLS], n words, 1 sub-token, [SEP]
+    text = "the " * n + "qwertyuiop the"
+    enc = tokenizer.encode(text)
+    assert enc.tokens[-2:] == ["q", "[SEP]"] and enc.overflowing
+    offsets = _whole_word_offsets(enc)
+    assert text[slice(*offsets[-2])] == "qwertyuiop" and offsets[:-2] == enc.offsets[:-2]
+    tags = np.zeros(len(enc), dtype=np.int64)
+    tags[-2] = span_predictor.tags.index(f"B-{SPAN_LABELS[0]}")
+    (span,) = decode_spans(text, tags, offsets, enc.word_ids, span_predictor.tags)
+    assert span.text == "qwertyuiop"
+    whole = tokenizer.encode("the " * (n + 1) + "more")  # cut between words: nothing to extend
+    assert _whole_word_offsets(whole) == whole.offsets
 
 
 def test_predict_stream_gives_span_rows_and_per_item_errors(span_predictor: Predictor) -> None:
