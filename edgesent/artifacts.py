@@ -55,7 +55,7 @@ RUNTIME_OPENVINO = "openvino"
 RUNTIMES = (RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)
 _CONTENT_KEY = "content_sha256"
 # Temporary names carry the writer's pid, so a later run can tell a dead run's leftovers from a live one's.
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(?:-.*)?$")
 _VERSIONED = (
     "edgesent",
     "torch",
@@ -373,7 +373,9 @@ def remove_leftovers(target: Path) -> list[Path]:
     """Remove what killed runs left beside ``target`` (``.NAME.tmp-PID-*``, ``.NAME.old-PID``).
 
     Only leftovers of processes that are no longer running are touched, so two live runs never trip
-    over each other. Returns what was removed (each is also logged).
+    over each other. A ``.NAME.old-PID`` with no ``target`` beside it is a run killed between moving the old
+    output aside and moving the new one in: it is renamed back to ``target``, not removed, so nothing is lost.
+    Returns what was removed (each is also logged).
     """
     import shutil
 
@@ -384,6 +386,10 @@ def remove_leftovers(target: Path) -> list[Path]:
     for entry in target.parent.iterdir():
         match = _LEFTOVER.match(entry.name)
         if not match or match["name"] != target.name or _pid_alive(int(match["pid"])):
+            continue
+        if match["kind"] == "old" and not target.exists():
+            entry.rename(target)
+            logger.warning("restored %s from %s, left by a run killed while replacing it", target, entry)
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -451,10 +457,13 @@ def atomic_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[
     import shutil  # imported here: the runtime reads manifests and never writes, and must start fast
     import tempfile
 
+    try:  # first, so that an output a killed run was replacing is back before it is judged
+        remove_leftovers(Path(out_dir).resolve())
+    except OSError as err:
+        raise ConfigError(f"cannot write to {Path(out_dir).parent}: {err.strerror or err}") from err
     out_dir = check_output_dir(out_dir, overwrite, sources)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(out_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
         umask = os.umask(0)  # mkdtemp makes the directory 0700; give the result the usual permissions
         os.umask(umask)

@@ -133,8 +133,24 @@ def test_leftovers_of_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path) -
     live.mkdir()
     other = tmp_path / f".other.tmp-{dead_pid}-abc"
     other.mkdir()
+    (tmp_path / "out").write_text("new")
     assert sorted(remove_leftovers(tmp_path / "out")) == sorted([stale_dir, stale_file])
     assert live.is_dir() and other.is_dir()
+
+
+def test_an_output_a_killed_run_was_replacing_is_restored(tmp_path: Path) -> None:
+    """Killed between moving the old output aside and moving the new one in: the old one comes back, and an
+    export without --overwrite then refuses to replace it."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True)
+    aside = tmp_path / f".model.old-{int(dead.stdout)}"
+    aside.mkdir()
+    (aside / MANIFEST_NAME).write_text("{}")
+    finished = tmp_path / f".model.tmp-{int(dead.stdout)}-abc"
+    finished.mkdir()
+    with pytest.raises(ConfigError, match="already exists"), atomic_output_dir(tmp_path / "model"):
+        pass
+    assert (tmp_path / "model" / MANIFEST_NAME).read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_atomic_output_file_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
