@@ -125,6 +125,13 @@ def test_stdin_lines_with_empty_and_non_utf8_lines(
     assert "predicted 3 text(s)" in result.stderr
 
 
+def test_the_summary_counts_every_problem_and_names_the_first_lines(runner: CliRunner, short_onnx_dir: Path) -> None:
+    result = _run(runner, short_onnx_dir, "--json", stdin=b"\n" * 12 + b"fine\n")
+    assert len(_rows(result)) == 13
+    first = ", ".join(str(n) for n in range(1, 11))
+    assert f"12 input(s) with empty text, no prediction (line {first}, ...)" in result.stderr
+
+
 def test_undecodable_arguments_and_json_escapes_are_replaced(
     runner: CliRunner, short_onnx_dir: Path, predictor: Predictor, tmp_path: Path
 ) -> None:

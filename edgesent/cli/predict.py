@@ -40,53 +40,65 @@ _SPANS_SEPARATOR = "  |  "  # between a span row's spans (variable width) and it
 
 
 @dataclass
+class _Where:
+    """How many inputs had one problem, and the first lines of them: constant memory on any input."""
+
+    count: int = 0
+    first: list[int] = field(default_factory=list)
+
+    def add(self, line: int) -> None:
+        self.count += 1
+        if len(self.first) < _SHOWN_LINES:
+            self.first.append(line)
+
+
+@dataclass
 class _Report:
     """What happened to the inputs, for the summary on stderr."""
 
     unit: str  # "line" or "argument"
     predicted: int = 0
-    problems: dict[str, list[int]] = field(default_factory=dict)
-    truncated: list[int] = field(default_factory=list)
-    invalid_utf8: list[int] = field(default_factory=list)
-    unknown: list[int] = field(default_factory=list)
+    problems: dict[str, _Where] = field(default_factory=dict)
+    truncated: _Where = field(default_factory=_Where)
+    invalid_utf8: _Where = field(default_factory=_Where)
+    unknown: _Where = field(default_factory=_Where)
 
     def add(self, record: Record, prediction: Prediction) -> None:
         if record.replaced:
-            self.invalid_utf8.append(record.line)
+            self.invalid_utf8.add(record.line)
         if prediction.error:
-            self.problems.setdefault(prediction.error.split(":")[0], []).append(record.line)
+            self.problems.setdefault(prediction.error.split(":")[0], _Where()).add(record.line)
             return
         self.predicted += 1
         if prediction.truncated:
-            self.truncated.append(record.line)
+            self.truncated.add(record.line)
         if prediction.unknown_tokens:
-            self.unknown.append(record.line)
+            self.unknown.add(record.line)
 
     def warnings(self, max_length: int) -> list[str]:
         lines = [
-            f"warning: {len(where)} input(s) with {problem}, no prediction ({self._at(where)})"
+            f"warning: {where.count} input(s) with {problem}, no prediction ({self._at(where)})"
             for problem, where in self.problems.items()
         ]
-        if self.invalid_utf8:
+        if self.invalid_utf8.count:
             lines.append(
-                f"warning: {len(self.invalid_utf8)} input(s) not valid UTF-8; bad bytes replaced with U+FFFD "
+                f"warning: {self.invalid_utf8.count} input(s) not valid UTF-8; bad bytes replaced with U+FFFD "
                 f"({self._at(self.invalid_utf8)})"
             )
-        if self.truncated:
+        if self.truncated.count:
             lines.append(
-                f"warning: {len(self.truncated)} text(s) longer than {max_length} tokens; classified on their first "
-                f"{max_length} tokens ({self._at(self.truncated)})"
+                f"warning: {self.truncated.count} text(s) longer than {max_length} tokens; classified on their "
+                f"first {max_length} tokens ({self._at(self.truncated)})"
             )
-        if self.unknown:
+        if self.unknown.count:
             lines.append(
-                f"warning: {len(self.unknown)} text(s) hold tokens the model's vocabulary does not know "
+                f"warning: {self.unknown.count} text(s) hold tokens the model's vocabulary does not know "
                 f"({self._at(self.unknown)}); another language or domain predicts poorly"
             )
         return lines
 
-    def _at(self, where: list[int]) -> str:
-        shown = ", ".join(map(str, where[:_SHOWN_LINES])) + (", ..." if len(where) > _SHOWN_LINES else "")
-        return f"{self.unit} {shown}"
+    def _at(self, where: _Where) -> str:
+        return f"{self.unit} {', '.join(map(str, where.first))}" + (", ..." if where.count > len(where.first) else "")
 
 
 @click.command()
