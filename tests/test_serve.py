@@ -232,6 +232,8 @@ def test_auth_refuses_missing_or_wrong_key(server, headers, path) -> None:
     ("body", "status", "message"),
     [
         (b"{not json", 400, "malformed JSON"),
+        (b"[" * 2000, 400, "nested too deeply"),  # past the parser's depth: RecursionError, not a 500
+        (b'{"texts": ' + b"[" * 1010 + b"]" * 1010 + b"}", 400, "nested too deeply"),
         (b"[1, 2]", 422, "JSON object"),
         (b'{"texts": "one"}', 422, "list of strings"),
         (b'{"texts": ["a", 3]}', 422, "texts[1] must be a string"),
@@ -255,6 +257,20 @@ def test_unknown_model_route_and_method(client) -> None:
     assert response.status_code == 404 and "unknown model 'nope'" in response.json()["error"]
     assert client.get("/v2/anything").status_code == 404
     assert client.get(f"/v1/models/{MODEL}/predict").status_code == 405
+
+
+def test_made_up_methods_share_one_series(server, client) -> None:
+    made_up = [f"M{i:03d}" for i in range(20)] + ["PUT", "OPTIONS"]
+    before = _metrics(client)["edgesent_requests"]
+    with httpx.Client(base_url=server.url) as anonymous:  # no key: a caller who is refused must not add series
+        assert {anonymous.request(method, "/x").status_code for method in made_up} == {401}
+    after = _metrics(client)["edgesent_requests"]
+    assert {s.labels["method"] for s in after} <= {"GET", "HEAD", "POST", "OTHER"}
+    name = "edgesent_requests_total"
+    moved = _value(after, name, route="other", method="OTHER", status="401") - _value(
+        before, name, route="other", method="OTHER", status="401"
+    )
+    assert moved == len(made_up)
 
 
 def test_chunked_body_over_limit_and_lone_surrogate(client, predictor) -> None:
@@ -300,9 +316,18 @@ def test_metrics_parse_and_move(client, predictor) -> None:
     texts = ["great food", "awful", "", "okay"]
     assert client.post(f"/v1/models/{MODEL}/predict", json={"texts": texts}).status_code == 200
     assert client.post("/v1/models/nope/predict", json={"texts": ["a"]}).status_code == 404
+    empty = client.post(f"/v1/models/{MODEL}/predict", json={"texts": []})
+    assert empty.status_code == 200 and empty.json() == {"model": MODEL, "results": []}
     after = _metrics(client)
+
+    def moved_by(family: str, name: str) -> float:
+        return _value(after[family], name, model=MODEL) - _value(before[family], name, model=MODEL)
+
+    assert moved_by("edgesent_batch_size", "edgesent_batch_size_count") == 1  # the empty request is no model call
+    assert moved_by("edgesent_batch_size", "edgesent_batch_size_sum") == 4
+    assert moved_by("edgesent_text_errors", "edgesent_text_errors_total") == 1
     route = "/v1/models/{name}/predict"
-    for status, moved in (("200", 1), ("404", 1)):
+    for status, moved in (("200", 2), ("404", 1)):
         name = "edgesent_requests_total"
         delta = _value(after["edgesent_requests"], name, route=route, status=status) - _value(
             before["edgesent_requests"], name, route=route, status=status
@@ -481,6 +506,40 @@ def test_request_timeout_is_503_and_server_recovers() -> None:
     late, ready, _ = _in_process(app, scenario)
     assert late.status_code == 503 and "no result within 0.1 s" in late.json()["error"]
     assert ready.status_code == 200
+    # each caller's text was in the model when it gave up: predicted (and counted), just not delivered
+    registry = app.state.metrics.registry
+    assert registry.get_sample_value("edgesent_texts_predicted_total", {"model": "slow"}) == 2
+    assert registry.get_sample_value("edgesent_batch_size_sum", {"model": "slow"}) == 2
+
+
+def test_batch_never_exceeds_max_batch_when_a_caller_gave_up() -> None:
+    from edgesent.serve.batcher import DynamicBatcher
+
+    calls: list[list[str]] = []
+
+    def predict(texts: list[str]) -> list[dict]:
+        calls.append(texts)
+        time.sleep(0.1)
+        return [{"text": text} for text in texts]
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        batcher = DynamicBatcher("m", predict, max_batch=8, max_wait_ms=0)
+        batcher.start()
+        busy = batcher.submit(["x"])  # holds the model thread while the others queue
+        await asyncio.sleep(0.02)
+        lead = batcher.submit(["a"] * 7)
+        dead = batcher.submit(["d"])
+        rest = batcher.submit(["c"] * 8)  # 7 + 8 > 8: must lead the next call, not join the first
+        dead.cancel()  # what asyncio.wait_for does when its caller times out
+        await busy
+        results = await lead, await rest
+        await batcher.stop()
+        return results
+
+    lead, rest = asyncio.run(scenario())
+    assert [len(texts) for texts in calls] == [1, 7, 8]
+    assert all("d" not in texts for texts in calls)  # the dead job is dropped, never predicted
+    assert [row["text"] for row in lead] == ["a"] * 7 and [row["text"] for row in rest] == ["c"] * 8
 
 
 def test_serve_config_validates() -> None:

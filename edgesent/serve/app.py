@@ -57,6 +57,7 @@ WARMUP_TEXT = "warm-up"
 RETRY_AFTER_S = 1
 _LOG_KEY = "edgesent.log"  # per-request facts the route hands to the access log, in the ASGI scope
 _ROUTES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/models")
+_METHODS = frozenset({"GET", "HEAD", "POST"})  # what the routes answer (Starlette adds HEAD to GET routes)
 
 
 @dataclass
@@ -277,9 +278,6 @@ class _Routes:
             return error_response(503, f"no result within {self.cfg.timeout_s:g} s; the server is overloaded")
         except Exception as err:  # noqa: BLE001 - the model failed on the batch; the batcher logged it
             return error_response(500, f"prediction failed: {type(err).__name__}: {err}")
-        for row in rows:
-            if row.get("error"):
-                self.metrics_.text_errors.labels(name, row["error"]).inc()
         k = None if req.top_k is None else min(req.top_k, len(model.predictor.labels))
         results = [_top_k(row, k) for row in rows]
         return JSONResponse({"model": name, "results": results})
@@ -306,6 +304,11 @@ def _route_of(path: str) -> str:
     if path.startswith("/v1/models/") and path.endswith("/predict"):
         return "/v1/models/{name}/predict"
     return "other"
+
+
+def _method_of(method: str) -> str:
+    """The method as a metric label: one the app serves, else ``OTHER``, so callers cannot create series."""
+    return method if method in _METHODS else "OTHER"
 
 
 class _ObserveMiddleware:
@@ -336,7 +339,7 @@ class _ObserveMiddleware:
         finally:
             self._metrics.in_flight.labels(route).dec()
             seconds = time.perf_counter() - started
-            self._metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self._metrics.requests.labels(route, _method_of(scope["method"]), str(status)).inc()
             self._metrics.latency.labels(route).observe(seconds)
             if access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client")

@@ -107,6 +107,9 @@ class DynamicBatcher:
         if self._queued + len(texts) > self._max_queue:
             raise QueueFullError(f"model {self.name!r} has {self._queued} texts waiting (limit {self._max_queue})")
         future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        if not texts:  # nothing to predict: no model call, and no batch of size 0 in the metrics
+            future.set_result([])
+            return future
         self._pending.append(_Job(texts, future))
         self._set_queued(self._queued + len(texts))
         self._wakeup.set()
@@ -126,26 +129,34 @@ class DynamicBatcher:
         if self._on_queue is not None:
             self._on_queue(value)
 
-    def _take(self) -> _Job | None:
-        """The oldest waiting job whose caller still waits (timed-out callers' jobs are dropped)."""
-        while self._pending:
-            job = self._pending.popleft()
-            self._set_queued(self._queued - len(job.texts))
-            if not job.future.done():
-                return job
-        return None
+    def _head(self) -> _Job | None:
+        """The oldest job whose caller still waits, left in the queue.
+
+        Jobs of callers that gave up (timed out or cancelled) are dropped on the way, so the job whose size
+        decides whether it fits a batch is the one that is then taken.
+        """
+        while self._pending and self._pending[0].future.done():
+            self._set_queued(self._queued - len(self._pending.popleft().texts))
+        return self._pending[0] if self._pending else None
+
+    def _pop(self) -> _Job:
+        """Take the head job (checked live by :meth:`_head` just before) out of the queue."""
+        job = self._pending.popleft()
+        self._set_queued(self._queued - len(job.texts))
+        return job
 
     async def _collect(self) -> list[_Job]:
         """Jobs for one model call: the oldest one, plus those that fit and arrive within max_wait_ms."""
-        first = self._take()
-        if first is None:
+        if self._head() is None:
             return []
+        first = self._pop()
         batch, size = [first], len(first.texts)
         if not self._merge:
             return batch
         deadline = time.perf_counter() + self._max_wait_s
         while size < self._max_batch:
-            if not self._pending:
+            head = self._head()
+            if head is None:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or self._closing:
                     break
@@ -155,12 +166,10 @@ class DynamicBatcher:
                 except asyncio.TimeoutError:
                     break
                 continue
-            if size + len(self._pending[0].texts) > self._max_batch:
+            if size + len(head.texts) > self._max_batch:
                 break  # it leads the next batch instead
-            job = self._take()
-            if job is not None:
-                batch.append(job)
-                size += len(job.texts)
+            batch.append(self._pop())
+            size += len(head.texts)
         return batch
 
     async def _work(self) -> None:
@@ -172,7 +181,8 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = await self._collect()
+            # callers that gave up while the batch gathered are not predicted for
+            batch = [job for job in await self._collect() if not job.future.done()]
             if not batch:
                 continue
             texts = [text for job in batch for text in job.texts]

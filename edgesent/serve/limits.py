@@ -60,6 +60,8 @@ def parse_predict(body: bytes, max_texts: int, max_chars: int) -> PredictRequest
         obj: Any = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise RequestError(400, f"malformed JSON: {err}") from err
+    except RecursionError as err:  # a body of ``[[[[...`` nests past the parser's depth: bad input, not a 500
+        raise RequestError(400, "malformed JSON: nested too deeply") from err
     if not isinstance(obj, dict):
         raise RequestError(422, f'expected a JSON object {{"texts": [...]}}, got {type(obj).__name__}')
     unknown = sorted(set(obj) - _KEYS)

@@ -50,7 +50,12 @@ class ServeMetrics:
             registry=r,
         )
         self.queue_depth = Gauge("edgesent_queue_depth", "Texts waiting for a model call.", ["model"], registry=r)
-        self.texts = Counter("edgesent_texts_predicted", "Texts predicted.", ["model"], registry=r)
+        self.texts = Counter(
+            "edgesent_texts_predicted",
+            "Texts the model predicted, error rows aside (per model call).",
+            ["model"],
+            registry=r,
+        )
         self.labels = Counter(
             "edgesent_predictions",
             "Predictions by label: a classifier's top label per text, a span model's label per span (watch the mix "
@@ -59,7 +64,10 @@ class ServeMetrics:
             registry=r,
         )
         self.text_errors = Counter(
-            "edgesent_text_errors", "Texts answered with a per-item error.", ["model", "error"], registry=r
+            "edgesent_text_errors",
+            "Texts the model answered with a per-item error (per model call).",
+            ["model", "error"],
+            registry=r,
         )
         self.rejected = Counter(
             "edgesent_rejected_requests",
@@ -84,10 +92,12 @@ class ServeMetrics:
             self.labels.labels(name, label)
 
     def observe_batch(self, name: str, size: int, seconds: float, rows: Sequence[dict[str, Any]]) -> None:
-        """Record one model call: its size, duration, the texts predicted (error rows aside) and their labels.
+        """Record one model call: its size, duration, the texts predicted and their labels, and the error rows.
 
-        A classifier's row counts its top label; a span model's row (``spans``) counts each span's label, so a
-        text with three aspects adds three and a text without any adds none.
+        Every per-text count comes from the model call, so the batch sizes add up to texts predicted plus text
+        errors, also when a caller timed out while its texts were in the model (its rows were computed). A
+        classifier's row counts its top label; a span model's row (``spans``) counts each span's label, so a text
+        with three aspects adds three and a text without any adds none.
         """
         self.batch_size.labels(name).observe(size)
         self.batch_seconds.labels(name).observe(seconds)
@@ -95,6 +105,7 @@ class ServeMetrics:
         counts: dict[str, int] = {}
         for row in rows:
             if row.get("error"):
+                self.text_errors.labels(name, row["error"]).inc()
                 continue
             texts += 1
             found = [span["label"] for span in row["spans"]] if "spans" in row else [row["label"]]
