@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
+import itertools
 import json
 import os
 import platform
@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgesent.config.providers import PROVIDERS
+
 
 GOALS = {"served_over_inprocess": 0.7, "p99_over_p50": 5.0, "errors": 0, "rss_growth": 0.10}
 MODEL_NAME = "model"
@@ -49,25 +51,23 @@ WARMUP_REQUESTS = 50
 
 
 def read_texts(path: Path, limit: int = 100_000) -> list[str]:
-    """The non-empty texts of a TSV/CSV with a ``text`` column (first column otherwise), or of a plain file."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        if path.suffix.lower() in (".tsv", ".csv"):
-            reader = csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", quoting=csv.QUOTE_NONE)
-            header = next(reader)
-            column = header.index("text") if "text" in header else 0
-            texts = [row[column] for row in reader if len(row) > column and row[column].strip()]
-        else:
-            texts = [line.rstrip("\n") for line in fh if line.strip()]
+    """The non-empty texts of a CSV/TSV/JSONL (``text`` or ``sentence`` column) or of a plain file, read as
+    ``edgesent predict`` reads them."""
+    from edgesent.data import iter_records
+
+    texts = [r.text for r in itertools.islice(iter_records(path, strict=False), limit) if r.text.strip()]
     if not texts:
         raise SystemExit(f"{path}: no texts")
-    return texts[:limit]
+    return texts
 
 
-def in_process_best(model: Path, texts: list[str], threads: int | None, n_texts: int) -> dict[str, Any]:
+def in_process_best(
+    model: Path, texts: list[str], threads: int | None, n_texts: int, provider: str = "cpu"
+) -> dict[str, Any]:
     """Texts/s of ``Predictor.predict`` per batch size over the same ``n_texts`` texts; the best one."""
     from edgesent.runtime import Predictor
 
-    predictor = Predictor.load(model, provider="cpu", threads=threads)
+    predictor = Predictor.load(model, provider=provider, threads=threads)
     sample = (texts * (n_texts // len(texts) + 1))[:n_texts]
     predictor.predict(sample[:64], batch_size=32)  # warm-up
     per_size = {}
@@ -94,7 +94,14 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "edgesent", "serve", f"{MODEL_NAME}={model}", "--port", str(self.port)]
-        cmd += ["--provider", "cpu", "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+        cmd += [
+            "--provider",
+            args.provider,
+            "--max-batch",
+            str(args.max_batch),
+            "--max-wait-ms",
+            str(args.max_wait_ms),
+        ]
         cmd += ["--max-queue", "100000", "--timeout", "60"]
         cmd += ["--threads", str(args.threads)] if args.threads else []
         cmd += [] if batching else ["--no-batching"]
@@ -192,9 +199,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": str(args.model),
         "data": str(args.data),
         "requests_per_cell": args.requests,
-        "settings": {"threads": args.threads, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
+        "settings": {
+            "provider": args.provider,
+            "threads": args.threads,
+            "max_batch": args.max_batch,
+            "max_wait_ms": args.max_wait_ms,
+        },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "in_process": in_process_best(args.model, texts, args.threads, max(args.requests, 512)),
+        "in_process": in_process_best(args.model, texts, args.threads, max(args.requests, 512), args.provider),
         "served": {},
     }
     for batching in args.batching:
@@ -305,6 +317,9 @@ def main() -> None:
     parser.add_argument("--batching", type=lambda s: s.split(","), default=["on", "off"], help="on,off / on / off")
     parser.add_argument("--leak-requests", type=int, default=10_000, help="RSS after 1/10 of them and all; 0: skip")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (server and in-process)")
+    parser.add_argument(
+        "--provider", choices=PROVIDERS, default="cpu", help="the server's and the in-process predictor's"
+    )
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=1800, help="overall limit in seconds")

@@ -81,6 +81,14 @@ def test_dry_run_figures(dry_run: tuple[subprocess.CompletedProcess, Path]) -> N
     assert predictor["agreement_with_cpu_fp32"]["fp32"] == 1.0
     assert all(v > 0 for v in predictor["e2e_texts_per_s_batch64"].values())
 
+    serve = steps["serve"]["figures"]  # the bounded load test against a real server, batching on and off
+    assert steps["serve"]["status"] == "ok" and serve["provider"] == "cpu" and serve["in_process_texts_per_s"] > 0
+    assert set(serve["cells"]) == {"on", "off"} and all(set(cells) == {"1", "4"} for cells in serve["cells"].values())
+    assert serve["summary"]["errors_on"] == serve["summary"]["errors_off"] == 0
+    assert all(
+        c["requests"] == 20 and c["texts_per_s"] > 0 for cells in serve["cells"].values() for c in cells.values()
+    )
+
 
 def test_cuda_without_gpu_fails_fast_in_one_line(tmp_path: Path) -> None:
     import torch
