@@ -32,13 +32,11 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from edgesent.artifacts import KIND_ONNX, TASK_CLASSIFY, TASK_SPANS, read_model_dir
-from edgesent.config import ConfigBase, check_bool, check_choice, check_number
+from edgesent.config.predictor import PredictorConfig
 from edgesent.errors import ConfigError, DataError, ModelError
 from edgesent.metrics import softmax
 from edgesent.predictor_tokenizer import load_predictor_tokenizer
 from edgesent.sessions import (
-    GRAPH_OPTIMIZATION_LEVELS,
-    PROVIDERS,
     Session,
     choose_provider,
     create_session,
@@ -60,36 +58,6 @@ _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 # One decoded row: (label, score, scores, spans), the per-task part of a Prediction.
 _Decoded = tuple[str | None, float | None, dict[str, float], list[dict[str, Any]] | None]
-
-
-@dataclass
-class PredictorConfig(ConfigBase):
-    """How the predictor runs a model; validated so a typo fails at load, not at the first prediction.
-
-    Args:
-        provider: ``"auto"`` (the export's runtime: OpenVINO for a model exported for it when the ``openvino``
-            extra is installed; else CUDA when onnxruntime-gpu sees a GPU, else CPU), ``"cpu"``, ``"cuda"`` or
-            ``"openvino"`` (OpenVINO on the CPU; needs the ``openvino`` extra).
-        threads: intra-op threads; None lets the runtime use every physical core.
-        graph_optimization: ONNX Runtime graph optimisation level: disable, basic, extended or all.
-        verify: check every file and the manifest against their hashes before loading.
-        spinning: let ONNX Runtime's threads spin between calls (lowest latency for back-to-back calls;
-            turn it off on a shared machine, where spinning threads steal cores from other work).
-    """
-
-    provider: str = "auto"
-    threads: int | None = None
-    graph_optimization: str = "all"
-    verify: bool = True
-    spinning: bool = True
-
-    def __post_init__(self) -> None:
-        check_choice("provider", self.provider, PROVIDERS)
-        if self.threads is not None:
-            check_number("threads", self.threads, low=1, integer=True)
-        check_choice("graph_optimization", self.graph_optimization, GRAPH_OPTIMIZATION_LEVELS)
-        check_bool("verify", self.verify)
-        check_bool("spinning", self.spinning)
 
 
 @dataclass(frozen=True)

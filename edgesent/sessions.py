@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgesent._imports import missing_modules, require_extra
+from edgesent.config.predictor import GRAPH_OPTIMIZATIONS
 from edgesent.config.providers import (
     OPENVINO_EXTRA,
     PROVIDERS,
@@ -45,12 +46,18 @@ DEVICES = ("cpu", "cuda")  # the providers a session actually runs on ("auto" re
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 GPU_EXTRA = "pip install 'edgesent[gpu]'"
-GRAPH_OPTIMIZATION_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+GRAPH_OPTIMIZATION_LEVELS = dict(
+    zip(
+        GRAPH_OPTIMIZATIONS,
+        (
+            ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        ),
+        strict=True,
+    )
+)
 SPINNING_KEY = "session.intra_op.allow_spinning"
 DISABLED_OPTIMIZERS_KEY = "optimization.disable_specified_optimizers"
 # Which of ONNX Runtime's load-time fusions a session gets: "edgesent" (default) turns off those in CPU_UNFUSED

@@ -99,8 +99,8 @@ def test_config_modules_and_cli_help_do_not_import_heavy_libraries() -> None:
 import sys
 import edgesent.config, edgesent.config.train, edgesent.config.prune, edgesent.config.export
 import edgesent.config.parity, edgesent.config.quantize
-from edgesent.config import ExportConfig, ParityConfig, PruneConfig, QuantizeConfig, TrainConfig
-TrainConfig(); ExportConfig(); ParityConfig(); QuantizeConfig.avx2()
+from edgesent.config import ExportConfig, ParityConfig, PredictorConfig, PruneConfig, QuantizeConfig, TrainConfig
+TrainConfig(); ExportConfig(); ParityConfig(); QuantizeConfig.avx2(); PredictorConfig(threads=1)
 heavy = ("torch", "transformers", "onnxruntime", "onnx", "optimum")
 print(sorted(m for m in heavy if m in sys.modules))
 from click.testing import CliRunner

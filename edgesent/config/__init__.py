@@ -2,7 +2,7 @@
 
 ``_base`` holds the shared machinery (``ConfigBase`` with one ``to_dict``/``from_dict`` that rejects unknown
 keys, and the ``check_*`` helpers that refuse NaN, infinity and bools); one module per stage holds its config
-dataclass and its choice lists (``train``, ``prune``, ``quantize``, ``parity``, ``export``). The CLI builds a
+dataclass and its choice lists (``train``, ``prune``, ``quantize``, ``parity``, ``export``, ``predictor``). The CLI builds a
 config from the options that were given and lets it validate, and ``click.Choice`` takes the same constants,
 so defaults and choices live in one place. The heavy stage modules import their config from here and
 re-export it (``from edgesent.train import TrainConfig`` keeps working).
@@ -22,6 +22,7 @@ from edgesent.config._base import (
 )
 from edgesent.config.export import DEFAULT_CALIBRATION_SAMPLES, MIN_OPSET, OPTIMIZE_LEVELS, ExportConfig
 from edgesent.config.parity import DEFAULT_THRESHOLDS, PRECISIONS, ParityConfig
+from edgesent.config.predictor import GRAPH_OPTIMIZATIONS, PredictorConfig
 from edgesent.config.prune import PruneConfig
 from edgesent.config.quantize import KEEP_FP32_GROUPS, TARGET_CHOICES, TARGETS, QuantizeConfig
 from edgesent.config.train import CLASS_WEIGHTS, DEFAULT_BASE, DEVICES, TrainConfig
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_CALIBRATION_SAMPLES",
     "DEFAULT_THRESHOLDS",
     "DEVICES",
+    "GRAPH_OPTIMIZATIONS",
     "KEEP_FP32_GROUPS",
     "MIN_OPSET",
     "OPTIMIZE_LEVELS",
@@ -42,6 +44,7 @@ __all__ = [
     "ConfigBase",
     "ExportConfig",
     "ParityConfig",
+    "PredictorConfig",
     "PruneConfig",
     "QuantizeConfig",
     "TrainConfig",
