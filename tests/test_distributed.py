@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LABELS
+from conftest import LABELS, make_span_rows
 
 from edgesent.cli import cli
-from edgesent.errors import DataError, MissingDependencyError
+from edgesent.errors import ConfigError, DataError, MissingDependencyError
 from edgesent.runtime import Predictor
 
 
@@ -28,11 +28,24 @@ DEMO = Path(__file__).resolve().parents[1] / "edgesent" / "demo" / "eval.csv"
 PREDICTED = ["label", "score", *(f"score_{label}" for label in LABELS), "truncated", "unknown_tokens", "error"]
 # Rows that must get an error, never fail the job: empty, whitespace only, missing.
 BAD_TEXTS = ["", "   ", None]
+SPAN_COLUMNS = ["spans", "truncated", "unknown_tokens", "error"]
 
 
 @pytest.fixture(scope="module")
 def predictor(short_onnx_dir: Path) -> Predictor:
     return Predictor.load(short_onnx_dir, provider="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def span_predictor(tiny_span_onnx_dir: Path) -> Predictor:
+    return Predictor.load(tiny_span_onnx_dir, provider="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def span_frame() -> pd.DataFrame:
+    """Twelve aspect sentences and the texts that cannot be tagged, with an ``id`` column."""
+    texts = [row["text"] for row in make_span_rows(12, seed=3)] + BAD_TEXTS
+    return pd.DataFrame({"id": [str(i) for i in range(len(texts))], "text": texts})
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +63,23 @@ def _expected(predictor: Predictor, texts: list) -> list[dict]:
     good = [t for t in texts if isinstance(t, str) and t.strip()]
     preds = iter(predictor.predict(good))
     return [next(preds).to_dict() if isinstance(t, str) and t.strip() else None for t in texts]
+
+
+def _assert_same_spans(result: pd.DataFrame, source: pd.DataFrame, predictor: Predictor) -> None:
+    """A span model's rows: ``spans`` is the JSON of ``Predictor.predict``'s spans; an error row has null spans."""
+    result = result.sort_values("id", key=lambda ids: ids.astype(int)).reset_index(drop=True)
+    assert list(result.columns) == [*source.columns, *SPAN_COLUMNS]
+    assert result["id"].tolist() == source["id"].tolist()
+    expected = _expected(predictor, source["text"].tolist())
+    assert any(row and row["spans"] for row in expected)  # the tiny tagger finds spans, so the check means something
+    for row, want in zip(result.itertuples(), expected, strict=True):
+        if want is None:
+            assert row.error in ("empty text", "no text") and pd.isna(row.spans)
+            continue
+        assert pd.isna(row.error)
+        got = json.loads(row.spans)
+        assert [{**s, "score": None} for s in got] == [{**s, "score": None} for s in want["spans"]]
+        assert [s["score"] for s in got] == pytest.approx([s["score"] for s in want["spans"]], abs=1e-6)
 
 
 def _assert_same_as_predictor(result: pd.DataFrame, source: pd.DataFrame, predictor: Predictor) -> None:
@@ -85,6 +115,16 @@ def test_partition_function_matches_the_predictor(frame: pd.DataFrame, short_onn
     odd = pd.DataFrame({"row": [0, 1], "text": pd.Series([12, float("nan")], dtype=object)})  # a number, a gap
     (out,) = predict_partition([odd], cfg)
     assert out["error"].tolist() == ["not a string (int)", "no text"]
+
+
+def test_partition_span_model_gets_a_spans_column(span_frame, tiny_span_onnx_dir: Path, span_predictor) -> None:
+    from edgesent.distributed.partition import predict_partition, prepare_config
+
+    cfg = prepare_config(tiny_span_onnx_dir, list(span_frame.columns), batch_size=4)
+    assert cfg.task == "token-classification"
+    _assert_same_spans(next(predict_partition([span_frame], cfg)), span_frame, span_predictor)
+    with pytest.raises(DataError, match="'input_spans' is taken"):
+        prepare_config(tiny_span_onnx_dir, ["text", "spans", "input_spans"])
 
 
 def test_partition_predictor_is_loaded_once_per_process(short_onnx_dir: Path, monkeypatch) -> None:
@@ -131,6 +171,23 @@ def test_find_input_files(tmp_path: Path) -> None:
         find_input_files(tmp_path)
     with pytest.raises(DataError, match="no file matches"):
         find_input_files(tmp_path / "nothing*.parquet")
+    (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "\n")  # json.loads raises RecursionError
+    with pytest.raises(DataError, match="deep.jsonl: cannot read its columns"):
+        read_columns(tmp_path / "deep.jsonl", "jsonl")
+
+
+def test_csv_headers_are_matched_by_name(tmp_path: Path) -> None:
+    from edgesent.distributed.files import header_groups, input_columns
+
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    a.write_text("text,id\nhello,1\n")
+    b.write_text("id,text\n2,bye\n")  # the same columns, in another order
+    c.write_text("text,id\nagain,3\n")
+    assert header_groups([a, b, c], "csv") == {("text", "id"): [a, c], ("id", "text"): [b]}
+    assert input_columns([a, b, c], "csv") == ["text", "id"]
+    b.write_text("id,body\n2,bye\n")
+    with pytest.raises(DataError, match=rf"^{b}: its columns \(id, body\) are not those of {a} \(text, id\)"):
+        input_columns([a, b], "csv")
 
 
 def test_missing_extra_is_one_line_with_the_install_command(monkeypatch, short_onnx_dir: Path, runner) -> None:
@@ -181,6 +238,23 @@ def test_cli_engine_option_checks(runner, short_onnx_copy: Path, tmp_path: Path)
 # --- Ray Data, local mode ----------------------------------------------------------------------------------
 
 
+def test_ray_local_cluster_fits_actors_of_several_threads(short_onnx_dir: Path, tmp_path: Path) -> None:
+    """Runs before ``ray_local`` starts: ``predict_files`` starts its own cluster, sized for 1 actor of 2 threads."""
+    pytest.importorskip("ray")
+    pd.DataFrame({"text": ["great", "awful", ""]}).to_csv(tmp_path / "in.csv", index=False)
+    code = (
+        "from edgesent.distributed.files import predict_files; "
+        f"s = predict_files({str(short_onnx_dir)!r}, {str(tmp_path / 'in.csv')!r}, {str(tmp_path / 'out')!r}, "
+        "engine='ray', workers=1, threads=2); print(s['rows'], s['predicted'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=240
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "3 2"
+
+
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[object]:
     ray = pytest.importorskip("ray")
@@ -199,6 +273,26 @@ def test_ray_predict_dataset_matches_the_predictor(ray_local, frame, short_onnx_
     ds = ray_local.data.from_pandas(frame).repartition(4)
     out = predict_dataset(ds, short_onnx_dir, concurrency=2, rows_per_batch=64, batch_size=16)
     _assert_same_as_predictor(out.to_pandas(), frame, predictor)
+
+
+def test_ray_span_model_matches_the_predictor(ray_local, span_frame, tiny_span_onnx_dir: Path, span_predictor) -> None:
+    from edgesent.distributed import predict_dataset
+
+    ds = ray_local.data.from_pandas(span_frame).repartition(2)
+    out = predict_dataset(ds, tiny_span_onnx_dir, concurrency=1, rows_per_batch=8, batch_size=4)
+    _assert_same_spans(out.to_pandas(), span_frame, span_predictor)
+
+
+def test_ray_cluster_too_small_for_one_actor_is_refused(ray_local, short_onnx_dir: Path, tmp_path: Path) -> None:
+    from edgesent.distributed.files import predict_files
+    from edgesent.distributed.ray_engine import check_cluster
+
+    check_cluster(2)  # 3 CPUs: one actor of 2 threads, and 1 CPU to read
+    with pytest.raises(
+        ConfigError, match=r"the Ray cluster has 3 CPU\(s\), at most 3 on one node; each actor needs 3"
+    ):
+        predict_files(short_onnx_dir, DEMO, tmp_path / "out", engine="ray", workers=1, threads=3)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_ray_parquet_folder(ray_local, runner, frame, short_onnx_dir: Path, predictor, tmp_path: Path) -> None:
@@ -252,3 +346,17 @@ def test_cli_spark_csv_glob(spark, runner, frame, short_onnx_dir: Path, predicto
     source = frame.assign(text=frame["text"].fillna(""))  # CSV cannot tell a missing text from an empty one
     _assert_same_as_predictor(scored, source, predictor)
     assert json.loads((out / "edgesent.json").read_text())["engine"] == "spark"
+
+
+def test_spark_reads_csv_columns_by_name_and_writes_spans(
+    spark, span_frame, tiny_span_onnx_dir: Path, span_predictor, tmp_path: Path
+) -> None:
+    from edgesent.distributed.files import predict_files
+
+    half = len(span_frame) // 2
+    span_frame.iloc[:half].to_csv(tmp_path / "a.csv", index=False)
+    span_frame.iloc[half:][["text", "id"]].to_csv(tmp_path / "b.csv", index=False)  # columns in another order
+    summary = predict_files(tiny_span_onnx_dir, tmp_path, tmp_path / "scored", engine="spark", workers=2)
+    assert summary["task"] == "token-classification" and summary["predicted"] == len(span_frame) - len(BAD_TEXTS)
+    source = span_frame.assign(text=span_frame["text"].fillna(""))  # CSV cannot tell a missing text from an empty one
+    _assert_same_spans(pd.read_parquet(tmp_path / "scored" / "predictions"), source, span_predictor)

@@ -246,7 +246,8 @@ def _check_engine_options(
     if as_json or top_k is not None:
         option = "--json" if as_json else "--top-k"
         raise click.BadParameter(
-            f"{option} does not apply with --engine: the Parquet output has one score_<label> column per label",
+            f"{option} does not apply with --engine: the Parquet output has one score_<label> column per label "
+            "(a span model: a spans column of JSON)",
             param_hint=f"'{option}'",
         )
 

@@ -13,6 +13,7 @@ import glob
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from edgesent.errors import DataError
 logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+HEADER_FORMATS = ("csv", "tsv")
 PREDICTIONS_KIND = "predictions"
 # The Parquet files go one level down: readers of a Parquet folder (Spark, pyarrow, pandas, DuckDB) would try to
 # read the manifest beside them as Parquet.
@@ -96,11 +98,43 @@ def read_columns(path: Path, fmt: str) -> list[str]:
                 return list(first)
             delimiter = "\t" if fmt == "tsv" else ","
             header = next(csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if fmt == "tsv" else 0), None)
-    except (OSError, ValueError) as err:  # ValueError: JSON, UTF-8 or a Parquet footer (ArrowInvalid)
+    # ValueError: JSON, UTF-8 or a Parquet footer (ArrowInvalid); RecursionError: JSON nested too deep to parse.
+    except (OSError, ValueError, RecursionError) as err:
         raise DataError(f"{path}: cannot read its columns ({err})") from err
     if not header:
         raise DataError(f"{path}: empty file, no header")
     return header
+
+
+def header_groups(files: Sequence[Path], fmt: str) -> dict[tuple[str, ...], list[Path]]:
+    """CSV/TSV files grouped by their header (first file's header first), once every header names the same columns.
+
+    Each file's header is read (one line), because a CSV reader given one schema for many files applies it by
+    position: a file with its columns in another order would have the wrong column scored as text. Files are
+    matched by name instead (see :func:`edgesent.distributed.spark_engine.read_files`); a file with other columns
+    is refused, rather than read with nulls where its columns are missing.
+
+    Raises:
+        DataError: a file's header is unreadable, or names other columns than the first file's (both named).
+    """
+    groups: dict[tuple[str, ...], list[Path]] = {}
+    for file in files:
+        groups.setdefault(tuple(read_columns(file, fmt)), []).append(file)
+    first, *others = groups
+    for header in others:
+        if sorted(header) != sorted(first):
+            raise DataError(
+                f"{groups[header][0]}: its columns ({', '.join(header)}) are not those of {files[0]} "
+                f"({', '.join(first)}); score files with the same columns together"
+            )
+    return groups
+
+
+def input_columns(files: Sequence[Path], fmt: str) -> list[str]:
+    """The input's column names: the first file's, after checking (CSV/TSV) that every file has the same ones."""
+    if fmt in HEADER_FORMATS:
+        return list(next(iter(header_groups(files, fmt))))
+    return read_columns(files[0], fmt)
 
 
 def predict_files(
@@ -119,8 +153,8 @@ def predict_files(
 ) -> dict[str, Any]:
     """Score every text of a folder or glob of files with a Ray or Spark job and write Parquet.
 
-    The extra, the input files, their text column, the model (hash-checked) and the output directory are all
-    checked before the engine starts, so a mistake costs a second, not a cluster start-up.
+    The extra, the input files (every CSV/TSV header), their text column, the model (hash-checked) and the output
+    directory are all checked before the engine starts, so a mistake costs a second, not a cluster start-up.
 
     Args:
         model_dir: the ONNX export directory.
@@ -150,7 +184,7 @@ def predict_files(
     check_number("workers", workers, low=1, integer=True)
     require_engine(engine)
     fmt, files = find_input_files(inputs)
-    columns = read_columns(files[0], fmt)
+    columns = input_columns(files, fmt)
     cfg = prepare_config(
         model_dir,
         columns,
@@ -177,6 +211,7 @@ def predict_files(
             "workers": workers,
             "model_dir": str(cfg.model_dir),
             "model_sha256": manifest_sha256(cfg.model_dir),
+            "task": cfg.task,
             "labels": list(cfg.labels),
             "inputs": [str(file.resolve()) for file in files],
             "input_format": fmt,

@@ -26,6 +26,7 @@ from edgesent.distributed.partition import (
     prediction_fields,
     prepare_config,
 )
+from edgesent.errors import ConfigError
 
 
 if TYPE_CHECKING:
@@ -52,15 +53,15 @@ class PredictActor:
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         (frame,) = predict_partition([batch], self._cfg)
-        return _to_arrow(frame, self._cfg.labels)
+        return _to_arrow(frame, self._cfg.labels, self._cfg.task)
 
 
-def _to_arrow(frame: pd.DataFrame, labels: Sequence[str]) -> pa.Table:
+def _to_arrow(frame: pd.DataFrame, labels: Sequence[str], task: str) -> pa.Table:
     import pyarrow as pa
 
     types = {STRING: pa.string(), DOUBLE: pa.float64(), BOOLEAN: pa.bool_(), INT64: pa.int64()}
     table = pa.Table.from_pandas(frame, preserve_index=False)  # NaN -> null in float columns
-    for name, kind in prediction_fields(labels):
+    for name, kind in prediction_fields(labels, task):
         index = table.schema.get_field_index(name)
         table = table.set_column(index, name, table.column(index).cast(types[kind]))
     return table
@@ -78,7 +79,8 @@ def predict_dataset(
     threads: int | None = 1,
     verify: bool = True,
 ) -> ray.data.Dataset:
-    """Add predictions to a Ray Dataset: its rows with ``label``, ``score``, ``score_<label>`` ... ``error``.
+    """Add predictions to a Ray Dataset: its rows with ``label``, ``score``, ``score_<label>`` (a span model:
+    ``spans``) ... ``error``.
 
     The model is read and hash-checked here, on the driver, before anything runs; then ``concurrency`` actors
     each load it once (hash-checked again where they run) and reuse it. Lazy, like every Ray Data transform:
@@ -100,7 +102,8 @@ def predict_dataset(
 
     Raises:
         MissingDependencyError: the ``ray`` extra is not installed.
-        ModelError, DataError, ConfigError: as :func:`edgesent.distributed.partition.prepare_config`.
+        ModelError, DataError, ConfigError: as :func:`edgesent.distributed.partition.prepare_config`; or
+            ConfigError: the running cluster cannot start one actor (see :func:`check_cluster`).
     """
     require_engine("ray")
     check_number("concurrency", concurrency, low=1, integer=True)
@@ -115,6 +118,10 @@ def predict_dataset(
         threads=threads,
         verify=verify,
     )
+    import ray
+
+    if ray.is_initialized():  # a Dataset made without ray.init() starts Ray when it runs, with every local CPU
+        check_cluster(cfg.threads or 1)
     return _map(ds, cfg, concurrency, rows_per_batch)
 
 
@@ -135,27 +142,66 @@ def _map(ds: ray.data.Dataset, cfg: PartitionConfig, concurrency: int, rows_per_
 BLOCKS_PER_WORKER = 4
 
 
-def start_local(workers: int) -> bool:
+def local_cpus(workers: int, threads: int) -> int:
+    """Logical CPUs of a local cluster for ``workers`` actors of ``threads`` CPUs each: all of them, plus one for
+    the read and write tasks, so every actor can start and the actors never hold every CPU while the tasks that
+    feed them wait (fewer and an actor stays pending forever)."""
+    return workers * threads + 1
+
+
+def start_local(workers: int, threads: int = 1) -> bool:
     """Start Ray for one job on this machine, unless it is running or ``RAY_ADDRESS`` names a cluster.
 
-    Local mode gets ``workers + 1`` logical CPUs: one per actor, and one for the read and write tasks, so the
-    actors never hold every CPU while the tasks that feed them wait. No dashboard, no usage statistics.
+    Local mode gets :func:`local_cpus` logical CPUs. No dashboard, no usage statistics. A running cluster (joined,
+    or already started in this process) is checked instead: see :func:`check_cluster`.
 
     Returns:
         True when this call started Ray (and the caller should shut it down).
+
+    Raises:
+        ConfigError: the running cluster cannot place one actor of ``threads`` CPUs.
     """
     require_engine("ray")
     import ray
 
     if ray.is_initialized():
+        check_cluster(threads)
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     settings: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(**settings)
-    else:
-        ray.init(num_cpus=workers + 1, include_dashboard=False, **settings)
+    if not os.environ.get("RAY_ADDRESS"):
+        ray.init(num_cpus=local_cpus(workers, threads), include_dashboard=False, **settings)
+        return True
+    ray.init(**settings)
+    check_cluster(threads)  # a joined cluster may autoscale: a warning there, never a refusal
     return True
+
+
+def check_cluster(threads: int) -> None:
+    """Refuse a running cluster where no actor can start, which Ray Data would otherwise wait on forever.
+
+    An actor reserves ``threads`` CPUs on one node; with no alive node that large, and no CPU left beside it for
+    the read tasks, the job never starts. Checked against the nodes up now: a cluster named by ``RAY_ADDRESS``
+    may have an autoscaler that adds nodes once actors wait, so there it is a warning, not a refusal.
+
+    Raises:
+        ConfigError: a cluster without ``RAY_ADDRESS`` where no node has ``threads`` CPUs, or with no CPU beside
+            one actor's.
+    """
+    import ray
+
+    nodes = [node.get("Resources", {}).get("CPU", 0.0) for node in ray.nodes() if node.get("Alive")]
+    largest, total = max(nodes, default=0.0), sum(nodes)
+    if largest >= threads and total >= threads + 1:
+        return
+    problem = (
+        f"the Ray cluster has {total:g} CPU(s), at most {largest:g} on one node; each actor needs {threads} "
+        "on one node (--threads) plus 1 for reading"
+    )
+    if os.environ.get("RAY_ADDRESS"):
+        logger.warning("%s: the job waits until the cluster grows (an autoscaler) or forever", problem)
+        return
+    raise ConfigError(f"{problem}: lower --threads or use a larger cluster")
 
 
 def read_files(files: Sequence[Path], fmt: str, columns: Sequence[str]) -> ray.data.Dataset:
@@ -194,7 +240,7 @@ def run_files(
     """Read ``files``, predict with ``workers`` actors and write Parquet files into ``out_dir``."""
     import ray
 
-    started = start_local(workers)
+    started = start_local(workers, cfg.threads or 1)
     try:
         # One file reads as one block, which feeds one actor: split it so every actor gets work.
         ds = read_files(files, fmt, columns).repartition(workers * BLOCKS_PER_WORKER)

@@ -9,6 +9,7 @@ workers between tasks (``spark.python.worker.reuse``, on by default), so the per
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgesent.distributed import require_engine
+from edgesent.distributed.files import header_groups
 from edgesent.distributed.partition import (
     BOOLEAN,
     DEFAULT_BATCH_SIZE,
@@ -59,14 +61,15 @@ class _PartitionFunction:
         yield from predict_partition(batches, cfg)
 
 
-def output_schema(schema: StructType, labels: Sequence[str]) -> StructType:
-    """The input schema (clashing names renamed to ``input_<name>``) plus the prediction columns."""
+def output_schema(schema: StructType, labels: Sequence[str], task: str) -> StructType:
+    """The input schema (clashing names renamed to ``input_<name>``) plus the task's prediction columns."""
     from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
 
     types = {STRING: StringType(), DOUBLE: DoubleType(), BOOLEAN: BooleanType(), INT64: LongType()}
-    renames = column_renames(schema.names, labels)
+    renames = column_renames(schema.names, labels, task)
     renamed = [StructField(renames.get(f.name, f.name), f.dataType, f.nullable, f.metadata) for f in schema.fields]
-    return StructType(renamed + [StructField(name, types[kind], True) for name, kind in prediction_fields(labels)])
+    predicted = [StructField(name, types[kind], True) for name, kind in prediction_fields(labels, task)]
+    return StructType(renamed + predicted)
 
 
 def predict_dataframe(
@@ -80,7 +83,8 @@ def predict_dataframe(
     verify: bool = True,
     ship: bool = False,
 ) -> DataFrame:
-    """Add predictions to a Spark DataFrame: its rows with ``label``, ``score``, ``score_<label>`` ... ``error``.
+    """Add predictions to a Spark DataFrame: its rows with ``label``, ``score``, ``score_<label>`` (a span model:
+    ``spans``) ... ``error``.
 
     The model is read and hash-checked on the driver before anything runs; each executor's Python worker then
     loads it once (hash-checked again there) and reuses it. Lazy, like every Spark transformation.
@@ -115,7 +119,7 @@ def predict_dataframe(
     )
     if ship:
         df.sparkSession.sparkContext.addFile(str(cfg.model_dir), recursive=True)
-    return df.mapInPandas(_PartitionFunction(cfg, ship), output_schema(df.schema, cfg.labels))
+    return df.mapInPandas(_PartitionFunction(cfg, ship), output_schema(df.schema, cfg.labels, cfg.task))
 
 
 def start_local(workers: int, memory: str = "1g") -> tuple[SparkSession, bool]:
@@ -153,17 +157,26 @@ def read_files(spark: SparkSession, files: Sequence[Path], fmt: str, columns: Se
     """A DataFrame of Parquet, CSV, TSV or JSONL files (one format), read as the single-process reader reads them.
 
     CSV and TSV columns are all strings; CSV fields may hold quoted line breaks (``""`` escapes a quote); TSV has
-    no quoting, as in :func:`edgesent.data.csv_quoting`.
+    no quoting, as in :func:`edgesent.data.csv_quoting`. Spark applies a CSV schema by position, so files are read
+    in groups of one header each (:func:`edgesent.distributed.files.header_groups`) and joined by column name:
+    a file with its columns in another order is read right, and the columns come in the first file's order.
     """
-    from pyspark.sql.types import StringType, StructField, StructType
-
     paths = [str(path) for path in files]
     if fmt == "parquet":
         return spark.read.parquet(*paths)
     if fmt == "jsonl":
         return spark.read.json(paths)
-    schema = StructType([StructField(name, StringType(), True) for name in columns])
+    frames = [_read_csv(spark, header, group, fmt) for header, group in header_groups(files, fmt).items()]
+    return functools.reduce(lambda left, right: left.unionByName(right), frames)
+
+
+def _read_csv(spark: SparkSession, header: Sequence[str], files: Sequence[Path], fmt: str) -> DataFrame:
+    """CSV or TSV files that share this header, every column a string."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    schema = StructType([StructField(name, StringType(), True) for name in header])
     reader = spark.read.schema(schema).option("header", "true")
+    paths = [str(path) for path in files]
     if fmt == "tsv":
         return reader.option("sep", "\t").option("quote", "").csv(paths)
     return reader.option("multiLine", "true").option("escape", '"').csv(paths)
@@ -178,7 +191,7 @@ def run_files(
         df = read_files(spark, files, fmt, columns)
         if df.rdd.getNumPartitions() < workers:  # one small file is one partition: one core would do all the work
             df = df.repartition(workers)
-        predicted = df.mapInPandas(_PartitionFunction(cfg, False), output_schema(df.schema, cfg.labels))
+        predicted = df.mapInPandas(_PartitionFunction(cfg, False), output_schema(df.schema, cfg.labels, cfg.task))
         predicted.write.mode("errorifexists").parquet(str(out_dir))
     finally:
         if started:
