@@ -295,6 +295,18 @@ def test_ray_cluster_too_small_for_one_actor_is_refused(ray_local, short_onnx_di
     assert not (tmp_path / "out").exists()
 
 
+def test_ray_cluster_named_by_ray_address_may_autoscale(
+    ray_local, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A joined cluster too small now is warned about, not refused: its autoscaler may add the node."""
+    from edgesent.distributed.ray_engine import check_cluster
+
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    with caplog.at_level("WARNING", logger="edgesent.distributed.ray_engine"):
+        check_cluster(3)
+    assert "each actor needs 3 on one node (--threads) plus 1 for reading: the job waits" in caplog.text
+
+
 def test_cli_ray_parquet_folder(ray_local, runner, frame, short_onnx_dir: Path, predictor, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     lake.mkdir()
