@@ -150,9 +150,23 @@ def repair_text(text: str) -> str | None:
         pass
     try:
         raw = text.encode("utf-8", "surrogateescape")  # bytes Python could not decode
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "replace")  # other lone surrogates
+    except UnicodeEncodeError:  # other lone surrogates: each one character, so each one U+FFFD
+        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
     return raw.decode("utf-8", errors="replace")
+
+
+def check_unicode(path: Path, line: int, text: str) -> None:
+    """Refuse text that is not valid Unicode (strict readers): JSON can spell a lone surrogate (``"\\ud83d"``, half
+    an emoji cut by a scraper), which the tokenizer rejects later with a bare TypeError.
+
+    Raises:
+        DataError: naming the file and line.
+    """
+    if repair_text(text) is not None:
+        raise DataError(
+            f"{path}:{line}: text that is not valid Unicode (a lone surrogate escape such as \\ud83d, e.g. half an "
+            "emoji); fix or drop it"
+        )
 
 
 def read_lines(
@@ -362,7 +376,9 @@ def iter_records(
         for record in records:
             if stats.claim_replaced(record.line):
                 record.replaced = True
-            if not strict and (repaired := repair_text(record.text)) is not None:
+            if strict:
+                check_unicode(path, record.line, record.text)
+            elif (repaired := repair_text(record.text)) is not None:
                 record.text, record.replaced = repaired, True
             yield record
     finally:
@@ -459,6 +475,33 @@ def encode_labels(data: LabelledTexts, labels: list[str]) -> list[int]:
             f"({', '.join(labels)})"
         )
     return [index[label] for label in data.labels]
+
+
+def stratified_sample(data: LabelledTexts, size: int, seed: int) -> LabelledTexts:
+    """``size`` rows (all of them when there are fewer), each class in its share, seeded.
+
+    A sample, not a split: it never refuses a rare class (a class whose share rounds to nothing may be left out),
+    so it can run after training has finished (the parity sample) or on any training set (a search's subset).
+    Shares are rounded by largest remainder, so the sample has exactly ``size`` rows.
+    """
+    if len(data) <= size:
+        return data
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(data.labels):
+        by_label[label].append(i)
+    shares = {label: len(indices) * size / len(data) for label, indices in by_label.items()}
+    counts = {label: int(share) for label, share in shares.items()}
+    by_remainder = sorted(shares, key=lambda label: (counts[label] - shares[label], label))
+    for label in by_remainder[: size - sum(counts.values())]:
+        counts[label] += 1
+    rng = random.Random(seed)
+    picked: list[int] = []
+    for label in sorted(by_label):
+        indices = by_label[label]
+        rng.shuffle(indices)
+        picked.extend(indices[: counts[label]])
+    source = data.source or str(data.path)
+    return data.subset(sorted(picked), f"{source} (stratified sample of {size}, seed {seed})")
 
 
 def stratified_split(data: LabelledTexts, fraction: float, seed: int) -> tuple[LabelledTexts, LabelledTexts]:

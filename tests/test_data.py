@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edgesent.data import encode_labels, label_list, load_dataset, stratified_split
+from edgesent.data import LabelledTexts, encode_labels, label_list, load_dataset, stratified_sample, stratified_split
 from edgesent.errors import DataError
 
 
@@ -119,3 +119,16 @@ def test_reading_records_imports_no_torch(tmp_path) -> None:
         "heavy = [m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules]; assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stratified_sample_never_refuses_a_rare_class_and_keeps_the_size() -> None:
+    """The parity sample is drawn after training: a one-row class must not throw the finished run away."""
+    labels = ["pos"] * 700 + ["neg"] * 300 + ["rare"]
+    data = LabelledTexts(texts=[f"t{i}" for i in range(len(labels))], labels=labels, source="dev")
+    sample = stratified_sample(data, 1000, seed=3)
+    assert len(sample) == 1000 and sample.texts == sorted(sample.texts, key=lambda t: int(t[1:]))
+    assert (sample.labels.count("pos"), sample.labels.count("neg")) in {(700, 300), (699, 300), (700, 299)}
+    assert stratified_sample(data, 1000, seed=3).texts == sample.texts  # seeded
+    assert stratified_sample(data, 5000, seed=3) is data
+    with pytest.raises(DataError, match="class 'rare' has 1 row"):  # a split still needs both sides
+        stratified_split(data, 0.5, seed=3)

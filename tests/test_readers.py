@@ -163,3 +163,13 @@ def test_superscript_digits_are_labels_not_integers(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("text,label\na,²\nb,1\nc,²\n")
     assert label_list(load_dataset(path)) == ["1", "²"]
+
+
+def test_a_lone_surrogate_escape_is_refused_strictly_and_repaired_leniently(tmp_path: Path) -> None:
+    """JSON can spell half an emoji ("\\ud83d"); the tokenizer would refuse it later with a bare TypeError."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "fine", "label": "a"}\n{"text": "cut \\ud83d", "label": "b"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"s.jsonl:2: text that is not valid Unicode"):
+        list(iter_records(path, "text", "label", strict=True))
+    records = list(iter_records(path, "text", "label", strict=False))
+    assert records[1].text == "cut \ufffd" and records[1].replaced

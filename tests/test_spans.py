@@ -467,3 +467,32 @@ def test_demo_spans_regenerate_byte_for_byte(tmp_path):
     assert _load_script().main(["--out-dir", str(tmp_path)]) == 0
     for path in (DEMO_SPANS_TRAIN, DEMO_SPANS_EVAL):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), f"{path.name} differs from the script"
+
+
+def test_gold_spans_are_trimmed_of_whitespace_and_checked(tmp_path: Path) -> None:
+    """The predictor never returns a span that starts or ends in whitespace, so neither may gold."""
+    rows = [
+        {"text": "the battery  is great", "spans": [{"start": 3, "end": 13, "label": "pos"}]},
+        {"text": "ok screen", "spans": [{"start": 2, "end": 9, "label": "neg", "term": " screen"}]},
+    ]
+    examples = list(read_span_records(_write(tmp_path, "a.jsonl", "\n".join(map(json.dumps, rows)) + "\n")))
+    assert [(s.start, s.end, s.text) for ex in examples for s in ex.spans] == [(4, 11, "battery"), (3, 9, "screen")]
+    blank = {"text": "a   b", "spans": [{"start": 1, "end": 4, "label": "pos"}]}
+    with pytest.raises(DataError, match=r"b.jsonl:1: span \[1, 4\) \(pos\) covers only whitespace"):
+        list(read_span_records(_write(tmp_path, "b.jsonl", json.dumps(blank) + "\n")))
+
+
+def test_span_labels_must_be_strings_and_texts_valid_unicode(tmp_path: Path) -> None:
+    numeric = {"text": "good food", "spans": [{"start": 5, "end": 9, "label": 1}]}
+    with pytest.raises(DataError, match=r"c.jsonl:1: a span label must be a string, got 1"):
+        list(read_span_records(_write(tmp_path, "c.jsonl", json.dumps(numeric) + "\n")))
+    half_emoji = '{"text": "good food \\ud83d", "spans": []}\n'
+    with pytest.raises(DataError, match=r"d.jsonl:1: text that is not valid Unicode"):
+        list(read_span_records(_write(tmp_path, "d.jsonl", half_emoji)))
+
+
+def test_a_file_without_spans_loads_only_when_spans_are_not_required(tmp_path: Path) -> None:
+    path = _write(tmp_path, "e.jsonl", '{"text": "nothing to see", "spans": []}\n')
+    with pytest.raises(DataError, match="no spans in 1 sentence"):
+        load_span_dataset(path)
+    assert load_span_dataset(path, require_spans=False).texts == ["nothing to see"]

@@ -239,6 +239,14 @@ def test_with_gold_spans_default_bounds_report_and_set_ones_gate(
     assert not set_bounds.passed and [c["name"] for c in set_bounds.checks if not c["passed"]] == ["agreement"]
 
 
+def test_span_parity_on_texts_without_gold_spans(tiny_span_onnx_dir: Path, _tiny_span_model_master: Path, tmp_path):
+    """A parity sample whose held-out texts have no aspects still compares the two models (no gold F1 then)."""
+    data = write_jsonl(tmp_path / "plain.jsonl", [{"text": row["text"], "spans": []} for row in make_span_rows(6)])
+    report = check_parity(_tiny_span_model_master, tiny_span_onnx_dir, ParityConfig(data=data, verify=False))
+    assert report.passed and report.n_texts == 6 and report.accuracy_torch is None
+    assert "accuracy_drop" not in {c["name"] for c in report.checks}
+
+
 def test_parity_cli_on_a_span_model(runner, tiny_span_onnx_dir: Path, _tiny_span_model_master: Path, tiny_span_data):
     _, dev = tiny_span_data
     result = runner.invoke(

@@ -35,9 +35,9 @@ class ClassifyTask(Task):
         return stage_module("train_inputs").load_training_data(cfg)
 
     def sample(self, data: Any, size: int, seed: int) -> Any:
-        from edgesent.data import stratified_split
+        from edgesent.data import stratified_sample
 
-        return stratified_split(data, size / len(data), seed)[1]  # stratified: every class keeps its share
+        return stratified_sample(data, size, seed)  # every class keeps its share; a rare class never refuses
 
     def records(self, data: Any) -> list[dict[str, Any]]:
         return [{"text": text, "label": label} for text, label in zip(data.texts, data.labels)]

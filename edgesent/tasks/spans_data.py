@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesent.data import ReadStats, pick_text_column, read_lines
+from edgesent.data import ReadStats, check_unicode, pick_text_column, read_lines
 from edgesent.demo import DEMO_DIR
 from edgesent.errors import DataError
 from edgesent.tasks.spans import Span, SpanExample, spans_from_tags, split_tag
@@ -98,16 +98,30 @@ def _check_spans(path: Path, line: int, text: str, spans: list[Span], terms: lis
             )
 
 
+def _trimmed(path: Path, line: int, text: str, span: Span) -> Span:
+    """``span`` without the whitespace at its ends; DataError when nothing else is left."""
+    piece = text[span.start : span.end]
+    start = span.start + len(piece) - len(piece.lstrip())
+    end = span.end - (len(piece) - len(piece.rstrip()))
+    if end <= start:
+        raise DataError(f"{path}:{line}: span [{span.start}, {span.end}) ({span.label}) covers only whitespace")
+    return span if (start, end) == (span.start, span.end) else Span(start, end, span.label, text[start:end])
+
+
 def _finish(
     path: Path, line: int, text: str, spans: list[Span], drop: frozenset[str], dropped: Counter
 ) -> SpanExample:
-    """Drop the unwanted labels, refuse overlaps, sort: the one validation every format ends with."""
+    """Drop the unwanted labels, trim whitespace, refuse overlaps, sort: the one validation every format ends with.
+
+    Trimmed because the predictor's spans never start or end in whitespace (``decode_spans``): a gold span with a
+    trailing space would count as a miss for a perfect tagger in ``evaluate`` and the parity gate.
+    """
     kept = []
     for span in spans:
         if span.label in drop:
             dropped[span.label] += 1
         else:
-            kept.append(span)
+            kept.append(_trimmed(path, line, text, span))
     kept.sort(key=lambda s: (s.start, s.end))
     for a, b in itertools.pairwise(kept):
         if b.start < a.end:
@@ -146,6 +160,7 @@ def _jsonl(path: Path, lines: Iterator[tuple[int, str]], text_column: str, drop:
         text = obj.get(text_key)
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{path}:{number}: empty or missing text in '{text_key}'")
+        check_unicode(path, number, text)
         if "spans" in obj and "aspects" in obj:
             raise DataError(f"{path}:{number}: both 'spans' and 'aspects'; keep one")
         items = obj.get("spans", obj.get("aspects"))
@@ -156,7 +171,9 @@ def _jsonl(path: Path, lines: Iterator[tuple[int, str]], text_column: str, drop:
         spans, terms = [], []
         for item in items:
             label = item.get("label", item.get("polarity"))
-            if not isinstance(label, str) or not label.strip():
+            if label is not None and not isinstance(label, str):
+                raise DataError(f"{path}:{number}: a span label must be a string, got {label!r}")
+            if not label or not label.strip():
                 raise DataError(f"{path}:{number}: a span without 'label' (or 'polarity')")
             start, end = _offset(path, number, item, ("start", "from")), _offset(path, number, item, ("end", "to"))
             term = item.get("term")
@@ -323,13 +340,17 @@ def split_span_dataset(data: SpanDataset, fraction: float, seed: int) -> tuple[S
     )
 
 
-def load_span_dataset(source: str | Path, text_column: str = "text", drop_labels: Iterable[str] = ()) -> SpanDataset:
+def load_span_dataset(
+    source: str | Path, text_column: str = "text", drop_labels: Iterable[str] = (), require_spans: bool = True
+) -> SpanDataset:
     """Read a whole span file into memory, strictly (training and evaluation).
 
     Args:
         source: the file (see :func:`read_span_records` for the formats).
         text_column: JSONL key with the text.
         drop_labels: span labels to leave out, e.g. ``("conflict",)``.
+        require_spans: refuse a file without a single span (training and evaluation need some; a parity sample
+            of texts without aspects is still texts to compare two models on).
 
     Returns:
         SpanDataset with the examples, the file's sha256 and the dropped-span counts.
@@ -343,7 +364,7 @@ def load_span_dataset(source: str | Path, text_column: str = "text", drop_labels
     examples = list(read_span_records(path, text_column, drop_labels, dropped=dropped, stats=stats))
     if not examples:
         raise DataError(f"{path}: the file has no sentences")
-    if not any(ex.spans for ex in examples):
+    if require_spans and not any(ex.spans for ex in examples):
         kept = f" after dropping {', '.join(sorted(dropped))}" if dropped else ""
         raise DataError(f"{path}: no spans in {len(examples)} sentence(s){kept}; a tagger needs labelled spans")
     return SpanDataset(examples, path, stats.sha256, dict(dropped))
