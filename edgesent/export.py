@@ -73,6 +73,7 @@ from edgesent.sensitivity import rank_matmuls
 from edgesent.sessions import OPENVINO_EXPORT_MODULES, create_session, require_openvino
 from edgesent.simplify import PASSES, simplify_graph
 from edgesent.tasks import Task, get_task
+from edgesent.train_inputs import check_position_limit
 
 
 logger = logging.getLogger(__name__)
@@ -205,10 +206,9 @@ def _check_opset(opset: int | None) -> None:
 
 
 def _resolve_max_length(cfg: ExportConfig, source: ModelDir, hf_config: Any, model_dir: Path) -> int:
+    """``--max-length``, else the source's, checked against the positions before anything is exported."""
     max_length = int(cfg.max_length or source.max_length)
-    positions = getattr(hf_config, "max_position_embeddings", None)
-    if positions and max_length > positions:
-        raise ConfigError(f"max_length {max_length} exceeds the {positions} positions of {model_dir}/config.json")
+    check_position_limit(max_length, hf_config, f"{model_dir}/config.json")
     return max_length
 
 

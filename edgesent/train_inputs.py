@@ -91,7 +91,8 @@ def load_tokenizer(base_path: str) -> tuple[Any, Any]:
 
     Raises:
         ModelError: the base cannot be loaded (a hub id that cannot be fetched, a directory without
-            tokenizer files, a broken config), as one line instead of a traceback.
+            tokenizer files, a broken config), or its tokenizer has no padding token, as one line instead of
+            a traceback.
     """
     try:
         hf_config = AutoConfig.from_pretrained(base_path)
@@ -101,7 +102,19 @@ def load_tokenizer(base_path: str) -> tuple[Any, Any]:
             f"cannot load base model '{base_path}': {_first_line(err)} "
             "(a base directory needs config.json, tokenizer files such as tokenizer.json or vocab.txt, and weights)"
         ) from err
+    _check_pad_token(tokenizer, hf_config, base_path)
     return tokenizer, hf_config
+
+
+def _check_pad_token(tokenizer: Any, hf_config: Any, base_path: str) -> None:
+    """ModelError at load when the tokenizer cannot pad: every batch is padded, so a decoder base (GPT-2) would
+    otherwise fail with a traceback in the middle of training."""
+    if tokenizer.pad_token is None:
+        model_type = getattr(hf_config, "model_type", None) or "unknown"
+        raise ModelError(
+            f"base model '{base_path}' (model_type '{model_type}') has no padding token; "
+            "edgesent fine-tunes encoder models such as BERT or MiniLM"
+        )
 
 
 def load_model(base_path: str, labels: list[str], model_class: Any = AutoModelForSequenceClassification) -> Any:
@@ -132,14 +145,20 @@ def position_limit(hf_config: Any) -> int | None:
     return int(positions)
 
 
+def check_position_limit(max_length: int, hf_config: Any, model: str) -> None:
+    """ConfigError when ``max_length`` exceeds the model's positions: the first longer text would crash the run
+    with a tensor size mismatch. ``model`` names the model in the message. Shared by finetune, prune, export
+    and parity."""
+    limit = position_limit(hf_config)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"max_length {max_length} exceeds the {limit} positions of {model}; pass --max-length {limit} or less"
+        )
+
+
 def check_max_length(cfg: TrainConfig, hf_config: Any, base_path: str) -> None:
     """ConfigError before training when ``max_length`` exceeds the base's positions (it would crash mid-run)."""
-    limit = position_limit(hf_config)
-    if limit is not None and cfg.max_length > limit:
-        raise ConfigError(
-            f"max_length {cfg.max_length} exceeds the {limit} positions of base model '{cfg.base}' "
-            f"({base_path}/config.json); pass --max-length {limit} or less"
-        )
+    check_position_limit(cfg.max_length, hf_config, f"base model '{cfg.base}' ({base_path}/config.json)")
 
 
 def resolve_device(device: str) -> str:

@@ -479,6 +479,31 @@ def test_bad_options_are_one_line_errors(args: list[str], fragment: str, tiny_mo
     _assert_user_error(result, fragment, tmp_path)
 
 
+def test_max_length_counts_roberta_s_padding_offset(_tiny_model_master: Path, tmp_path: Path, runner):
+    """RoBERTa numbers positions from pad_token_id + 1: of 34 position embeddings, 32 hold tokens."""
+    from edgesent.artifacts import write_manifest
+    from edgesent.train_inputs import check_position_limit
+
+    model_dir = tmp_path / "roberta"
+    config = transformers.RobertaConfig(
+        vocab_size=transformers.AutoConfig.from_pretrained(_tiny_model_master).vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=34,
+        pad_token_id=1,
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
+    transformers.RobertaForSequenceClassification(config).save_pretrained(model_dir)
+    transformers.AutoTokenizer.from_pretrained(_tiny_model_master).save_pretrained(model_dir)
+    write_manifest(model_dir, KIND_PYTORCH, {"labels": LABELS, "base_model": "tiny-roberta", "max_length": 32})
+    check_position_limit(32, config, "roberta")  # the most it takes
+    result = runner.invoke(cli, ["export", str(model_dir), "--out", str(tmp_path / "out"), "--max-length", "34"])
+    _assert_user_error(result, f"max_length 34 exceeds the 32 positions of {model_dir}/config.json", tmp_path)
+
+
 def test_parity_data_with_unknown_labels(tiny_model_dir: Path, tmp_path: Path, runner):
     data = write_csv(tmp_path / "d.csv", [("great food", "positive"), ("meh", "sarcastic")])
     result = runner.invoke(

@@ -180,6 +180,16 @@ def test_bad_inputs_exit_2(tiny_onnx_dir: Path, _tiny_model_master: Path, tmp_pa
     assert result.exit_code == 2 and "'unknown' not among the training labels" in result.output
 
 
+def test_max_length_over_the_positions_is_a_one_line_error(tiny_onnx_dir: Path, _tiny_model_master: Path, runner):
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(tiny_onnx_dir), "--max-length", "256"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: max_length 256 exceeds the 128 positions of {_tiny_model_master}/config.json; "
+        "pass --max-length 128 or less"
+    )
+    assert "Traceback" not in result.output
+
+
 def test_parity_config_validation():
     with pytest.raises(ConfigError, match="min_agreement must be a fraction in \\[0, 1\\], got 1.5"):
         ParityConfig(min_agreement=1.5)

@@ -250,6 +250,19 @@ def test_the_default_space_and_fixed_options():
         SearchConfig(trials=0)
 
 
+def test_the_space_follows_the_task_the_data_holds_when_none_is_given(tmp_path):
+    """Without --task the task is the data's (as finetune resolves it), so the space is the one --task gives."""
+    spans = tmp_path / "restaurants.xml"
+    detected, typed = (
+        SearchConfig(train=TrainConfig(data=spans)),
+        SearchConfig(train=TrainConfig(data=spans, task="spans")),
+    )
+    assert "class_weights" not in detected.searched() and detected.space == typed.space
+    with pytest.raises(ConfigError, match=r"\[class_weights\]: only searched for text classification"):
+        SearchConfig(train=TrainConfig(data=spans), space={"class_weights": DEFAULT_SPACE["class_weights"]})
+    assert "class_weights" in SearchConfig(train=TrainConfig(data=tmp_path / "reviews.csv")).searched()
+
+
 @pytest.mark.parametrize("command", [["search-report", "--help"], ["finetune", "--help"]])
 def test_help(command):
     result = CliRunner().invoke(cli, command)

@@ -45,6 +45,10 @@ SHARED_WITH_RECOVERY = (
     "drop_labels",
     "overwrite",
 )
+# TrainConfig fields the recovery run has no use for: it distils the source model (no base, its task) with an
+# unweighted loss and one learning rate for every layer, on the required eval_data. Set, they would be recorded
+# in the manifest without ever running, so a recovery config must leave them at their defaults too.
+UNUSED_BY_RECOVERY = ("base", "task", "class_weights", "layer_lr_decay", "eval_split", "allow_unknown_tokens")
 
 
 @dataclass
@@ -76,7 +80,8 @@ class PruneConfig(ConfigBase):
             ``drop_labels`` is for span models, e.g. ``("conflict",)``).
         recovery: The recovery fine-tuning's hyperparameters (a TrainConfig or its dict; default: TrainConfig's
             defaults); None: save the pruned model without recovery. Its fields in ``SHARED_WITH_RECOVERY``
-            must stay at their defaults: the prune run's own settings are used.
+            must stay at their defaults: the prune run's own settings are used; so must those in
+            ``UNUSED_BY_RECOVERY`` (class weights, layer-wise lr decay, ...), which the recovery run does not do.
         overwrite: Replace an existing output directory (default False).
 
     Raises:
@@ -154,12 +159,17 @@ class PruneConfig(ConfigBase):
                 raise ConfigError(
                     f"recovery must be a TrainConfig, a dict of its settings or None, got {self.recovery!r}"
                 )
-            defaults = TrainConfig()
-            clashing = [n for n in SHARED_WITH_RECOVERY if getattr(self.recovery, n) != getattr(defaults, n)]
+            clashing = _changed(self.recovery, SHARED_WITH_RECOVERY)
             if clashing:
                 raise ConfigError(
                     f"recovery.{', recovery.'.join(clashing)}: set on the prune config itself "
                     "(the recovery run uses the prune run's data, output, device, seed, batch sizes and columns)"
+                )
+            unused = _changed(self.recovery, UNUSED_BY_RECOVERY)
+            if unused:
+                raise ConfigError(
+                    f"recovery.{', recovery.'.join(unused)}: not supported by pruning's recovery run (it distils "
+                    "the source model with an unweighted loss and one learning rate for all layers); leave unset"
                 )
             self.train_config(self.max_length or DEFAULT_RECOVERY_MAX_LENGTH)  # validated before any work
 
@@ -176,3 +186,9 @@ class PruneConfig(ConfigBase):
             name: getattr(self, name) for name in SHARED_WITH_RECOVERY if name not in ("max_length", "overwrite")
         }
         return dataclasses.replace(self.recovery, max_length=max_length, task=task, **shared)
+
+
+def _changed(recovery: TrainConfig, names: tuple[str, ...]) -> list[str]:
+    """The fields of ``names`` that ``recovery`` sets to something other than TrainConfig's default."""
+    defaults = TrainConfig()
+    return [name for name in names if getattr(recovery, name) != getattr(defaults, name)]

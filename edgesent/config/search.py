@@ -29,6 +29,7 @@ from typing import Any
 from edgesent.config._base import ConfigBase, check_number, optional_path
 from edgesent.config.train import TrainConfig
 from edgesent.errors import ConfigError
+from edgesent.tasks import CLASSIFY, detect_task
 
 
 # TrainConfig fields a search may vary; class_weights only where the task classifies texts.
@@ -43,7 +44,6 @@ SEARCHABLE = (
     "class_weights",
 )
 CLASSIFICATION_ONLY = ("class_weights",)
-SPAN_TASKS = ("spans",)  # tasks without classes (TrainConfig.task, once the span task exists)
 PARAM_TYPES = ("log_float", "float", "int", "categorical")
 _NUMERIC_KEYS = ("type", "low", "high")
 _CATEGORICAL_KEYS = ("type", "choices")
@@ -62,8 +62,9 @@ DEFAULT_STARTUP_TRIALS = 2
 
 
 def is_classification(train: TrainConfig) -> bool:
-    """Whether ``train`` fine-tunes a text classifier (the only task before the span task exists)."""
-    return getattr(train, "task", "classify") not in SPAN_TASKS
+    """Whether ``train`` fine-tunes a text classifier: its task, else what its data holds (as finetune resolves
+    it), so the space does not depend on whether ``--task`` was typed."""
+    return (train.task or detect_task(train.data)) == CLASSIFY
 
 
 def _is_number(value: Any) -> bool:
