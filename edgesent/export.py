@@ -54,7 +54,7 @@ from edgesent.config.providers import AUTO, OPENVINO_EXTRA
 from edgesent.config.quantize import QuantizeConfig
 from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
 from edgesent.evaluate import load_torch_model
-from edgesent.parity import ParityReport, TorchReference
+from edgesent.parity import PROBE_SOURCE, ParityReport, TorchReference
 from edgesent.predictor_tokenizer import load_predictor_tokenizer
 from edgesent.quantize import (
     NNCF_CALIBRATION_TEXTS,
@@ -335,6 +335,12 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
     """
     graph_path, work_dir, _, cfg, reference, calibration_texts, _ = job
     assert cfg.quantize is not None  # set by ExportConfig for int8 on onnxruntime or auto
+    skipped = None
+    if cfg.quantize.smooth_alpha and not calibration_texts and reference.source == PROBE_SOURCE:
+        # 13 edge-case probes (empty, emoji, one over-long text) would set the smoothing scales: none is better
+        skipped = "no real texts to calibrate on (probe texts only); pass --calibration-data or --parity-data"
+        logger.warning("int8: activation smoothing skipped: %s", skipped)
+        cfg = replace(cfg, quantize=replace(cfg.quantize, smooth_alpha=0.0))
     texts = calibration_texts if cfg.quantize.static else []  # --runtime auto may have them for NNCF only
     inputs = _graph_info(graph_path)["inputs"]
     calibration = reference.alone_feeds(texts, inputs)
@@ -396,6 +402,8 @@ def _ort_int8(job: _Int8Job) -> _Candidate:
         details["calibration"] = {"data": str(cfg.calibration_data), "samples": len(calibration)}
     if chosen["quantize"]["smooth_alpha"]:
         details["smoothing"] = smoothed(chosen["quantize"]["smooth_alpha"])[1]
+    elif skipped:
+        details["smoothing"] = {"matmuls": [], "skipped": skipped}
     return candidate, report, details
 
 

@@ -212,9 +212,10 @@ def test_int8_failing_every_remedy_exits_1_and_writes_nothing(
 ):
     monkeypatch.setattr(export_module, "quantize_model", quantize_broken_unless(lambda cfg: False))
     out = tmp_path / "out"
+    texts = write_csv(tmp_path / "texts.csv", make_texts(5))  # real texts, so the request is smoothed
     result = runner.invoke(
         cli,
-        # --near-tie-margin 0: the tiny random head decides nothing by 0.1 logits; judge every row
+        # --near-tie-margin 0: the tiny random head decides nothing by 0.1 logits; judge every row (no labels)
         [
             "export",
             str(_tiny_model_master),
@@ -225,6 +226,10 @@ def test_int8_failing_every_remedy_exits_1_and_writes_nothing(
             "avx512_vnni",
             "--near-tie-margin",
             "0",
+            "--parity-data",
+            str(texts),
+            "--label-column",
+            "",
         ],
     )
     assert result.exit_code == 1, result.output
@@ -656,13 +661,8 @@ def test_a_remedy_adds_to_the_requested_fp32_matmuls_and_ranks_once(
     cfg = ExportConfig(precision="int8", quantize="avx512_vnni", fp32_matmuls=1, parity={"near_tie_margin": 0.0})
     manifest = export_model(_tiny_model_master, tmp_path / "out", cfg)
     remedies = [a["remedy"] for a in manifest["export"]["attempts"]]
-    assert manifest["verified"] and remedies == [
-        None,
-        "no_smoothing",
-        "per_tensor",
-        "reduce_range",
-        "fp32_matmuls_top2",
-    ]
+    # probe texts only: the request goes unsmoothed, so there is no no_smoothing remedy to try
+    assert manifest["verified"] and remedies == [None, "per_tensor", "reduce_range", "fp32_matmuls_top2"]
     assert manifest["export"]["quantize"]["fp32_nodes"] == calls[0][:2] and len(calls) == 1
 
 
@@ -684,7 +684,9 @@ def test_the_first_remedy_of_a_smoothed_export_drops_the_smoothing(
     outlier_model_dir: Path, tmp_path: Path, monkeypatch
 ):
     monkeypatch.setattr(export_module, "quantize_model", quantize_broken_unless(lambda cfg: not cfg.smooth_alpha))
-    cfg = ExportConfig(precision="int8", quantize="avx512_vnni", parity={"near_tie_margin": 0.0})
+    texts = write_csv(tmp_path / "texts.csv", make_texts(5))  # real texts to calibrate the smoothing on
+    parity = {"near_tie_margin": 0.0, "data": texts, "label_column": None}
+    cfg = ExportConfig(precision="int8", quantize="avx512_vnni", parity=parity)
     manifest = export_module.export_model(outlier_model_dir, tmp_path / "out", cfg)
     assert manifest["verified"] and manifest["export"]["remedy"] == "no_smoothing"
     assert [a["remedy"] for a in manifest["export"]["attempts"]] == [None, "no_smoothing"]

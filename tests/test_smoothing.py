@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import make_texts, write_csv
 from onnx import TensorProto, helper, numpy_helper
 
 from edgesent.config.quantize import SMOOTH_ALPHA, QuantizeConfig
@@ -130,7 +131,14 @@ def test_export_smooths_the_outlier_input_and_records_it(outlier_model_dir: Path
 
     from edgesent.cli import cli
 
+    data = write_csv(tmp_path / "dev.csv", make_texts(20))
     args = ["export", str(outlier_model_dir), "--int8", "--target", "avx512_vnni", "--json"]
+    probes_only = runner.invoke(cli, [*args, "--out", str(tmp_path / "probes")])
+    assert probes_only.exit_code == 0, probes_only.output
+    skipped = json.loads(probes_only.stdout)["export"]  # 13 edge-case probes would set the scales: no smoothing
+    assert skipped["smoothing"]["matmuls"] == [] and "probe texts only" in skipped["smoothing"]["skipped"]
+    assert skipped["quantize"]["smooth_alpha"] == 0.0
+    args += ["--parity-data", str(data)]
     result = runner.invoke(cli, [*args, "--out", str(tmp_path / "smoothed")])
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)

@@ -149,7 +149,8 @@ def _size(n_bytes: int) -> str:
     "--smooth-alpha",
     type=click.FloatRange(0.0, 1.0),
     help="Activation smoothing before int8 (SmoothQuant): the outlier channels of each outlier-heavy MatMul input "
-    "move into the weights with this strength, calibrated on --calibration-data, else the parity texts. 0: off. "
+    "move into the weights with this strength, calibrated on --calibration-data, else the parity texts (never the "
+    "probe texts alone: then it is skipped). 0: off. "
     "Default: the --target preset's (0.8 for avx512_vnni and portable, else 0).",
 )
 @click.option(
