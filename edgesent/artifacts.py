@@ -488,10 +488,23 @@ def atomic_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[
 def atomic_output_file(path: Path) -> Iterator[IO[str]]:
     """Yield a text handle on a temporary sibling that replaces ``path`` only if the block succeeds.
 
+    A symbolic link is kept and what it points to is replaced; a path that exists and is not a regular file (a
+    device such as ``/dev/null``, a FIFO) is written in place, never renamed over.
+
     Raises:
         ConfigError: the file cannot be created.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file() and not path.is_dir():
+        try:
+            handle = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed by the with below
+        except OSError as err:
+            raise ConfigError(f"cannot write {path}: {err.strerror or err}") from err
+        with handle:
+            yield handle
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(path)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner, Result
-from conftest import LABELS, LONG_TEXT, make_texts, write_csv
+from conftest import LABELS, LONG_TEXT, make_texts, no_leftovers, write_csv
 
 from edgesent.cli import cli
 from edgesent.runtime import SORT_WINDOW_BATCHES, Predictor
@@ -327,3 +329,44 @@ def test_a_signal_mid_run_leaves_no_partial_output(short_onnx_dir: Path, tmp_pat
     assert proc.returncode != 0, message
     assert "Traceback" not in message, message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"], message
+
+
+def test_output_never_destroys_what_it_points_at(runner: CliRunner, short_onnx_dir: Path, tmp_path: Path) -> None:
+    """Nothing lost: not the input file, not an existing file without --overwrite, not a link, not a FIFO."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("great\nawful\n")
+    same = _run(runner, short_onnx_dir, "--input", texts, "--output", texts, "--overwrite")
+    assert same.exit_code == 2 and "is the --input file" in same.output and texts.read_text() == "great\nawful\n"
+    kept = tmp_path / "kept.csv"
+    kept.write_text("precious\n")
+    refused = _run(runner, short_onnx_dir, "great", "--output", kept)
+    assert refused.exit_code == 2 and "exists; pass --overwrite" in refused.output
+    assert kept.read_text() == "precious\n"
+    replaced = _run(runner, short_onnx_dir, "great", "--output", kept, "--overwrite", "--json")
+    assert replaced.exit_code == 0 and json.loads(kept.read_text())["label"]
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert _run(runner, short_onnx_dir, "great", "--output", link, "--json").exit_code == 0
+    assert link.is_symlink() and json.loads(target.read_text())["label"]  # the link kept, its target written
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    assert _run(runner, short_onnx_dir, "great", "--output", fifo, "--json").exit_code == 0
+    assert json.loads(reader.communicate(timeout=30)[0])["label"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert _run(runner, short_onnx_dir, "great", "--overwrite").exit_code == 2  # --overwrite needs --output
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(
+    runner: CliRunner, short_onnx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from edgesent.cli import predict as predict_module
+
+    def disk_full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(predict_module, "_write_rows", disk_full)
+    result = _run(runner, short_onnx_dir, "great", "--output", tmp_path / "out.jsonl")
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: No space left on device"
+    assert "Traceback" not in result.output and no_leftovers(tmp_path, "out.jsonl")

@@ -64,6 +64,12 @@ class EdgesentGroup(click.Group):
             if not is_main_process():  # under torchrun every rank fails alike; rank 0 says it once
                 raise SystemExit(err.exit_code) from err
             raise _UserFacingError(err) from err
+        except BrokenPipeError:  # `edgesent predict ... | head`: click ends quietly
+            raise
+        except OSError as err:  # the machine's answer (disk full, a read-only or vanished path): one line, not a trace
+            logging.getLogger(__name__).debug("operating system error", exc_info=True)
+            where = f" ({err.filename})" if err.filename else ""
+            raise _UserFacingError(EdgesentError(f"{err.strerror or err}{where}")) from err
 
 
 @click.group(cls=EdgesentGroup, context_settings={"help_option_names": ["-h", "--help"]})

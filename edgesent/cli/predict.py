@@ -17,6 +17,7 @@ where the problem starts, exit 2, and no output file.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from edgesent.cli._options import no_verify_option, overwrite_option, text_column_option
+from edgesent.cli._options import no_verify_option, text_column_option
 from edgesent.config.providers import PROVIDERS
 
 
@@ -153,7 +154,7 @@ class _Report:
     show_default=True,
     help="With --engine: Ray actors or Spark local cores, each running one predictor.",
 )
-@overwrite_option
+@click.option("--overwrite", is_flag=True, help="Replace the --output file (with --engine: directory) if it exists.")
 def predict(
     model_dir: Path,
     texts: tuple[str, ...],
@@ -178,8 +179,8 @@ def predict(
     that are not UTF-8 and texts longer than the model's max_length are reported on stderr, never fatal.
     With --engine ray|spark, scores a folder or glob of Parquet, CSV, TSV or JSONL files into a folder of Parquet.
     """
-    if engine is not None or overwrite:
-        _check_engine_options(engine, texts, input_path, output_path, as_json, top_k)
+    if engine is not None:
+        _check_engine_options(texts, input_path, output_path, as_json, top_k)
         return _predict_files(
             model_dir,
             input_path,
@@ -198,6 +199,7 @@ def predict(
         raise click.BadParameter("give TEXT arguments or --input FILE, not both", param_hint="'--input'")
     if not texts and input_path is None and stdin.isatty():
         raise click.UsageError("no input: give TEXT arguments, --input FILE, or pipe texts on stdin")
+    _check_output_file(input_path, output_path, overwrite)
     from edgesent.artifacts import atomic_output_file
     from edgesent.runtime import Predictor
 
@@ -223,18 +225,30 @@ def _single_file(ctx: click.Context, param: click.Parameter, value: Path | None,
     return click.Path(exists=exists, dir_okay=False, path_type=Path).convert(value, param, ctx)
 
 
+def _check_output_file(input_path: Path | None, output_path: Path | None, overwrite: bool) -> None:
+    """Nothing lost: --output never replaces the --input file, nor an existing file without --overwrite (a device
+    or FIFO is written into, not replaced: ``atomic_output_file``)."""
+    if output_path is None:
+        if overwrite:
+            raise click.BadParameter(
+                "--overwrite replaces the --output file; give --output", param_hint="'--overwrite'"
+            )
+        return
+    if input_path is not None and output_path.exists() and os.path.samefile(input_path, output_path):
+        raise click.BadParameter(
+            f"{output_path} is the --input file; write the results elsewhere", param_hint="'--output'"
+        )
+    if output_path.resolve().is_file() and not overwrite:
+        raise click.BadParameter(f"{output_path} exists; pass --overwrite to replace it", param_hint="'--output'")
+
+
 def _check_engine_options(
-    engine: str | None,
     texts: tuple[str, ...],
     input_path: Path | None,
     output_path: Path | None,
     as_json: bool,
     top_k: int | None,
 ) -> None:
-    if engine is None:
-        raise click.BadParameter(
-            "--overwrite replaces an --engine output directory; add --engine", param_hint="'--overwrite'"
-        )
     if texts:
         raise click.BadParameter("--engine scores --input files, not TEXT arguments", param_hint="'--engine'")
     if input_path is None:
