@@ -340,7 +340,8 @@ def read_model_dir(path: str | Path, kind: str | None = None, verify: bool = Tru
         )
     if found == KIND_ONNX:
         model_file = manifest.get("onnx_file", ONNX_FILE_NAME)
-        if not isinstance(model_file, str):
+        # a plain file name: with --no-verify an edited manifest must still not point outside the directory
+        if not isinstance(model_file, str) or not model_file or Path(model_file).name != model_file:
             raise ModelError(f"{directory}: manifest 'onnx_file' is {model_file!r}; re-export the model")
     else:
         model_file = next((name for name in WEIGHTS_FILE_NAMES if (directory / name).is_file()), WEIGHTS_FILE_NAMES[0])

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from edgesent.agreement import agreement_verdict
 from edgesent.artifacts import (
+    KIND_ONNX,
     KIND_PYTORCH,
     LOGITS_OUTPUT,
     MANIFEST_NAME,
@@ -32,7 +33,6 @@ from edgesent.artifacts import (
     TASK_CLASSIFY,
     TOKENIZER_FILE_NAME,
     ModelDir,
-    read_manifest,
     read_model_dir,
 )
 from edgesent.config.parity import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLDS, PRECISIONS, ParityConfig
@@ -205,15 +205,20 @@ def _open_session(onnx_path: Path, runtime: str, check: _Check) -> Session | Non
         return None
 
 
-def _onnx_path(onnx_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _onnx_path(onnx_dir: Path, verify: bool = True) -> tuple[Path, dict[str, Any]]:
+    """The ONNX file to judge and its manifest. An edgesent export is read through ``read_model_dir``, so a
+    modified model, an edited manifest or label map, or a missing tokenizer is refused here as by ``predict``;
+    a bare folder holding a ``model.onnx`` (another exporter's) is judged as it is."""
     onnx_dir = Path(onnx_dir)
     if not onnx_dir.is_dir():
         raise ModelError(f"{onnx_dir}: not a directory")
-    manifest = read_manifest(onnx_dir) if (onnx_dir / MANIFEST_NAME).is_file() else {}
-    path = onnx_dir / manifest.get("onnx_file", ONNX_FILE_NAME)
+    if (onnx_dir / MANIFEST_NAME).is_file():
+        model = read_model_dir(onnx_dir, kind=KIND_ONNX, verify=verify)
+        return model.model_path, model.manifest
+    path = onnx_dir / ONNX_FILE_NAME
     if not path.is_file():
         raise ModelError(f"{onnx_dir}: no {path.name}; is this an ONNX directory written by edgesent export?")
-    return path, manifest
+    return path, {}
 
 
 class TorchReference:
@@ -597,7 +602,7 @@ def check_parity(
         MissingDependencyError: an export for OpenVINO without the ``openvino`` extra.
     """
     cfg = cfg or ParityConfig()
-    onnx_path, manifest = _onnx_path(Path(onnx_dir))
+    onnx_path, manifest = _onnx_path(Path(onnx_dir), cfg.verify)
     if cfg.max_length is None and manifest.get("max_length"):
         cfg = ParityConfig.from_dict({**cfg.to_dict(), "max_length": manifest["max_length"]})
     precision = cfg.precision or manifest.get("precision", "fp32")

@@ -167,6 +167,15 @@ def test_reading_a_model_dir_imports_no_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+def test_onnx_file_must_name_a_file_inside_the_directory(tmp_path: Path) -> None:
+    """Even with --no-verify, an edited manifest cannot make a stage load a file from elsewhere."""
+    (tmp_path / "secret.csv").write_text("x")
+    root = _model_dir(tmp_path / "m")
+    _edit_manifest(root, onnx_file="../secret.csv")
+    with pytest.raises(ModelError, match=r"manifest 'onnx_file' is '../secret.csv'; re-export the model"):
+        read_model_dir(root, verify=False)
+
+
 def test_a_span_model_lists_its_tags_and_config_maps_them(tmp_path: Path) -> None:
     root = tmp_path / "spans"
     root.mkdir()

@@ -17,6 +17,7 @@ import onnx
 import transformers
 from conftest import LABELS, make_texts, write_csv
 
+from edgesent.artifacts import KIND_ONNX, read_manifest, write_manifest
 from edgesent.cli import cli
 from edgesent.errors import ConfigError, ParityError
 from edgesent.parity import DEFAULT_THRESHOLDS, PROBE_TEXTS, ParityConfig, check_parity
@@ -27,16 +28,25 @@ REPORT_KEYS = {"max_abs_diff", "mean_abs_diff", "agreement", "accuracy_torch", "
 
 @pytest.fixture
 def broken_copy(tiny_onnx_dir: Path, tmp_path: Path):
-    """Copy the export and let a test damage its model.onnx."""
+    """Copy the export and let a test damage its model.onnx; the manifest records the damaged file, as an export
+    that went wrong would (an edited file is refused before parity judges it: see the test below)."""
 
     def make(damage) -> Path:
         copy = Path(shutil.copytree(tiny_onnx_dir, tmp_path / "broken"))
         model = onnx.load(str(copy / "model.onnx"))
         damage(model)
         onnx.save(model, str(copy / "model.onnx"))
-        return copy
+        return rerecorded(copy)
 
     return make
+
+
+def rerecorded(export: Path) -> Path:
+    """The export with its manifest written anew over its current files: an export that went wrong, recorded."""
+    recorded = read_manifest(export)
+    automatic = {"format_version", "kind", "created", "versions", "files", "content_sha256"}
+    write_manifest(export, KIND_ONNX, {k: v for k, v in recorded.items() if k not in automatic})
+    return export
 
 
 def perturb_largest_weight(model: onnx.ModelProto, scale: float = 0.05) -> None:
@@ -116,6 +126,23 @@ def test_probe_texts_run_beside_real_data_but_never_decide_agreement(
     assert strict.agreement == report.agreement
 
 
+def test_an_edited_export_is_refused_before_it_is_judged(
+    tiny_onnx_dir: Path, _tiny_model_master: Path, tmp_path: Path, runner
+):
+    """As predict and serve refuse it: a model file or tokenizer changed after the export (exit 2, one line)."""
+    edited = Path(shutil.copytree(tiny_onnx_dir, tmp_path / "edited"))
+    model = onnx.load(str(edited / "model.onnx"))
+    perturb_largest_weight(model)
+    onnx.save(model, str(edited / "model.onnx"))
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(edited)])
+    assert result.exit_code == 2 and "model.onnx" in result.output.strip().splitlines()[-1]
+    assert runner.invoke(cli, ["parity", str(_tiny_model_master), str(edited), "--no-verify"]).exit_code == 1
+    no_tokenizer = Path(shutil.copytree(tiny_onnx_dir, tmp_path / "no-tokenizer"))
+    (no_tokenizer / "tokenizer.json").unlink()
+    result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(no_tokenizer), "--no-verify"])
+    assert result.exit_code == 2 and "no tokenizer.json" in result.output.strip().splitlines()[-1]
+
+
 def test_perturbed_weights_fail_with_exit_1(broken_copy, _tiny_model_master: Path, runner):
     broken = broken_copy(perturb_largest_weight)
     result = runner.invoke(cli, ["parity", str(_tiny_model_master), str(broken), "--json"])
@@ -154,7 +181,7 @@ def test_a_wrong_tokenizer_is_caught(tiny_onnx_dir: Path, _tiny_model_master: Pa
     vocab = tokenizer["model"]["vocab"]
     vocab["great"], vocab["awful"] = vocab["awful"], vocab["great"]
     (copy / "tokenizer.json").write_text(json.dumps(tokenizer))
-    report = check_parity(_tiny_model_master, copy)
+    report = check_parity(_tiny_model_master, rerecorded(copy))
     assert not report.passed and 0 < report.tokenizer_match < 1
     assert any(f.startswith("tokenizer:") for f in report.failures)
 
