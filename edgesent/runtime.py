@@ -53,6 +53,7 @@ DEFAULT_BATCH_SIZE = 32
 # Texts are tokenized and length-sorted this many batches at a time: enough for batches of similar lengths,
 # small enough that a million-text call never holds a million encodings at once.
 SORT_WINDOW_BATCHES = 16
+MAX_BATCH_SIZE = 65_536  # texts per model call: far past any batch that fits in memory at 128 tokens
 EMPTY_TEXT = "empty text"
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -232,6 +233,8 @@ class Predictor:
         """
         cfg = PredictorConfig(provider, threads, graph_optimization, verify, spinning)
         info = read_model_dir(path, kind=KIND_ONNX, verify=cfg.verify)
+        if info.manifest.get("verified") is False:  # kept by export --keep-unverified, for inspection
+            logger.warning("%s failed its parity gate (manifest: verified false): inspect it, do not ship it", path)
         model_dir, manifest, labels, max_length = info.path, info.manifest, list(info.labels), info.max_length
         tokenizer, pad_id, pad_right = load_predictor_tokenizer(model_dir, max_length)
         provider = choose_provider(cfg.provider, info.runtime)
@@ -312,8 +315,7 @@ class Predictor:
             ConfigError: a bad batch_size or top_k (before anything is read).
         """
         self._check_top_k(top_k)
-        if not _is_positive_int(batch_size):
-            raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        _check_batch_size(batch_size)
         for window in _windows(texts, batch_size * SORT_WINDOW_BATCHES):
             problems = [input_problem(text) for text in window]
             usable = [text for text, problem in zip(window, problems) if problem is None]
@@ -389,8 +391,7 @@ class Predictor:
         longest text. Outputs are (B, C) for a classifier, (B, T, K) for a span model (T: the batch's longest
         encoding, padded on the tokenizer's padding side).
         """
-        if not _is_positive_int(batch_size):
-            raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        _check_batch_size(batch_size)
         if len(texts) == 1:  # the latency path: no sorting
             encodings = self._tokenize(texts)
             yield [0], encodings, self._run(self._pad(encodings))
@@ -553,6 +554,13 @@ def _windows(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while window := list(itertools.islice(iterator, size)):
         yield window
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    """A positive integer up to MAX_BATCH_SIZE: beyond it a batch could never fit in memory, and the sort window
+    (``batch_size * SORT_WINDOW_BATCHES``) would overflow what itertools can count."""
+    if not _is_positive_int(batch_size) or batch_size > MAX_BATCH_SIZE:
+        raise ConfigError(f"batch_size={batch_size!r} must be an integer from 1 to {MAX_BATCH_SIZE}")
 
 
 def _is_positive_int(value: Any) -> bool:

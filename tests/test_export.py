@@ -25,6 +25,7 @@ from edgesent.errors import ConfigError
 from edgesent.export import ExportConfig, export_model
 from edgesent.parity import DEFAULT_THRESHOLDS, ParityConfig
 from edgesent.quantize import TARGETS, QuantizeConfig, detect_target, quantize_model, sensitive_nodes
+from edgesent.runtime import Predictor
 
 
 EXPORT_FILES = {
@@ -403,7 +404,9 @@ def test_swapped_model_fails_parity_exit_1_nothing_written(tiny_model_dir: Path,
     assert no_leftovers(tmp_path, "out")
 
 
-def test_keep_unverified_keeps_the_model_marked_unverified(tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch):
+def test_keep_unverified_keeps_the_model_marked_unverified(
+    tiny_model_dir: Path, tmp_path: Path, runner, monkeypatch, caplog: pytest.LogCaptureFixture
+):
     _export_a_different_model(monkeypatch, tmp_path)
     out = tmp_path / "out"
     result = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out), "--keep-unverified"])
@@ -411,6 +414,9 @@ def test_keep_unverified_keeps_the_model_marked_unverified(tiny_model_dir: Path,
     manifest = read_manifest(out)
     assert manifest["verified"] is False and manifest["parity"]["passed"] is False
     assert any(c["name"] == "max_abs_diff" and not c["passed"] for c in manifest["parity"]["checks"])
+    with caplog.at_level("WARNING", logger="edgesent.runtime"):  # it runs, but never without a word
+        Predictor.load(out, provider="cpu")
+    assert "failed its parity gate (manifest: verified false)" in caplog.text
 
 
 def test_failed_export_leaves_an_existing_output_untouched(

@@ -262,7 +262,8 @@ def test_rejects_a_manifest_without_labels(short_onnx_copy: Path) -> None:
     ("kwargs", "match"),
     [
         ({"provider": "tpu"}, "provider='tpu'"),
-        ({"threads": 0}, r"threads must be in \[1, inf\), got 0"),
+        ({"threads": 0}, r"threads must be in \[1, 1024\], got 0"),
+        ({"threads": 100_000}, r"threads must be in \[1, 1024\], got 100000"),  # 16 GB of threads before it ran
         ({"threads": True}, "threads must be an integer, got True"),
         ({"spinning": "yes"}, "spinning must be True or False"),
         ({"graph_optimization": "max"}, "graph_optimization='max'"),
@@ -278,6 +279,8 @@ def test_call_arguments_are_validated(predictor: Predictor) -> None:
         predictor.predict("great", top_k=0)
     with pytest.raises(ConfigError, match="batch_size=0"):
         predictor.predict(["great"], batch_size=0)
+    with pytest.raises(ConfigError, match="batch_size=100000000000000000000 must be an integer from 1 to 65536"):
+        next(predictor.predict_stream(iter(["a"]), batch_size=10**20))  # no islice overflow traceback
     with pytest.raises(DataError, match=r"texts\[1\] is a int"):
         predictor.predict(["great", 3])
     with pytest.raises(DataError, match=r"texts\[2\] is not valid Unicode"):
