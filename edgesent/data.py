@@ -312,8 +312,26 @@ def _jsonl(
             text_key = pick_text_column(path, list(obj), keys[0])
             if keys[1] is not None and keys[1] not in obj:
                 raise DataError(f"{path}: no label column '{keys[1]}' (columns: {', '.join(obj)}); use --label-column")
-        label = cell_text(obj.get(keys[1])) if keys[1] is not None else ""
-        yield Record(number, cell_text(obj.get(text_key)), label)
+        text, label = obj.get(text_key), obj.get(keys[1]) if keys[1] is not None else ""
+        problem = _json_cell_problem(text_key, text, (str,)) or _json_cell_problem(keys[1], label, _LABEL_TYPES)
+        if problem:
+            if strict:
+                raise DataError(f"{path}:{number}: {problem}")
+            yield Record(number, "", error=problem)
+            continue
+        yield Record(number, cell_text(text), cell_text(label))
+
+
+# A JSON label may be a string, a number or a boolean (``1``, ``true``): each reads back as one class name.
+_LABEL_TYPES = (str, int, float, bool)
+
+
+def _json_cell_problem(key: str | None, value: object, types: tuple[type, ...]) -> str:
+    """Why a JSON cell cannot be used ("" when it can): a text must be a string (``5`` is not a review, and Ray
+    and Spark report it too), a label a scalar (a list would become a class named ``['x']``); missing is fine."""
+    if value is None or isinstance(value, types):
+        return ""
+    return f"'{key}' is not a {'string' if types == (str,) else 'string, number or boolean'} ({type(value).__name__})"
 
 
 def iter_records(

@@ -173,3 +173,16 @@ def test_a_lone_surrogate_escape_is_refused_strictly_and_repaired_leniently(tmp_
         list(iter_records(path, "text", "label", strict=True))
     records = list(iter_records(path, "text", "label", strict=False))
     assert records[1].text == "cut \ufffd" and records[1].replaced
+
+
+def test_json_cells_of_the_wrong_type_are_problems_not_class_names(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "ok", "label": 1}\n{"text": 5, "label": "a"}\n{"text": "fine", "label": ["x"]}\n')
+    records = list(iter_records(path, "text", "label", strict=False))
+    assert [(r.text, r.label, r.error) for r in records] == [
+        ("ok", "1", None),
+        ("", "", "'text' is not a string (int)"),  # as Ray and Spark report it
+        ("", "", "'label' is not a string, number or boolean (list)"),
+    ]
+    with pytest.raises(DataError, match=r"t.jsonl:2: 'text' is not a string \(int\)"):
+        list(iter_records(path, "text", "label", strict=True))
