@@ -28,6 +28,8 @@ from edgesent.bench import (
     plan_cells,
     summarize_latencies,
 )
+from edgesent.bench.config import skipped_default_lengths
+from edgesent.bench.runners import synthetic_inputs
 from edgesent.cli import cli
 from edgesent.errors import BenchmarkGateError, ConfigError, DataError
 from edgesent.flops import count_flops, flops_by_kind
@@ -173,6 +175,35 @@ def test_units_warm_up_then_take_turns_in_rotating_order_on_the_same_input() -> 
         ("b", "x"),  # round 2: input 0 again, c starts
     ]
     assert [len(s) for s in samples] == [3, 3, 3] and all(t >= 0 for s in samples for t in s)
+
+
+def test_a_unit_the_runtime_cannot_run_is_named_by_its_index(onnx_dirs: dict) -> None:
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from edgesent.bench.runners import CallRunner, OrtRunner, UnitRunError, create_bench_session, measure_units
+
+    session = create_bench_session(onnx_dirs["fp32"] / "model.onnx", "cpu", 1)
+    too_long = synthetic_inputs(1, 300, 100, 0)  # beyond the tiny model's 128 positions: ONNX Runtime refuses it
+    units = [CallRunner(lambda item: None), OrtRunner(session, io_binding=False)]
+    with pytest.raises(UnitRunError) as info:
+        measure_units(units, [too_long], warmup=1, runs=1, budget_s=None)
+    assert info.value.index == 1 and isinstance(info.value.error, Fail)
+    assert "Status Message" not in info.value.brief() and "\n" not in info.value.brief()
+
+
+def test_only_runtime_errors_become_unit_run_errors() -> None:
+    from edgesent.bench.runners import CallRunner, UnitRunError, measure_units
+
+    def out_of_memory(item: object) -> None:
+        raise MemoryError
+
+    with pytest.raises(UnitRunError) as info:
+        measure_units(
+            [CallRunner(lambda item: None), CallRunner(out_of_memory)], ["x"], warmup=0, runs=1, budget_s=None
+        )
+    assert info.value.index == 1 and info.value.brief() == "MemoryError"
+    with pytest.raises(TypeError):  # a bug stays a bug, with its traceback
+        measure_units([CallRunner(len)], [3], warmup=0, runs=1, budget_s=None)
 
 
 def test_flop_count_of_minilm_matches_hand_arithmetic() -> None:
@@ -423,6 +454,17 @@ def test_default_grid_without_gates() -> None:
     assert (
         len(cells) == 8 and {c.seq_len for c in cells} == {16, 64, 128, 256} and {c.threads for c in cells} == {1, 2}
     )
+
+
+def test_default_lengths_beyond_the_models_limit_are_left_out() -> None:
+    cfg = BenchConfig(model_dirs=(Path("m"),))
+    assert {c.seq_len for c in plan_cells(cfg, [], max_seq_len=128)} == {16, 64, 128}
+    assert skipped_default_lengths(cfg, 128) == (256,) and skipped_default_lengths(cfg, None) == ()
+    given = BenchConfig(model_dirs=(Path("m"),), seq_lens=(16, 256))
+    assert {c.seq_len for c in plan_cells(given, [], max_seq_len=128)} == {16, 256}  # refused later, not dropped
+    assert skipped_default_lengths(given, 128) == ()
+    with pytest.raises(ConfigError, match="every default length .* exceeds .*max_position_embeddings \\(8\\)"):
+        plan_cells(cfg, [], max_seq_len=8)
 
 
 # ------------------------------------------------------------------------------------------- baseline
@@ -899,6 +941,64 @@ def test_existing_report_dir_fails_before_measuring(
     line = _assert_one_line_error(runner.invoke(cli, [*args, "--overwrite"]))
     assert "is not an edgesent artifact" in line
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # the dry run left nothing behind
+
+
+def test_report_may_not_replace_a_model_directory(
+    runner: CliRunner, onnx_dirs: dict, tmp_path: Path, no_measuring: None
+) -> None:
+    pytest.importorskip("matplotlib")
+    export = Path(shutil.copytree(onnx_dirs["fp32"], tmp_path / "export"))
+    before = sorted(p.name for p in export.iterdir())
+    args = _bench_args(
+        onnx_dirs["int8"], names=("int8",), extra=("--seq-lens", "8", "--report", str(export), "--overwrite")
+    )
+    line = _assert_one_line_error(runner.invoke(cli, args))
+    assert f"{export} is an edgesent 'onnx' directory, not a bench report" in line
+    assert sorted(p.name for p in export.iterdir()) == before
+
+
+def test_default_lengths_beyond_the_model_are_skipped_with_a_note(runner: CliRunner, onnx_dirs: dict) -> None:
+    args = ["bench", str(onnx_dirs["fp32"]), "--name", "fp32", "--warmup", "0", "--runs", "1", "--no-rss", "--no-peak"]
+    note = "default seq_lens 256 skipped: beyond fp32's max_position_embeddings (128)"
+    result = runner.invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert sorted(r["seq_len"] for r in doc["rows"]) == [16, 64, 128] and note in doc["notes"]
+    assert doc["config"]["seq_lens"] is None  # the config records what was asked for
+    table = runner.invoke(cli, args)
+    assert table.exit_code == 0 and f"note: {note}" in table.output
+    given = runner.invoke(cli, [*args, "--seq-lens", "64,256"])
+    assert "seq_lens: 256 exceeds fp32's max_position_embeddings (128)" in _assert_one_line_error(given)
+
+
+@pytest.mark.parametrize("error", ["memory", "onnxruntime"])
+def test_a_cell_the_runtime_cannot_run_is_one_line_error(
+    runner: CliRunner, onnx_dirs: dict, monkeypatch: pytest.MonkeyPatch, error: str
+) -> None:
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from edgesent.bench.runners import OrtRunner
+
+    arena = (
+        "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running MatMul node. Name:'m' "
+        "Status Message: /onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:360 void* "
+        "onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, onnxruntime::Stream*) Failed to allocate memory "
+        "for requested buffer of size 26214400000"
+    )
+
+    def fail(self: OrtRunner, prepared: object) -> None:
+        raise MemoryError if error == "memory" else Fail(arena)
+
+    monkeypatch.setattr(OrtRunner, "run", fail)
+    args = _bench_args(
+        onnx_dirs["int8"], names=("int8",), extra=("--seq-lens", "8", "--batch-sizes", "4", "--no-peak")
+    )
+    line = _assert_one_line_error(runner.invoke(cli, args))
+    assert line.startswith("Error: int8 (session) failed to run the cell cpu, threads=1, batch=4, seq_len=8: ")
+    reason = (
+        "MemoryError" if error == "memory" else "Failed to allocate memory for requested buffer of size 26214400000"
+    )
+    assert line.endswith(f": {reason}; try smaller --batch-sizes or --seq-lens")
 
 
 def test_report_dir_may_not_replace_an_input(runner: CliRunner, onnx_dirs: dict, tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ class BenchConfig(ConfigBase):
         names: One name per directory, in order (default: the directory names); gate rules use them.
         reference: The variant speedups are relative to (default: the first).
         batch_sizes: Batch sizes of the grid (integers >= 1).
-        seq_lens: Exact token counts of the synthetic inputs (integers >= 2).
+        seq_lens: Exact token counts of the synthetic inputs (integers >= 2). The default lengths beyond the
+            shortest max_position_embeddings of the variants are left out, with a note.
         threads: Intra-op thread counts (torch.set_num_threads for PyTorch variants; integers >= 1).
         providers: "cpu", "cuda", "openvino" (OpenVINO on the CPU, the ``openvino`` extra), or "auto" (cpu, plus
             cuda when onnxruntime has the CUDA provider).
@@ -205,7 +206,27 @@ def resolve_devices(requested: Sequence[str], usable: Sequence[str] = ("cpu",)) 
     return tuple(dict.fromkeys(out))
 
 
-def plan_cells(cfg: BenchConfig, rules: Sequence[GateRule], machine: Mapping[str, Any] | None = None) -> list[Cell]:
+def measures_grid(cfg: BenchConfig, rules: Sequence[GateRule]) -> bool:
+    """Whether the grid is measured: a gate run without grid options measures only its rules' cells."""
+    return cfg.has_grid or not rules
+
+
+def skipped_default_lengths(cfg: BenchConfig, max_seq_len: int | None) -> tuple[int, ...]:
+    """The default lengths beyond ``max_seq_len``, left out of the grid so a short model runs with the defaults.
+
+    Lengths the user gave are never skipped: the run refuses those that do not fit, as it was asked for them.
+    """
+    if cfg.seq_lens is not None or max_seq_len is None:
+        return ()
+    return tuple(s for s in DEFAULT_SEQ_LENS if s > max_seq_len)
+
+
+def plan_cells(
+    cfg: BenchConfig,
+    rules: Sequence[GateRule],
+    machine: Mapping[str, Any] | None = None,
+    max_seq_len: int | None = None,
+) -> list[Cell]:
     """The cells to measure: the grid (unless only gates were given), real-text cells, and the rules' cells.
 
     On CUDA the thread grid is not crossed: CPU threads only matter for host work there, so CUDA
@@ -216,13 +237,23 @@ def plan_cells(cfg: BenchConfig, rules: Sequence[GateRule], machine: Mapping[str
         rules: the gate rules that apply on this machine.
         machine: ``machine_info()``, whose ``devices`` the ``auto`` provider resolves to (default None:
             cpu only).
+        max_seq_len: the shortest position limit of the variants; default lengths beyond it are left out
+            (see ``skipped_default_lengths``). Default None: no limit.
 
     Returns:
         The cells, in measuring order (see ``Cell.sort_key``).
 
     Raises:
-        ConfigError: a rule times real texts and no ``data_path`` was given.
+        ConfigError: a rule times real texts and no ``data_path`` was given, or every default length
+            exceeds ``max_seq_len``.
     """
+    skipped = skipped_default_lengths(cfg, max_seq_len)
+    seq_lens = cfg.seq_lens or tuple(s for s in DEFAULT_SEQ_LENS if s not in skipped)
+    if not seq_lens and measures_grid(cfg, rules):
+        raise ConfigError(
+            f"seq_lens: every default length ({', '.join(map(str, DEFAULT_SEQ_LENS))}) exceeds the models' "
+            f"max_position_embeddings ({max_seq_len}); give --seq-lens"
+        )
     batch_sizes = cfg.batch_sizes or DEFAULT_BATCH_SIZES
     threads = cfg.threads or DEFAULT_THREADS
     providers = resolve_devices(cfg.providers or DEFAULT_PROVIDERS, (machine or {}).get("devices", ("cpu",)))
@@ -230,8 +261,8 @@ def plan_cells(cfg: BenchConfig, rules: Sequence[GateRule], machine: Mapping[str
     for provider in providers:
         for n_threads in threads if provider != "cuda" else threads[:1]:
             for batch in batch_sizes:
-                if cfg.has_grid or not rules:
-                    cells.update(Cell(provider, n_threads, batch, s) for s in cfg.seq_lens or DEFAULT_SEQ_LENS)
+                if measures_grid(cfg, rules):
+                    cells.update(Cell(provider, n_threads, batch, s) for s in seq_lens)
                 if cfg.data_path is not None:
                     cells.add(Cell(provider, n_threads, batch, None, SOURCE_DATA))
     for rule in rules:

@@ -19,12 +19,29 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from edgesent.artifacts import KIND_PYTORCH, RUNTIME_OPENVINO
-from edgesent.bench.config import SOURCE_DATA, SOURCE_SYNTHETIC, BenchConfig, Cell, plan_cells
-from edgesent.bench.gates import check_rule_names, compare_to_baseline, load_baseline, load_gate_file, ratio, row_key
+from edgesent.bench.config import (
+    SOURCE_DATA,
+    SOURCE_SYNTHETIC,
+    BenchConfig,
+    Cell,
+    measures_grid,
+    plan_cells,
+    skipped_default_lengths,
+)
+from edgesent.bench.gates import (
+    GateRule,
+    check_rule_names,
+    compare_to_baseline,
+    load_baseline,
+    load_gate_file,
+    ratio,
+    row_key,
+)
 from edgesent.bench.machine import machine_info, measure_gemm_peak, measure_peak_rss
 from edgesent.bench.report import BenchResult, check_report_dir, write_report
 from edgesent.bench.runners import (
     RunnerPool,
+    UnitRunError,
     Variant,
     check_cuda,
     load_variant,
@@ -59,14 +76,30 @@ def _cell_inputs(cell: Cell, texts: list[str], vocab_size: int, seed: int) -> li
     return [[next(cycle) for _ in range(cell.batch_size)] for _ in range(n_batches)]
 
 
-def _check_lengths(variants: Sequence[Variant], cells: Sequence[Cell]) -> None:
+def _position_limit(variants: Sequence[Variant]) -> tuple[int, str] | None:
+    """(the shortest max_position_embeddings of the variants, whose it is); None when none declares one."""
+    limits = [(v.hf_config.get("max_position_embeddings"), v.name) for v in variants]
+    return min(((n, name) for n, name in limits if isinstance(n, int)), key=lambda t: t[0], default=None)
+
+
+def _check_lengths(limit: tuple[int, str] | None, cells: Sequence[Cell]) -> None:
+    """Refuse lengths the user or a gate rule asked for that the model cannot take (default ones were left out)."""
     longest = max((c.seq_len for c in cells if c.seq_len is not None), default=0)
-    for v in variants:
-        limit = v.hf_config.get("max_position_embeddings")
-        if isinstance(limit, int) and longest > limit:
-            raise ConfigError(
-                f"seq_lens: {longest} exceeds {v.name}'s max_position_embeddings ({limit}); use shorter lengths"
-            )
+    if limit is not None and longest > limit[0]:
+        raise ConfigError(
+            f"seq_lens: {longest} exceeds {limit[1]}'s max_position_embeddings ({limit[0]}); use shorter lengths"
+        )
+
+
+def _skipped_lengths_notes(cfg: BenchConfig, rules: Sequence[GateRule], limit: tuple[int, str] | None) -> list[str]:
+    """A note naming the default lengths left out of the grid, so a reader knows why they have no rows."""
+    if limit is None or not measures_grid(cfg, rules):
+        return []
+    skipped = skipped_default_lengths(cfg, limit[0])
+    if not skipped:
+        return []
+    lengths = ", ".join(map(str, skipped))
+    return [f"default seq_lens {lengths} skipped: beyond {limit[1]}'s max_position_embeddings ({limit[0]})"]
 
 
 def _runtime_notes(variants: Sequence[Variant], cells: Sequence[Cell]) -> list[str]:
@@ -118,7 +151,14 @@ def _measure_cells(
         for cell in group:
             logger.info("measuring %s", cell.describe())
             inputs = _cell_inputs(cell, texts, vocab_size, cfg.seed)
-            samples = measure_units([u[2] for u in units], inputs, cfg.warmup, cfg.runs, cfg.time_budget_s)
+            try:
+                samples = measure_units([u[2] for u in units], inputs, cfg.warmup, cfg.runs, cfg.time_budget_s)
+            except UnitRunError as err:
+                name, mode = units[err.index][:2]
+                raise ConfigError(
+                    f"{name} ({mode}) failed to run the cell {cell.describe()}: {err.brief()}; "
+                    "try smaller --batch-sizes or --seq-lens"
+                ) from err
             for (name, mode, _), timings in zip(units, samples):
                 row = {
                     "variant": name,
@@ -150,10 +190,11 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
 
     Raises:
         ModelError: a directory is not an edgesent model. ConfigError: bad gate file, unknown
-        variant names in rules, unavailable provider, lengths beyond the model, a report directory
-        that exists (without ``overwrite``) or may not be replaced. DataError: bad ``--data`` or
-        baseline file. MissingDependencyError: torch for PyTorch variants, matplotlib for ``--report``.
-        All of them before anything is measured.
+        variant names in rules, unavailable provider, lengths given beyond the model, a report directory
+        that exists (without ``overwrite``) or may not be replaced (not a bench report). DataError: bad
+        ``--data`` or baseline file. MissingDependencyError: torch for PyTorch variants, matplotlib for
+        ``--report``. All of them before anything is measured; only a cell the runtime cannot run (out of
+        memory, a shape it refuses) raises ConfigError while measuring, naming the variant and the cell.
     """
     check_report_dir(cfg)
     names = cfg.variant_names
@@ -167,12 +208,14 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
     rules = load_gate_file(cfg.gate_path) if cfg.gate_path is not None else []
     check_rule_names(rules, names, cfg.gate_path)
     machine = machine_info()
-    cells = plan_cells(cfg, [rule for rule in rules if rule.applies_to(machine)], machine)
-    _check_lengths(variants, cells)
+    applicable = [rule for rule in rules if rule.applies_to(machine)]
+    limit = _position_limit(variants)
+    cells = plan_cells(cfg, applicable, machine, max_seq_len=limit[0] if limit is not None else None)
+    _check_lengths(limit, cells)
     if any(c.provider == "cuda" for c in cells):
         check_cuda(variants)
     texts = _load_texts(cfg) if any(c.source == SOURCE_DATA for c in cells) else []
-    notes = _runtime_notes(variants, cells)
+    notes = _runtime_notes(variants, cells) + _skipped_lengths_notes(cfg, applicable, limit)
     if any(c.threads > (machine["usable_cores"] or 1) for c in cells):
         notes.append(f"thread counts above the {machine['usable_cores']} usable cores oversubscribe the CPU")
 

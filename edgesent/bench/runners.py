@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gc
 import os
+import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -415,6 +417,44 @@ def summarize_latencies(samples_ns: Sequence[int], batch_size: int) -> dict[str,
     }
 
 
+# ONNX Runtime's errors for a run that cannot go through: memory exhausted (a BFCArena allocation: Fail), a shape
+# or value the graph refuses (InvalidArgument), a kernel or provider failure. Load-time errors are ModelError.
+ORT_RUN_ERRORS = ("Fail", "InvalidArgument", "RuntimeException", "EPFail", "EngineError")
+_ORT_SOURCE = re.compile(r"^\S+\.(?:cc|cpp|h):\d+ [^()]*\([^()]*\)\s*")  # "/src/bfc_arena.cc:360 void* f(size_t) "
+
+
+class UnitRunError(Exception):
+    """A unit could not run a cell's input: ``index`` says which unit, ``error`` is the runtime's error."""
+
+    def __init__(self, index: int, error: BaseException):
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+    def brief(self) -> str:
+        """The runtime's message on one line, without ONNX Runtime's status prefix and C++ source location."""
+        lines = str(self.error).strip().splitlines()
+        text = lines[0].split("Status Message: ", 1)[-1] if lines else ""
+        return _ORT_SOURCE.sub("", text) or type(self.error).__name__
+
+
+def run_errors() -> tuple[type[BaseException], ...]:
+    """What a runtime raises when a run cannot go through, so a cell too large fails with one line.
+
+    ONNX Runtime's run errors, MemoryError, and torch's OutOfMemoryError once torch is loaded. Anything
+    else (a TypeError, a KeyError) is a bug and propagates as it is.
+    """
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    errors: list[type[BaseException]] = [MemoryError]
+    errors.extend(getattr(ort_state, name) for name in ORT_RUN_ERRORS if hasattr(ort_state, name))
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if isinstance(oom, type):
+        errors.append(oom)
+    return tuple(errors)
+
+
 def measure_units(
     units: Sequence[Runner],
     inputs: Sequence[Any],
@@ -442,17 +482,23 @@ def measure_units(
 
     Returns:
         Per unit, the duration of each timed run in nanoseconds.
+
+    Raises:
+        UnitRunError: a unit failed with one of ``run_errors()`` (out of memory, a shape the runtime refuses).
     """
-    prepared = [[unit.prepare(item) for item in inputs] for unit in units]
-    for unit, items in zip(units, prepared):
-        for i in range(warmup):
-            unit.run(items[i % len(items)])
+    k = 0  # the unit at work: UnitRunError names it when it fails
     samples: list[list[int]] = [[] for _ in units]
     n = len(units)
-    start = time.perf_counter()
     gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
+        prepared: list[list[Any]] = []
+        for k, unit in enumerate(units):
+            prepared.append([unit.prepare(item) for item in inputs])
+        for k, (unit, items) in enumerate(zip(units, prepared)):
+            for i in range(warmup):
+                unit.run(items[i % len(items)])
+        start = time.perf_counter()
+        gc.disable()
         r = 0
         while (
             (r < (runs or 0))
@@ -467,6 +513,8 @@ def measure_units(
                     units[k].run(item)
                     samples[k].append(time.perf_counter_ns() - t0)
             r += 1
+    except run_errors() as err:
+        raise UnitRunError(k, err) from err
     finally:
         if gc_was_enabled:
             gc.enable()
