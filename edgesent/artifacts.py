@@ -421,8 +421,12 @@ def _check_replaceable(out_dir: Path, sources: Iterable[str | Path]) -> None:
             )
 
 
-def check_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[str | Path] = ()) -> Path:
+def check_output_dir(
+    out_dir: Path, overwrite: bool = False, sources: Iterable[str | Path] = (), kind: str | None = None
+) -> Path:
     """The checks :func:`atomic_output_dir` makes before any work, for a command to make them before a long run.
+
+    ``kind``: replace only an artifact of this kind (a report replaces an earlier report, never a model).
 
     Returns:
         ``out_dir`` resolved.
@@ -438,11 +442,19 @@ def check_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[s
         raise ConfigError(f"{out_dir} already exists; pass --overwrite to replace it")
     if out_dir.exists():
         _check_replaceable(out_dir, sources)
+        found = read_manifest(out_dir).get("kind")
+        if kind is not None and found != kind:
+            raise ConfigError(
+                f"{out_dir} is an edgesent {found!r} directory, not a {kind}; --overwrite replaces only an earlier "
+                f"{kind}: choose another directory"
+            )
     return out_dir
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[str | Path] = ()) -> Iterator[Path]:
+def atomic_output_dir(
+    out_dir: Path, overwrite: bool = False, sources: Iterable[str | Path] = (), kind: str | None = None
+) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out_dir`` only if the block succeeds.
 
     Args:
@@ -450,6 +462,7 @@ def atomic_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[
         overwrite: replace ``out_dir`` if it exists; allowed only for an edgesent artifact (it has a
             manifest) that is not the current directory, nor one of ``sources``, nor a parent of them.
         sources: the command's inputs (model directories, data files), which must survive.
+        kind: replace only an artifact of this manifest kind (see :func:`check_output_dir`).
 
     Raises:
         ConfigError: up front, when ``out_dir`` exists and may not be replaced, or its parent cannot be
@@ -462,7 +475,7 @@ def atomic_output_dir(out_dir: Path, overwrite: bool = False, sources: Iterable[
         remove_leftovers(Path(out_dir).resolve())
     except OSError as err:
         raise ConfigError(f"cannot write to {Path(out_dir).parent}: {err.strerror or err}") from err
-    out_dir = check_output_dir(out_dir, overwrite, sources)
+    out_dir = check_output_dir(out_dir, overwrite, sources, kind)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))

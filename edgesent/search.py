@@ -266,7 +266,7 @@ def write_search_report(model_dir: Path, report_dir: Path, overwrite: bool = Fal
         ) from err
     matplotlib.use("Agg")
     fixed_lr = manifest.get("hyperparameters", {}).get("lr")
-    with atomic_output_dir(Path(report_dir), overwrite=overwrite, sources=[model_dir]) as tmp:
+    with atomic_output_dir(Path(report_dir), overwrite=overwrite, sources=[model_dir], kind=REPORT_KIND) as tmp:
         payload = {"model_dir": str(model_dir), "metrics": manifest.get("metrics"), "search": search}
         (tmp / REPORT_JSON).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         _plot_score_vs_lr(search, fixed_lr, tmp / PLOT_NAME)

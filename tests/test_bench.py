@@ -953,7 +953,7 @@ def test_report_may_not_replace_a_model_directory(
         onnx_dirs["int8"], names=("int8",), extra=("--seq-lens", "8", "--report", str(export), "--overwrite")
     )
     line = _assert_one_line_error(runner.invoke(cli, args))
-    assert f"{export} is an edgesent 'onnx' directory, not a bench report" in line
+    assert f"{export} is an edgesent 'onnx' directory, not a bench-report" in line
     assert sorted(p.name for p in export.iterdir()) == before
 
 

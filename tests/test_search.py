@@ -183,6 +183,12 @@ def test_search_report_table_json_and_report_directory(searched, tmp_path):
     verify_files(report, read_manifest(report))
     again = CliRunner().invoke(cli, ["search-report", str(searched["out"]), "--report", str(report)])
     assert again.exit_code == 2 and "--overwrite" in again.output
+    replaced = CliRunner().invoke(cli, ["search-report", str(searched["out"]), "--report", str(report), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    model = shutil.copytree(searched["out"], tmp_path / "model")  # a trained model is no report to replace
+    refused = CliRunner().invoke(cli, ["search-report", str(searched["out"]), "--report", str(model), "--overwrite"])
+    assert refused.exit_code == 2 and "is an edgesent 'pytorch' directory, not a search-report" in refused.output
+    assert read_manifest(model)["kind"] == "pytorch"
 
 
 def test_search_report_of_a_model_without_a_search_is_one_line(tiny_model_dir):

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgesent.artifacts import MANIFEST_NAME, atomic_output_dir, check_output_dir, read_manifest, write_manifest
+from edgesent.artifacts import atomic_output_dir, check_output_dir, write_manifest
 from edgesent.bench.config import SOURCE_SYNTHETIC
 from edgesent.bench.gates import SCHEMA, row_cell
-from edgesent.errors import BenchmarkGateError, ConfigError, MissingDependencyError
+from edgesent.errors import BenchmarkGateError, MissingDependencyError
 
 
 if TYPE_CHECKING:
@@ -170,26 +170,7 @@ def check_report_dir(cfg: BenchConfig) -> None:
     if cfg.report_dir is None:
         return
     require_matplotlib()
-    _check_replaces_a_report(check_output_dir(cfg.report_dir, cfg.overwrite, cfg.input_paths()))
-
-
-def _check_replaces_a_report(report_dir: Path) -> None:
-    """``--overwrite`` may replace an earlier bench report, never a model or another command's output.
-
-    ``check_output_dir`` accepts any edgesent artifact; the manifest's kind tells a report from a model export.
-
-    Raises:
-        ConfigError: ``report_dir`` holds an edgesent artifact of another kind.
-        ModelError: its manifest cannot be read.
-    """
-    if not (report_dir / MANIFEST_NAME).is_file():
-        return  # absent (nothing to replace), or refused already by check_output_dir
-    kind = read_manifest(report_dir).get("kind")
-    if kind != REPORT_KIND:
-        raise ConfigError(
-            f"{report_dir} is an edgesent {kind!r} directory, not a bench report; --overwrite replaces only an "
-            "earlier report: choose another --report directory"
-        )
+    check_output_dir(cfg.report_dir, cfg.overwrite, cfg.input_paths(), kind=REPORT_KIND)
 
 
 def _plot_latency(result: BenchResult, path: Path) -> bool:
@@ -251,8 +232,9 @@ def write_report(result: BenchResult, cfg: BenchConfig) -> Path:
         ConfigError: the directory exists and may not be replaced (see ``check_report_dir``).
     """
     assert cfg.report_dir is not None
-    _check_replaces_a_report(Path(cfg.report_dir).resolve())  # again: the directory may have changed while measuring
-    with atomic_output_dir(cfg.report_dir, overwrite=cfg.overwrite, sources=cfg.input_paths()) as tmp:
+    with atomic_output_dir(
+        cfg.report_dir, overwrite=cfg.overwrite, sources=cfg.input_paths(), kind=REPORT_KIND
+    ) as tmp:
         (tmp / RESULTS_NAME).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         plotted = _plot_latency(result, tmp / PLOT_NAME)
