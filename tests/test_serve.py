@@ -285,6 +285,24 @@ def test_chunked_body_over_limit_and_lone_surrogate(client, predictor) -> None:
     assert response.status_code == 200 and response.json()["results"][0]["label"] in predictor.labels
 
 
+def test_client_gone_mid_body_is_499_without_traceback(server, client) -> None:
+    def count(status: str) -> float:
+        samples = _metrics(client)["edgesent_requests"]
+        return _value(samples, "edgesent_requests_total", route="/v1/models/{name}/predict", status=status)
+
+    before_499, before_500 = count("499"), count("500")
+    head = f"POST /v1/models/{MODEL}/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    head += "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(head.encode() + b'{"texts": ["gre')  # 15 of the 100 bytes announced, then hang up
+    deadline = time.monotonic() + 10
+    while count("499") == before_499 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count("499") == before_499 + 1 and count("500") == before_500, server.log()
+    assert "Traceback" not in server.log() and "ClientDisconnect" not in server.log()
+    assert any(json.loads(line).get("status") == 499 for line in server.log().splitlines() if line.startswith("{"))
+
+
 def test_batching_merges_concurrent_requests_and_returns_own_rows(client, predictor) -> None:
     before = _metrics(client)["edgesent_batch_size"]
     requests = [[f"great food {i}", "awful " * (i % 3 + 1), f"okay {i} phone"][: i % 3 + 1] for i in range(16)]
@@ -427,6 +445,34 @@ def test_busy_port_is_one_line(tiny_onnx_dir) -> None:
     assert result.returncode == 2 and result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}")
 
 
+@pytest.mark.parametrize(
+    ("name", "args", "env", "message"),
+    [
+        ("tiny", [], {"EDGESENT_API_KEYS": " , "}, "EDGESENT_API_KEYS is set but holds no key"),
+        ("tiny", [], {"EDGESENT_API_KEYS": ""}, "EDGESENT_API_KEYS is set but holds no key"),
+        ("tiny", ["--api-key-file", "{latin1}"], {}, "not UTF-8 text"),
+        ("tiny", ["--max-batch", "99999999999999999999"], {}, "max_batch must be in [1, 65536]"),
+        ("tiny", ["--max-queue", str(10**19)], {}, "max_queue must be in"),
+        ("tiny", ["--max-body-bytes", str(10**30)], {}, "max_body_bytes must be in"),
+        ("tiny", ["--timeout", "1e300"], {}, "timeout_s must be in (0, 86400]"),
+        ("sl/ash", [], {}, "model name 'sl/ash' cannot be a URL path segment"),
+        ("..", [], {}, "model name '..' cannot be a URL path segment"),
+    ],
+)
+def test_bad_start_is_one_line_exit_2(tiny_onnx_dir, tmp_path, monkeypatch, name, args, env, message) -> None:
+    latin1 = tmp_path / "keys.txt"
+    latin1.write_bytes("cl\u00e9\n".encode("latin-1"))  # a key file that is not UTF-8
+    monkeypatch.delenv("EDGESENT_API_KEYS", raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    cmd = [sys.executable, "-m", "edgesent", "serve", f"{name}={tiny_onnx_dir}", "--port", str(free_port())]
+    cmd += [arg.format(latin1=latin1) for arg in args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+
+
 def test_server_core_imports_no_torch(tiny_onnx_dir) -> None:
     code = textwrap.dedent(
         f"""
@@ -547,6 +593,10 @@ def test_serve_config_validates() -> None:
         ServeConfig(max_batch=0)
     with pytest.raises(ConfigError, match="max_queue=4 is below max_texts=8"):
         ServeConfig(max_queue=4, max_texts=8)
+    with pytest.raises(ConfigError, match=r"max_chars must be in \[1, 1e\+07\]"):
+        ServeConfig(max_chars=10**8)
+    with pytest.raises(ConfigError, match="shutdown_timeout_s must be in"):
+        ServeConfig(shutdown_timeout_s=1e9)
     with pytest.raises(ConfigError, match="unknown setting"):
         ServeConfig.from_dict({"max_bach": 3})
     assert ServeConfig.from_dict(ServeConfig(port=9000).to_dict()) == ServeConfig(port=9000)

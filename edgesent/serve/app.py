@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ RETRY_AFTER_S = 1
 _LOG_KEY = "edgesent.log"  # per-request facts the route hands to the access log, in the ASGI scope
 _ROUTES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/models")
 _METHODS = frozenset({"GET", "HEAD", "POST"})  # what the routes answer (Starlette adds HEAD to GET routes)
+_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a model name: safe as one URL path segment, unencoded
 
 
 @dataclass
@@ -97,7 +99,7 @@ def load_models(models: Sequence[str | Path] | Mapping[str, Any], cfg: ServeConf
         cfg: provider, threads and verify are used.
 
     Raises:
-        ConfigError: no model, or two models with one name.
+        ConfigError: no model, two models with one name, or a name that cannot be a URL path segment.
         ModelError: a directory is not an ONNX export, or a file does not match its manifest's sha256.
     """
     from edgesent.artifacts import manifest_sha256
@@ -108,6 +110,7 @@ def load_models(models: Sequence[str | Path] | Mapping[str, Any], cfg: ServeConf
         raise ConfigError("no model to serve; give at least one exported model directory")
     served: list[ServedModel] = []
     for name, source in named:
+        _check_name(name)
         if any(model.name == name for model in served):
             raise ConfigError(f"two models are named {name!r}; name one with NAME=DIR")
         started = time.perf_counter()
@@ -199,6 +202,15 @@ def _split_name(item: str | Path) -> tuple[str, str | Path]:
         if name:
             return name, path
     return Path(text).resolve().name, item
+
+
+def _check_name(name: object) -> None:
+    """Refuse a name that cannot be one URL path segment: ``/v1/models/{name}/predict`` would never reach it."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in {".", ".."}:
+        raise ConfigError(
+            f"model name {name!r} cannot be a URL path segment; use letters, digits, '.', '_' and '-' "
+            "(name it with NAME=DIR)"
+        )
 
 
 def _make_batcher(model: ServedModel, cfg: ServeConfig, metrics: ServeMetrics) -> DynamicBatcher:

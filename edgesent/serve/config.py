@@ -19,6 +19,16 @@ from edgesent.errors import ConfigError
 API_KEYS_ENV = "EDGESENT_API_KEYS"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+# Upper bounds of the numeric settings: far above any useful value, low enough that a typo (an extra digit, a
+# pasted number) is one ConfigError line instead of a crash at startup (islice refuses sizes over sys.maxsize)
+# or a server whose limits protect nothing.
+MAX_WORKERS = 256
+MAX_THREADS = 1024
+MAX_BATCH = 65_536
+MAX_QUEUE = 1_000_000  # texts waiting per model; max_texts too, which must fit in the queue anyway
+MAX_BODY_BYTES = 1_000_000_000  # decimal, so the error message states it exactly
+MAX_CHARS = 10_000_000
+MAX_SECONDS = 86_400.0  # timeout_s, shutdown_timeout_s: a day
 
 
 @dataclass
@@ -44,6 +54,8 @@ class ServeConfig(ConfigBase):
             no authentication when neither is set).
         log_texts: put the request's texts in the access log (default False: counts only).
         shutdown_timeout_s: on SIGTERM, how long in-flight requests may take to finish (default 30).
+
+    Every numeric setting also has a ceiling (the ``MAX_*`` constants), so a typo fails here, not at startup.
     """
 
     host: str = DEFAULT_HOST
@@ -68,21 +80,21 @@ class ServeConfig(ConfigBase):
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
         check_number("port", self.port, low=0, high=65535, integer=True)
-        check_number("workers", self.workers, low=1, integer=True)
+        check_number("workers", self.workers, low=1, high=MAX_WORKERS, integer=True)
         check_choice("provider", self.provider, PROVIDERS)
         if self.threads is not None:
-            check_number("threads", self.threads, low=1, integer=True)
+            check_number("threads", self.threads, low=1, high=MAX_THREADS, integer=True)
         check_bool("verify", self.verify)
         check_bool("batching", self.batching)
-        check_number("max_batch", self.max_batch, low=1, integer=True)
+        check_number("max_batch", self.max_batch, low=1, high=MAX_BATCH, integer=True)
         check_number("max_wait_ms", self.max_wait_ms, low=0, high=10_000)
-        check_number("max_queue", self.max_queue, low=1, integer=True)
-        check_number("timeout_s", self.timeout_s, low=0, low_open=True)
-        check_number("max_body_bytes", self.max_body_bytes, low=64, integer=True)
-        check_number("max_texts", self.max_texts, low=1, integer=True)
-        check_number("max_chars", self.max_chars, low=1, integer=True)
+        check_number("max_queue", self.max_queue, low=1, high=MAX_QUEUE, integer=True)
+        check_number("timeout_s", self.timeout_s, low=0, low_open=True, high=MAX_SECONDS)
+        check_number("max_body_bytes", self.max_body_bytes, low=64, high=MAX_BODY_BYTES, integer=True)
+        check_number("max_texts", self.max_texts, low=1, high=MAX_QUEUE, integer=True)
+        check_number("max_chars", self.max_chars, low=1, high=MAX_CHARS, integer=True)
         check_bool("log_texts", self.log_texts)
-        check_number("shutdown_timeout_s", self.shutdown_timeout_s, low=0)
+        check_number("shutdown_timeout_s", self.shutdown_timeout_s, low=0, high=MAX_SECONDS)
         self.api_key_file = optional_path(self.api_key_file)
         if self.max_queue < self.max_texts:
             raise ConfigError(
@@ -94,18 +106,29 @@ def load_api_keys(cfg: ServeConfig) -> list[str]:
     """The API keys: one per non-empty line of ``cfg.api_key_file``, else ``EDGESENT_API_KEYS`` (comma-separated).
 
     Returns:
-        The keys; an empty list means the server runs without authentication.
+        The keys; an empty list (no key file, ``EDGESENT_API_KEYS`` unset) means no authentication.
 
     Raises:
-        ConfigError: the key file cannot be read, or it holds no key.
+        ConfigError: the key file cannot be read or is not UTF-8, or the key file or the variable holds no key.
     """
     if cfg.api_key_file is not None:
         try:
             lines = cfg.api_key_file.read_text(encoding="utf-8").splitlines()
         except OSError as err:
             raise ConfigError(f"cannot read --api-key-file {cfg.api_key_file}: {err.strerror or err}") from err
+        except UnicodeDecodeError as err:
+            where = f"{err.reason} at byte {err.start}"
+            raise ConfigError(f"cannot read --api-key-file {cfg.api_key_file}: not UTF-8 text ({where})") from err
         keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not keys:
             raise ConfigError(f"--api-key-file {cfg.api_key_file} holds no key (one key per line)")
         return keys
-    return [key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",") if key.strip()]
+    value = os.environ.get(API_KEYS_ENV)
+    if value is None:
+        return []
+    keys = [key.strip() for key in value.split(",") if key.strip()]
+    if not keys:  # set but blank (e.g. an unset deployment variable expanded to ""): never silently run open
+        raise ConfigError(
+            f"{API_KEYS_ENV} is set but holds no key (comma-separated keys); unset it to serve without authentication"
+        )
+    return keys

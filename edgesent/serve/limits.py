@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from starlette.requests import ClientDisconnect
+
 from edgesent.data import repair_text
 
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
 _KEYS = frozenset({"texts", "top_k"})
+CLIENT_CLOSED = 499  # nginx's "client closed request": the caller left before the server could answer
 
 
 class RequestError(Exception):
@@ -37,16 +40,23 @@ class PredictRequest:
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``max_bytes`` (Content-Length or streamed)."""
+    """The request body, refused with 413 as soon as it passes ``max_bytes`` (Content-Length or streamed).
+
+    A client that hangs up mid-body is a :data:`CLIENT_CLOSED` error: the answer goes nowhere (the server drops it),
+    but the metrics and the access log show the status, apart from the server's own 5xx errors.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise RequestError(413, f"request body of {int(declared)} bytes is over the limit of {max_bytes} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise RequestError(413, f"request body is over the limit of {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise RequestError(413, f"request body is over the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as err:  # the caller's doing, not a server error: no traceback, not a 5xx
+        raise RequestError(CLIENT_CLOSED, "client closed the connection before sending its whole body") from err
     return b"".join(chunks)
 
 
