@@ -207,6 +207,7 @@ def main() -> None:
         model = str(args.model)
         for name, threads in (("single-1t", 1), ("single", args.workers)):
             cmd = ["predict", model, "--input", str(work / "texts.csv"), "--json", "--output", str(work / "o.jsonl")]
+            cmd += ["--overwrite"]  # the second single-process row writes the same file again
             runs[name] = {"seconds": _cli([*cmd, "--threads", str(threads)])}
         for engine in engines:
             out = ["--output", str(work / f"out-{engine}"), "--overwrite"]

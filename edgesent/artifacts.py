@@ -374,9 +374,8 @@ def remove_leftovers(target: Path) -> list[Path]:
     """Remove what killed runs left beside ``target`` (``.NAME.tmp-PID-*``, ``.NAME.old-PID``).
 
     Only leftovers of processes that are no longer running are touched, so two live runs never trip
-    over each other. A ``.NAME.old-PID`` with no ``target`` beside it is a run killed between moving the old
-    output aside and moving the new one in: it is renamed back to ``target``, not removed, so nothing is lost.
-    Returns what was removed (each is also logged).
+    over each other. (A ``.NAME.old-PID`` with no ``target`` beside it is put back first, by
+    ``check_output_dir``.) Returns what was removed (each is also logged).
     """
     import shutil
 
@@ -387,10 +386,6 @@ def remove_leftovers(target: Path) -> list[Path]:
     for entry in target.parent.iterdir():
         match = _LEFTOVER.match(entry.name)
         if not match or match["name"] != target.name or _pid_alive(int(match["pid"])):
-            continue
-        if match["kind"] == "old" and not target.exists():
-            entry.rename(target)
-            logger.warning("restored %s from %s, left by a run killed while replacing it", target, entry)
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -436,19 +431,45 @@ def check_output_dir(
             edgesent artifact, the current directory, or one of ``sources`` or a parent of them).
     """
     out_dir = Path(out_dir).resolve()
+    _restore_replaced(out_dir)  # first, so the checks here and the final write's judge the same directory
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a directory")
     if out_dir.exists() and not overwrite:
         raise ConfigError(f"{out_dir} already exists; pass --overwrite to replace it")
     if out_dir.exists():
         _check_replaceable(out_dir, sources)
-        found = read_manifest(out_dir).get("kind")
-        if kind is not None and found != kind:
-            raise ConfigError(
-                f"{out_dir} is an edgesent {found!r} directory, not a {kind}; --overwrite replaces only an earlier "
-                f"{kind}: choose another directory"
-            )
+        if kind is not None:
+            _check_kind(out_dir, kind)
     return out_dir
+
+
+def _check_kind(out_dir: Path, kind: str) -> None:
+    """Refuse to replace an artifact of another kind (a model with a report)."""
+    try:
+        found = read_manifest(out_dir).get("kind")
+    except ModelError as err:
+        raise ConfigError(f"{out_dir}: its {MANIFEST_NAME} cannot be read ({err}); choose another directory") from err
+    if found != kind:
+        what = f"an edgesent {found!r} directory" if found else "an edgesent directory of no kind"
+        raise ConfigError(
+            f"{out_dir} is {what}, not a {kind}; --overwrite replaces only an earlier {kind}: choose another directory"
+        )
+
+
+def _restore_replaced(target: Path) -> None:
+    """Put back an output a killed run had moved aside (``.NAME.old-PID``, its process gone, no NAME beside it):
+    it was killed between moving the old output away and moving the new one in, so nothing is lost."""
+    if target.exists() or not target.parent.is_dir():
+        return
+    for entry in target.parent.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match and match["name"] == target.name and match["kind"] == "old" and not _pid_alive(int(match["pid"])):
+            try:
+                entry.rename(target)
+            except OSError as err:
+                raise ConfigError(f"cannot restore {target} from {entry}: {err.strerror or err}") from err
+            logger.warning("restored %s from %s, left by a run killed while replacing it", target, entry)
+            return
 
 
 @contextlib.contextmanager
@@ -471,13 +492,10 @@ def atomic_output_dir(
     import shutil  # imported here: the runtime reads manifests and never writes, and must start fast
     import tempfile
 
-    try:  # first, so that an output a killed run was replacing is back before it is judged
-        remove_leftovers(Path(out_dir).resolve())
-    except OSError as err:
-        raise ConfigError(f"cannot write to {Path(out_dir).parent}: {err.strerror or err}") from err
     out_dir = check_output_dir(out_dir, overwrite, sources, kind)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
         umask = os.umask(0)  # mkdtemp makes the directory 0700; give the result the usual permissions
         os.umask(umask)
@@ -498,6 +516,13 @@ def atomic_output_dir(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def writes_in_place(path: Path) -> bool:
+    """Whether ``path`` is written into rather than replaced: a device, a FIFO or anything under ``/dev``
+    (``/dev/stdout`` is a link to whatever standard output is: a pipe, a terminal or the user's file)."""
+    path = Path(path)
+    return path.as_posix().startswith("/dev/") or (path.exists() and not path.is_file() and not path.is_dir())
+
+
 @contextlib.contextmanager
 def atomic_output_file(path: Path) -> Iterator[IO[str]]:
     """Yield a text handle on a temporary sibling that replaces ``path`` only if the block succeeds.
@@ -509,9 +534,7 @@ def atomic_output_file(path: Path) -> Iterator[IO[str]]:
         ConfigError: the file cannot be created.
     """
     path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
-    if path.exists() and not path.is_file() and not path.is_dir():
+    if writes_in_place(path):
         try:
             handle = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed by the with below
         except OSError as err:
@@ -519,6 +542,8 @@ def atomic_output_file(path: Path) -> Iterator[IO[str]]:
         with handle:
             yield handle
         return
+    if path.is_symlink():
+        path = path.resolve()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(path)

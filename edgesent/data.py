@@ -119,14 +119,10 @@ class Record:
 
 @dataclass
 class ReadStats:
-    """What a reader saw, filled in while it streams: the file's sha256 and how many lines it had to repair.
-
-    ``unclaimed`` holds the repaired lines read since the last record claimed them (``claim_replaced``), so
-    memory stays constant however many lines are repaired.
-    """
+    """What a reader saw, filled in while it streams: the file's sha256 and the repaired lines no record has
+    claimed yet (``claim_replaced``), so memory stays constant however many lines are repaired."""
 
     sha256: str = ""
-    replaced: int = 0
     unclaimed: list[int] = field(default_factory=list)
 
     def claim_replaced(self, first_line: int) -> bool:
@@ -193,7 +189,6 @@ def read_lines(
                     f"{path}:{number}: bytes that are not UTF-8 ({err.reason}); re-save the file as UTF-8"
                 ) from err
             line = raw.decode("utf-8", errors="replace")
-            stats.replaced += 1
             stats.unclaimed.append(number)
         yield number, line
     stats.sha256 = digest.hexdigest()

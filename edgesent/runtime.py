@@ -44,7 +44,7 @@ from edgesent.sessions import (
     session_device,
     session_runtime,
 )
-from edgesent.tasks.spans import decode_spans
+from edgesent.tasks.spans import decode_spans, extend_cut_word
 
 
 logger = logging.getLogger(__name__)
@@ -513,19 +513,12 @@ def _row(encoding: Encoding, name: str) -> list[int]:
 
 
 def _whole_word_offsets(enc: Encoding) -> list[tuple[int, int]]:
-    """``enc``'s offsets, with the last kept token of a word that truncation cut in two ending where the word does.
-
-    Its tag is read at its first sub-token, which the model saw; without this its span would end mid-word.
-    """
-    offsets = list(enc.offsets)
-    kept = [(t, word) for t, word in enumerate(enc.word_ids) if word is not None]
-    if not kept or not enc.overflowing:
-        return offsets
-    last, word = kept[-1]
-    ends = [end for o in enc.overflowing for w, (_, end) in zip(o.word_ids, o.offsets) if w == word]
-    if ends:
-        offsets[last] = (offsets[last][0], max(ends))
-    return offsets
+    """``enc``'s offsets with the word truncation cut extended to its end (``extend_cut_word``), read from the
+    overflowing tokens the tokenizer keeps for a truncated text."""
+    if not enc.overflowing:
+        return list(enc.offsets)
+    rest = [(word, offset) for o in enc.overflowing[:1] for word, offset in zip(o.word_ids, o.offsets)]
+    return extend_cut_word(enc.offsets, enc.word_ids, rest)
 
 
 def _is_utf8_encodable(text: str) -> bool:

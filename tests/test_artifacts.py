@@ -16,6 +16,7 @@ from edgesent.artifacts import (
     MANIFEST_NAME,
     atomic_output_dir,
     atomic_output_file,
+    check_output_dir,
     read_model_dir,
     remove_leftovers,
     write_manifest,
@@ -147,10 +148,12 @@ def test_an_output_a_killed_run_was_replacing_is_restored(tmp_path: Path) -> Non
     (aside / MANIFEST_NAME).write_text("{}")
     finished = tmp_path / f".model.tmp-{int(dead.stdout)}-abc"
     finished.mkdir()
-    with pytest.raises(ConfigError, match="already exists"), atomic_output_dir(tmp_path / "model"):
-        pass
-    assert (tmp_path / "model" / MANIFEST_NAME).read_text() == "{}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with pytest.raises(ConfigError, match="already exists"):
+        check_output_dir(tmp_path / "model")  # the up-front check already sees it back
+    assert (tmp_path / "model" / MANIFEST_NAME).read_text() == "{}" and not aside.exists()
+    with atomic_output_dir(tmp_path / "model", overwrite=True) as out:
+        (out / MANIFEST_NAME).write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the dead run's scratch removed too
 
 
 def test_atomic_output_file_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
@@ -196,3 +199,16 @@ def test_an_unknown_task_is_refused(tmp_path: Path) -> None:
     root = _model_dir(tmp_path / "m", task="translation")
     with pytest.raises(ModelError, match="manifest task 'translation' is not one of"):
         read_model_dir(root)
+
+
+def test_overwrite_checks_the_kind_only_when_asked(tmp_path: Path) -> None:
+    """An output with an unreadable manifest is replaced as before; only a kind-bound output (a report) reads it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text("{not json")
+    assert check_output_dir(out, overwrite=True) == out.resolve()
+    with pytest.raises(ConfigError, match=r"out: its edgesent.json cannot be read .*choose another directory"):
+        check_output_dir(out, overwrite=True, kind="bench-report")
+    (out / MANIFEST_NAME).write_text("{}")
+    with pytest.raises(ConfigError, match="is an edgesent directory of no kind, not a bench-report"):
+        check_output_dir(out, overwrite=True, kind="bench-report")

@@ -354,6 +354,24 @@ def test_output_never_destroys_what_it_points_at(runner: CliRunner, short_onnx_d
     assert _run(runner, short_onnx_dir, "great", "--output", fifo, "--json").exit_code == 0
     assert json.loads(reader.communicate(timeout=30)[0])["label"] and stat.S_ISFIFO(fifo.stat().st_mode)
     assert _run(runner, short_onnx_dir, "great", "--overwrite").exit_code == 2  # --overwrite needs --output
+    empty = tmp_path / "mktemp"
+    empty.touch()  # `out=$(mktemp); edgesent predict ... --output "$out"`: nothing in it to lose
+    assert _run(runner, short_onnx_dir, "great", "--output", empty, "--json").exit_code == 0
+    assert json.loads(empty.read_text())["label"]
+
+
+def test_output_to_a_link_to_standard_output_writes_it(short_onnx_dir: Path, tmp_path: Path) -> None:
+    """Like /dev/stdout, a link to whatever stdout is (here a pipe) is written into, never resolved and replaced
+    (the link is in tmp_path: a regression must not be able to replace the machine's /dev/stdout)."""
+    from edgesent.artifacts import writes_in_place
+
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    command = [sys.executable, "-m", "edgesent", "predict", str(short_onnx_dir), "great", "--json", "--output"]
+    result = subprocess.run([*command, str(link)], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["label"] and link.is_symlink()
+    assert writes_in_place(Path("/dev/stdout")) and not writes_in_place(tmp_path / "file.jsonl")
 
 
 def test_a_full_disk_is_one_line_not_a_traceback(

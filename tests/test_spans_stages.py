@@ -374,3 +374,29 @@ def test_classification_csv_is_refused_as_span_parity_data(
     csv_path = write_csv(tmp_path / "x.csv", [("great", "positive")])
     with pytest.raises(DataError, match="unknown format"):
         check_parity(_tiny_span_model_master, tiny_span_onnx_dir, ParityConfig(data=csv_path))
+
+
+def test_pytorch_spans_keep_a_word_cut_by_truncation_whole_as_the_predictor_does(
+    _tiny_span_model_master: Path, monkeypatch
+):
+    """evaluate scores PyTorch and ONNX alike: both extend the word at the cut to its end (extend_cut_word)."""
+    import transformers
+
+    from edgesent import evaluate as evaluate_module
+    from edgesent.tasks.spans_stages import torch_spans
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(_tiny_span_model_master)
+    max_length = 16
+    text = "the " * (max_length - 3) + "qwertyuiop the"  # [CLS], 13 words, "q" of the cut word, [SEP]
+    tags = ["O", "B-positive", "I-positive"]
+
+    def every_token_begins_a_span(model, tok, texts, batches, length, desc=None):
+        for rows in batches:
+            n = len(tok([texts[i] for i in rows], padding=True, truncation=True, max_length=length)["input_ids"][0])
+            logits = np.zeros((len(rows), n, len(tags)), dtype=np.float32)
+            logits[:, :, 1] = 5.0
+            yield {}, logits
+
+    monkeypatch.setattr(evaluate_module, "iter_torch_logits", every_token_begins_a_span)
+    (spans,) = torch_spans(None, tokenizer, [text], tags, max_length)
+    assert spans[-1].text == "qwertyuiop" and len(spans) == max_length - 2

@@ -68,6 +68,8 @@ class EdgesentGroup(click.Group):
             raise
         except OSError as err:  # the machine's answer (disk full, a read-only or vanished path): one line, not a trace
             logging.getLogger(__name__).debug("operating system error", exc_info=True)
+            if not is_main_process():
+                raise SystemExit(1) from err
             where = f" ({err.filename})" if err.filename else ""
             raise _UserFacingError(EdgesentError(f"{err.strerror or err}{where}")) from err
 

@@ -122,8 +122,9 @@ class _Report:
     "output_path",
     type=click.Path(path_type=Path),
     callback=lambda ctx, param, value: _single_file(ctx, param, value, exists=False),
-    help="Write the results to this file (replaced only when the run succeeds) instead of stdout. With --engine: "
-    "the output directory (Parquet files and edgesent.json, written atomically).",
+    help="Write the results to this file (replaced only when the run succeeds; a file with content only with "
+    "--overwrite; never the --input file) instead of stdout. With --engine: the output directory (Parquet files "
+    "and edgesent.json, written atomically).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Texts per model call.")
 @click.option(
@@ -226,19 +227,24 @@ def _single_file(ctx: click.Context, param: click.Parameter, value: Path | None,
 
 
 def _check_output_file(input_path: Path | None, output_path: Path | None, overwrite: bool) -> None:
-    """Nothing lost: --output never replaces the --input file, nor an existing file without --overwrite (a device
-    or FIFO is written into, not replaced: ``atomic_output_file``)."""
+    """Nothing lost: --output never replaces the --input file, nor a file with something in it without --overwrite
+    (an empty one, ``mktemp``'s, is fair game; a device, FIFO or ``/dev/stdout`` is written into:
+    ``atomic_output_file``)."""
+    from edgesent.artifacts import writes_in_place
+
     if output_path is None:
         if overwrite:
             raise click.BadParameter(
                 "--overwrite replaces the --output file; give --output", param_hint="'--overwrite'"
             )
         return
+    if writes_in_place(output_path):
+        return
     if input_path is not None and output_path.exists() and os.path.samefile(input_path, output_path):
         raise click.BadParameter(
             f"{output_path} is the --input file; write the results elsewhere", param_hint="'--output'"
         )
-    if output_path.resolve().is_file() and not overwrite:
+    if output_path.resolve().is_file() and output_path.stat().st_size and not overwrite:
         raise click.BadParameter(f"{output_path} exists; pass --overwrite to replace it", param_hint="'--output'")
 
 

@@ -89,7 +89,8 @@ class ParityConfig(ConfigBase):
         min_span_f1: Span models only: minimum exact-match F1 of the ONNX spans against the PyTorch spans
             (fp32 1.0, int8 and fp16 0.97); ``min_agreement`` is then the per-token tag agreement. With gold spans
             both defaults are reported, not gating (the span F1 drop decides); a value set here gates.
-        verify: Check the source model directory's file hashes first (default True).
+        verify: Check the file hashes of the source model directory and of an edgesent ONNX directory first
+            (default True).
 
     Raises:
         ConfigError: a value out of range, naming the field.

@@ -196,7 +196,7 @@ def predict_files(
         source=str(files[0]),
     )
     started = time.perf_counter()
-    with atomic_output_dir(Path(out_dir), overwrite, sources=[cfg.model_dir, *files]) as tmp:
+    with atomic_output_dir(Path(out_dir), overwrite, [cfg.model_dir, *files], PREDICTIONS_KIND) as tmp:
         if engine == "ray":
             from edgesent.distributed import ray_engine
 

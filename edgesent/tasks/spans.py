@@ -193,6 +193,27 @@ def align_labels(
     return labels
 
 
+def extend_cut_word(
+    offsets: Sequence[Sequence[int]], word_ids: Sequence[int | None], rest: Iterable[tuple[int | None, Sequence[int]]]
+) -> list[tuple[int, int]]:
+    """``offsets``, with the last kept token of a word that truncation cut in two ending where the word does.
+
+    The word's tag is read at its first sub-token, which the model saw; without this its span would end mid-word.
+    ``rest``: (word id, offset) of the tokens truncation dropped, or of the whole untruncated encoding (the same
+    tokenizer numbers words the same way in both). The predictor and the PyTorch decoder both pass through here,
+    so ``evaluate`` scores both alike.
+    """
+    result = [(int(start), int(end)) for start, end in offsets]
+    kept = [(t, word) for t, word in enumerate(word_ids) if word is not None]
+    if not kept:
+        return result
+    last, word = kept[-1]
+    ends = [int(offset[1]) for w, offset in rest if w == word]
+    if ends:
+        result[last] = (result[last][0], max(result[last][1], *ends))
+    return result
+
+
 def decode_spans(
     text: str,
     scores: np.ndarray,

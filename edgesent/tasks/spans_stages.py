@@ -33,6 +33,7 @@ from edgesent.tasks.spans import (
     Span,
     align_labels,
     decode_spans,
+    extend_cut_word,
     first_token_mask,
     span_agreement,
     span_metrics,
@@ -133,9 +134,11 @@ def torch_spans(
             return_offsets_mapping=True,
         )
         for j, i in enumerate(rows):
-            result[i] = decode_spans(
-                texts[i], softmax(logits[j]), encoded["offset_mapping"][j], encoded.word_ids(j), tags
-            )
+            offsets = encoded["offset_mapping"][j]
+            if sum(encoded["attention_mask"][j]) >= max_length:  # maybe truncated: as the predictor, whole words
+                whole = tokenizer(texts[i], return_offsets_mapping=True, verbose=False)
+                offsets = extend_cut_word(offsets, encoded.word_ids(j), zip(whole.word_ids(), whole["offset_mapping"]))
+            result[i] = decode_spans(texts[i], softmax(logits[j]), offsets, encoded.word_ids(j), tags)
     return result
 
 
