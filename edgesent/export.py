@@ -54,6 +54,7 @@ from edgesent.config.providers import AUTO, OPENVINO_EXTRA
 from edgesent.config.quantize import QuantizeConfig
 from edgesent.errors import ConfigError, ExportError, ModelError, ParityError
 from edgesent.evaluate import load_torch_model
+from edgesent.flops import check_position_limit
 from edgesent.parity import PROBE_SOURCE, ParityReport, TorchReference
 from edgesent.predictor_tokenizer import load_predictor_tokenizer
 from edgesent.quantize import (
@@ -73,7 +74,6 @@ from edgesent.sensitivity import rank_matmuls
 from edgesent.sessions import OPENVINO_EXPORT_MODULES, create_session, require_openvino
 from edgesent.simplify import PASSES, simplify_graph
 from edgesent.tasks import Task, get_task
-from edgesent.train_inputs import check_position_limit
 
 
 logger = logging.getLogger(__name__)

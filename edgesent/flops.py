@@ -1,4 +1,4 @@
-"""Analytic FLOPs of BERT-family classifiers, from the config alone.
+"""Analytic FLOPs of BERT-family classifiers, and the tokens their positions allow, from the config alone.
 
 One count serves the stage that shrinks models (``prune`` records FLOPs before and after, and searches
 for a ``--speedup`` target) and the stage that times them (``bench`` reports achieved GOP/s), so a
@@ -9,7 +9,40 @@ directory comes from the same fields Hugging Face rebuilds the model from.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from edgesent.errors import ConfigError
+
+
+# Models that number positions from padding_idx + 1, so that many of their positions never hold a token.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text")
+
+
+def _field(hf_config: Any, name: str) -> Any:
+    """A config field from a Hugging Face config object or its ``config.json`` dict."""
+    return hf_config.get(name) if isinstance(hf_config, Mapping) else getattr(hf_config, name, None)
+
+
+def position_limit(hf_config: Any) -> int | None:
+    """The most tokens per text the model's position embeddings allow (None: unknown or unlimited)."""
+    positions = _field(hf_config, "max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return None
+    if _field(hf_config, "model_type") in _OFFSET_POSITIONS:
+        positions -= (_field(hf_config, "pad_token_id") or 0) + 1
+    return positions
+
+
+def check_position_limit(max_length: int, hf_config: Any, model: str) -> None:
+    """ConfigError when ``max_length`` exceeds the model's positions: the first longer text would crash the run
+    with a tensor size mismatch. ``model`` names the model in the message. Shared by finetune, prune, export,
+    parity and bench."""
+    limit = position_limit(hf_config)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"max_length {max_length} exceeds the {limit} positions of {model}; pass --max-length {limit} or less"
+        )
 
 
 def layer_flops(hidden: int, attention_width: int, intermediate: int, batch_size: int, seq_len: int) -> int:

@@ -262,7 +262,7 @@ class TorchReference:
         self.gold = self.task.parity_gold(gold, len(self.texts), source) if gold is not None else None
         self.max_length = int(cfg.max_length or source.max_length)
         self.tokenizer, model = load_torch_model(self.model_dir, source.task)
-        from edgesent.train_inputs import check_position_limit  # torch: imported with the model, not at import
+        from edgesent.flops import check_position_limit
 
         check_position_limit(self.max_length, model.config, f"{self.model_dir}/config.json")
         self._forward(model)

@@ -76,7 +76,6 @@ from edgesent.train import (
     resolve_device,
     write_parity_sample,
 )
-from edgesent.train_inputs import check_position_limit
 
 
 logger = logging.getLogger(__name__)
@@ -436,7 +435,7 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
     with writer as tmp_dir:
         torch.manual_seed(cfg.seed)
         tokenizer, teacher = load_torch_model(cfg.model_dir)
-        check_position_limit(max_length, teacher.config, f"{cfg.model_dir}/config.json")
+        flops.check_position_limit(max_length, teacher.config, f"{cfg.model_dir}/config.json")
         teacher = teacher.to(device)
         layers_before = _layer_shapes(teacher)  # also rejects unsupported architectures
         if cfg.layers is not None and cfg.layers > len(layers_before):

@@ -43,6 +43,7 @@ from edgesent.artifacts import (
 from edgesent.config.train import DEFAULT_BASE, TrainConfig
 from edgesent.ddp import barrier, distributed_info, no_output, process_group, shared_scratch
 from edgesent.errors import TrainingError
+from edgesent.flops import position_limit
 from edgesent.metrics import classification_metrics
 from edgesent.tasks import Task, resolve_task
 from edgesent.tasks.spans import IGNORE_INDEX
@@ -55,7 +56,6 @@ from edgesent.train_inputs import (
     load_tokenizer,
     load_training_data,
     measure_coverage,
-    position_limit,
     resolve_base,
     resolve_device,
 )

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from edgesent.config.train import UNKNOWN_TOKEN_MAX_RATE, UNKNOWN_TOKEN_WARN_RATE, TrainConfig
 from edgesent.data import LabelledTexts, encode_labels, label_list, load_dataset, stratified_split
 from edgesent.errors import ConfigError, DataError, MissingDependencyError, ModelError
+from edgesent.flops import check_position_limit
 from edgesent.tasks import CLASSIFY
 
 
@@ -34,8 +35,6 @@ MODELS_DIR = Path("models")
 # What loading a damaged base raises: a missing file (OSError), a config/tokenizer without what it needs
 # (ValueError, TypeError), a truncated weight file (SafetensorError, or RuntimeError for pytorch_model.bin).
 _LOAD_ERRORS = (OSError, ValueError, TypeError, RuntimeError, SafetensorError)
-# Models that number positions from padding_idx + 1, so that many of their positions never hold a token.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text")
 # Texts are cut to max_length * this many characters before tokenizing (see encode_texts); 16 is 3-4x the
 # characters per token of English WordPiece and BPE, and a cut text that falls short is re-encoded whole.
 CHARS_PER_TOKEN_BUDGET = 16
@@ -133,27 +132,6 @@ def load_model(base_path: str, labels: list[str], model_class: Any = AutoModelFo
             f"cannot load the weights of base model '{base_path}': {_first_line(err)} "
             "(missing or truncated model.safetensors / pytorch_model.bin?)"
         ) from err
-
-
-def position_limit(hf_config: Any) -> int | None:
-    """The most tokens per text the base's position embeddings allow (None: unknown or unlimited)."""
-    positions = getattr(hf_config, "max_position_embeddings", None)
-    if not positions:
-        return None
-    if getattr(hf_config, "model_type", None) in _OFFSET_POSITIONS:
-        positions -= (getattr(hf_config, "pad_token_id", None) or 0) + 1
-    return int(positions)
-
-
-def check_position_limit(max_length: int, hf_config: Any, model: str) -> None:
-    """ConfigError when ``max_length`` exceeds the model's positions: the first longer text would crash the run
-    with a tensor size mismatch. ``model`` names the model in the message. Shared by finetune, prune, export
-    and parity."""
-    limit = position_limit(hf_config)
-    if limit is not None and max_length > limit:
-        raise ConfigError(
-            f"max_length {max_length} exceeds the {limit} positions of {model}; pass --max-length {limit} or less"
-        )
 
 
 def check_max_length(cfg: TrainConfig, hf_config: Any, base_path: str) -> None:

@@ -463,7 +463,7 @@ def test_default_lengths_beyond_the_models_limit_are_left_out() -> None:
     given = BenchConfig(model_dirs=(Path("m"),), seq_lens=(16, 256))
     assert {c.seq_len for c in plan_cells(given, [], max_seq_len=128)} == {16, 256}  # refused later, not dropped
     assert skipped_default_lengths(given, 128) == ()
-    with pytest.raises(ConfigError, match="every default length .* exceeds .*max_position_embeddings \\(8\\)"):
+    with pytest.raises(ConfigError, match="every default length .* exceeds the 8 positions a model allows"):
         plan_cells(cfg, [], max_seq_len=8)
 
 
@@ -959,7 +959,7 @@ def test_report_may_not_replace_a_model_directory(
 
 def test_default_lengths_beyond_the_model_are_skipped_with_a_note(runner: CliRunner, onnx_dirs: dict) -> None:
     args = ["bench", str(onnx_dirs["fp32"]), "--name", "fp32", "--warmup", "0", "--runs", "1", "--no-rss", "--no-peak"]
-    note = "default seq_lens 256 skipped: beyond fp32's max_position_embeddings (128)"
+    note = "default seq_lens 256 skipped: beyond the 128 positions of fp32"
     result = runner.invoke(cli, [*args, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
@@ -968,7 +968,7 @@ def test_default_lengths_beyond_the_model_are_skipped_with_a_note(runner: CliRun
     table = runner.invoke(cli, args)
     assert table.exit_code == 0 and f"note: {note}" in table.output
     given = runner.invoke(cli, [*args, "--seq-lens", "64,256"])
-    assert "seq_lens: 256 exceeds fp32's max_position_embeddings (128)" in _assert_one_line_error(given)
+    assert "seq_lens: 256 exceeds the 128 positions of fp32" in _assert_one_line_error(given)
 
 
 @pytest.mark.parametrize("error", ["memory", "onnxruntime"])
@@ -1088,3 +1088,12 @@ def test_gates_import_without_onnxruntime_or_numpy() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_roberta_allows_two_positions_fewer_than_it_has() -> None:
+    """RoBERTa numbers positions from pad_token_id + 1: bench's limit is the one finetune and export use."""
+    from edgesent.flops import position_limit
+
+    assert position_limit({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}) == 512
+    assert position_limit({"model_type": "bert", "max_position_embeddings": 512}) == 512
+    assert position_limit({"model_type": "bert"}) is None

@@ -493,7 +493,7 @@ def test_bad_options_are_one_line_errors(args: list[str], fragment: str, tiny_mo
 def test_max_length_counts_roberta_s_padding_offset(_tiny_model_master: Path, tmp_path: Path, runner):
     """RoBERTa numbers positions from pad_token_id + 1: of 34 position embeddings, 32 hold tokens."""
     from edgesent.artifacts import write_manifest
-    from edgesent.train_inputs import check_position_limit
+    from edgesent.flops import check_position_limit
 
     model_dir = tmp_path / "roberta"
     config = transformers.RobertaConfig(

@@ -251,8 +251,8 @@ def plan_cells(
     seq_lens = cfg.seq_lens or tuple(s for s in DEFAULT_SEQ_LENS if s not in skipped)
     if not seq_lens and measures_grid(cfg, rules):
         raise ConfigError(
-            f"seq_lens: every default length ({', '.join(map(str, DEFAULT_SEQ_LENS))}) exceeds the models' "
-            f"max_position_embeddings ({max_seq_len}); give --seq-lens"
+            f"seq_lens: every default length ({', '.join(map(str, DEFAULT_SEQ_LENS))}) exceeds the "
+            f"{max_seq_len} positions a model allows; give --seq-lens"
         )
     batch_sizes = cfg.batch_sizes or DEFAULT_BATCH_SIZES
     threads = cfg.threads or DEFAULT_THREADS

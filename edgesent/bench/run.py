@@ -50,6 +50,7 @@ from edgesent.bench.runners import (
     synthetic_inputs,
 )
 from edgesent.errors import ConfigError, DataError
+from edgesent.flops import position_limit
 
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,8 @@ def _cell_inputs(cell: Cell, texts: list[str], vocab_size: int, seed: int) -> li
 
 
 def _position_limit(variants: Sequence[Variant]) -> tuple[int, str] | None:
-    """(the shortest max_position_embeddings of the variants, whose it is); None when none declares one."""
-    limits = [(v.hf_config.get("max_position_embeddings"), v.name) for v in variants]
+    """(the fewest tokens the variants' positions allow, whose it is); None when none declares a limit."""
+    limits = [(position_limit(v.hf_config), v.name) for v in variants]
     return min(((n, name) for n, name in limits if isinstance(n, int)), key=lambda t: t[0], default=None)
 
 
@@ -86,9 +87,7 @@ def _check_lengths(limit: tuple[int, str] | None, cells: Sequence[Cell]) -> None
     """Refuse lengths the user or a gate rule asked for that the model cannot take (default ones were left out)."""
     longest = max((c.seq_len for c in cells if c.seq_len is not None), default=0)
     if limit is not None and longest > limit[0]:
-        raise ConfigError(
-            f"seq_lens: {longest} exceeds {limit[1]}'s max_position_embeddings ({limit[0]}); use shorter lengths"
-        )
+        raise ConfigError(f"seq_lens: {longest} exceeds the {limit[0]} positions of {limit[1]}; use shorter lengths")
 
 
 def _skipped_lengths_notes(cfg: BenchConfig, rules: Sequence[GateRule], limit: tuple[int, str] | None) -> list[str]:
@@ -99,7 +98,7 @@ def _skipped_lengths_notes(cfg: BenchConfig, rules: Sequence[GateRule], limit: t
     if not skipped:
         return []
     lengths = ", ".join(map(str, skipped))
-    return [f"default seq_lens {lengths} skipped: beyond {limit[1]}'s max_position_embeddings ({limit[0]})"]
+    return [f"default seq_lens {lengths} skipped: beyond the {limit[0]} positions of {limit[1]}"]
 
 
 def _runtime_notes(variants: Sequence[Variant], cells: Sequence[Cell]) -> list[str]:

@@ -181,12 +181,13 @@ def check_cluster(threads: int) -> None:
     """Refuse a running cluster where no actor can start, which Ray Data would otherwise wait on forever.
 
     An actor reserves ``threads`` CPUs on one node; with no alive node that large, and no CPU left beside it for
-    the read tasks, the job never starts. Checked against the nodes up now: a cluster named by ``RAY_ADDRESS``
-    may have an autoscaler that adds nodes once actors wait, so there it is a warning, not a refusal.
+    the read tasks, the job never starts. Checked against the nodes up now: a cluster named by ``RAY_ADDRESS``, or
+    one with no CPU at all yet (a head node that only schedules, as KubeRay's often is), may have an autoscaler
+    that adds nodes once actors wait, so there it is a warning, not a refusal.
 
     Raises:
-        ConfigError: a cluster without ``RAY_ADDRESS`` where no node has ``threads`` CPUs, or with no CPU beside
-            one actor's.
+        ConfigError: a cluster with CPUs and without ``RAY_ADDRESS`` where no node has ``threads`` CPUs, or with
+            no CPU beside one actor's.
     """
     import ray
 
@@ -198,7 +199,7 @@ def check_cluster(threads: int) -> None:
         f"the Ray cluster has {total:g} CPU(s), at most {largest:g} on one node; each actor needs {threads} "
         "on one node (--threads) plus 1 for reading"
     )
-    if os.environ.get("RAY_ADDRESS"):
+    if os.environ.get("RAY_ADDRESS") or total == 0:
         logger.warning("%s: the job waits until the cluster grows (an autoscaler) or forever", problem)
         return
     raise ConfigError(f"{problem}: lower --threads or use a larger cluster")
