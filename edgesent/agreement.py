@@ -276,9 +276,14 @@ class AgreementVerdict:
 
 
 def _group(values: np.ndarray, groups: np.ndarray, reduce: Any) -> np.ndarray:
+    """``reduce`` (np.any or np.all) of ``values`` over each group, in group order; linear in the rows."""
+    values = np.asarray(values, dtype=bool)
+    if not len(values):
+        return np.zeros(0, dtype=bool)
     _, inverse = np.unique(groups, return_inverse=True)
-    out = [reduce(values[inverse == g]) for g in range(int(inverse.max()) + 1)] if len(values) else []
-    return np.asarray(out)
+    hits = np.bincount(inverse, weights=values.astype(np.int64))
+    sizes = np.bincount(inverse)
+    return hits > 0 if reduce is np.any else hits == sizes
 
 
 def agreement_verdict(

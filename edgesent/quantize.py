@@ -97,8 +97,10 @@ def detect_target() -> str:
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
-    flags = set(cpu_info().flags)
-    if flags & {"avx512_vnni", "avx_vnni"}:
+    flags = {
+        flag.lower().replace("_", "") for flag in cpu_info().flags
+    }  # /proc/cpuinfo: avx512_vnni; CPUID: avx512vnni
+    if flags & {"avx512vnni", "avxvnni"}:
         return "avx512_vnni"
     if "avx2" in flags:
         return "avx2"

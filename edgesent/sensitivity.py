@@ -62,16 +62,20 @@ def _config(cfg: QuantizeConfig | str | Mapping[str, Any]) -> QuantizeConfig:
 
 
 def quantizable_matmuls(model_path: Path) -> list[str]:
-    """Names of the MatMuls dynamic int8 quantizes: those whose second input (B) is an initializer, in graph order.
+    """Names of the weight products dynamic int8 quantizes, in graph order: each MatMul whose second input (B) is
+    an initializer, and each such Gemm (an Optimum export's pooler and classifier head, which ``quantize_dynamic``
+    quantizes as ``<name>_MatMul``; ``quantize_model`` excludes them under both names).
 
     Raises:
-        ExportError: a MatMul without a name (the quantizer addresses nodes by name).
+        ExportError: a MatMul or Gemm without a name (the quantizer addresses nodes by name).
     """
     model = onnx.load(str(model_path), load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
     names = []
     for node in model.graph.node:
-        if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in initializers:
+        transposed_a = any(a.name == "transA" and a.i for a in node.attribute)
+        weight_op = node.op_type == "MatMul" or (node.op_type == "Gemm" and not transposed_a)
+        if weight_op and len(node.input) > 1 and node.input[1] in initializers:
             if not node.name:
                 raise ExportError(f"{model_path}: a MatMul has no name; cannot address it for quantization")
             names.append(node.name)

@@ -272,7 +272,8 @@ def _projection(g: _Graph, tensor: str, exclusive: bool) -> tuple[onnx.NodeProto
     matmul = g.producers.get(others[0])
     if matmul is None or matmul.op_type != "MatMul" or matmul.input[1] not in initializers:
         return None
-    if len(initializers[matmul.input[1]].dims) != 2:
+    weight, bias = initializers[matmul.input[1]], initializers[biases[0]]
+    if len(weight.dims) != 2 or list(bias.dims) != [weight.dims[1]]:  # a broadcast (1,) bias is not one per column
         return None
     if exclusive and (uses[matmul.input[1]] != 1 or uses[biases[0]] != 1):
         return None
@@ -340,6 +341,8 @@ def merge_parallel_matmuls(model: onnx.ModelProto) -> int:
             groups.setdefault(found[0].input[0], []).append(found)
     merged = 0
     for source, members in groups.items():
+        if any(g.uses[m.input[1]] != 1 for m, _, _ in members):
+            continue  # a weight shared across layers (ALBERT) would be copied into every layer's merged one
         weights = [numpy_helper.to_array(initializers[m.input[1]]) for m, _, _ in members]
         if len(members) < 2 or len({(w.shape[0], w.dtype) for w in weights}) != 1:
             continue

@@ -127,3 +127,17 @@ def test_agreement_imports_neither_torch_nor_onnxruntime():
     code = "import sys, edgesent.agreement; print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_grouped_verdict_on_no_rows_and_many_groups() -> None:
+    empty = np.zeros((0, 2), dtype=np.float32)
+    verdict = agreement_verdict(empty, empty, groups=np.zeros(0, dtype=np.int64))
+    assert verdict.passed and verdict.n == 0
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20_000, 2)).astype(np.float32)
+    groups = np.arange(20_000) // 2  # every text twice
+    flipped = logits.copy()
+    flipped[0] = flipped[0][::-1] * 100  # one decisive flip, in group 0 only
+    logits[0] = logits[0] * 100
+    verdict = agreement_verdict(logits, flipped, groups=groups, near_tie_margin=0.0)
+    assert verdict.n == 10_000 and verdict.decisive_flips == 1

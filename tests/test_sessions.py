@@ -195,7 +195,9 @@ def test_quantize_target_detection_reads_flags_through_cpu_info(monkeypatch: pyt
     from edgesent.sessions import CpuInfo
 
     monkeypatch.setattr(quantize.platform, "machine", lambda: "x86_64")
-    for flags, target in [(("avx2", "avx_vnni"), "avx512_vnni"), (("avx2",), "avx2"), (("sse4_2",), "portable")]:
+    cases = [(("avx2", "avx_vnni"), "avx512_vnni"), (("avx2",), "avx2"), (("sse4_2",), "portable")]
+    cases.append((("AVX2", "avx512vnni"), "avx512_vnni"))  # py-cpuinfo's CPUID spelling (macOS, Windows)
+    for flags, target in cases:
         monkeypatch.setattr(quantize, "cpu_info", lambda flags=flags: CpuInfo("test", flags, 1))
         assert quantize.detect_target() == target
 

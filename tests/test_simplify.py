@@ -274,3 +274,29 @@ def test_simplify_keeps_the_outputs_of_other_encoder_exports(model_type: str, tm
     feeds = _feeds(np.random.default_rng(2))
     for before, after in zip(_logits(plain, feeds), _logits(model, feeds)):
         np.testing.assert_allclose(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_projections_sharing_weights_or_with_a_broadcast_bias_are_not_merged():
+    """ALBERT shares each layer's weights: a merge would copy them into every layer. A (1,) bias is no column bias."""
+    shared = [helper.make_node("MatMul", [x, "w1"], [f"m1{x}"]) for x in ("a", "b")]
+    nodes = [
+        *shared,
+        helper.make_node("MatMul", ["a", "w2"], ["m2a"]),
+        helper.make_node("MatMul", ["b", "w2"], ["m2b"]),
+    ]
+    nodes += [helper.make_node("Add", [f"m{i}{x}", f"b{i}"], [f"y{i}{x}"]) for i in (1, 2) for x in ("a", "b")]
+    inits = [_const(f"w{i}", np.ones((4, 3), np.float32)) for i in (1, 2)]
+    inits += [_const(f"b{i}", np.zeros(3, np.float32)) for i in (1, 2)]
+    outputs = [_tensor(f"y{i}{x}", None) for i in (1, 2) for x in ("a", "b")]
+    model = _model(nodes, [_tensor("a", [2, 4]), _tensor("b", [2, 4])], outputs, inits)
+    assert merge_parallel_matmuls(model) == 0
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["y1"]),
+        helper.make_node("MatMul", ["x", "w2"], ["m2"]),
+        helper.make_node("Add", ["m2", "b2"], ["y2"]),
+    ]
+    inits = [_const("w1", np.ones((4, 3), np.float32)), _const("b1", np.zeros(1, np.float32))]
+    inits += [_const("w2", np.ones((4, 2), np.float32)), _const("b2", np.zeros(2, np.float32))]
+    model = _model(nodes, [_tensor("x", [2, 4])], [_tensor("y1", None), _tensor("y2", None)], inits)
+    assert merge_parallel_matmuls(model) == 0  # without the check: a merged bias of 3 for 5 columns
