@@ -157,3 +157,18 @@ def test_export_smooths_the_outlier_input_and_records_it(outlier_model_dir: Path
     assert "smoothing" not in manifest["export"] and manifest["export"]["quantize"]["smooth_alpha"] == 0.0
     graph = onnx.load(str(tmp_path / "plain" / "model.onnx")).graph
     assert not [n for n in graph.node if n.name.endswith("_smooth_inverse_scale_Mul")]
+
+
+def test_a_channel_quiet_in_calibration_is_not_blown_up(tmp_path: Path) -> None:
+    """A channel ~0 on every calibration text (a dead unit) is smoothed as if it reached 0.1 of the median range:
+    without the floor its inverse scale was thousands, and the first text that made it fire set the tensor's
+    whole int8 range."""
+    source = _outlier_graph(tmp_path / "g.onnx")
+    quiet = 5
+    feeds = _feeds(0)
+    for feed in feeds:
+        feed["x"][..., quiet] = 0.0
+    smooth_activations(source, tmp_path / "s.onnx", feeds, SMOOTH_ALPHA)
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "s.onnx")).graph.initializer}
+    (inverse,) = [v for name, v in inits.items() if name.endswith("_smooth_inverse_scale")]
+    assert inverse[quiet] < 20 * float(np.median(inverse))  # 1e-5 ** -0.8 would be ~10,000x
