@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from edgesent.artifacts import scratch_dir
+from edgesent.artifacts import atomic_output_dir, check_output_dir, scratch_dir
 from edgesent.config.train import TrainConfig
 
 
@@ -39,6 +39,29 @@ def barrier(world: int) -> None:
 def no_output() -> Iterator[None]:
     """What ranks other than 0 write: nothing."""
     yield None
+
+
+def rank_output(
+    out_dir: Path, overwrite: bool, sources: Iterable[str | Path], rank: int
+) -> contextlib.AbstractContextManager[Path | None]:
+    """Rank 0's atomic output directory, nothing for the other ranks.
+
+    Every rank checks the directory first, so an output that may not be written (it exists without --overwrite)
+    ends every rank with the same one-line error, rather than rank 0 alone while the others die in a collective.
+    """
+    sources = list(sources)
+    check_output_dir(out_dir, overwrite, sources)
+    return atomic_output_dir(out_dir, overwrite=overwrite, sources=sources) if rank == 0 else no_output()
+
+
+def rank0_says(value: bool, world: int) -> bool:
+    """Rank 0's ``value``, on every rank: a decision taken on one clock (a search's deadline) that every rank
+    must act on together, or their collectives stop matching and the job hangs."""
+    if world == 1:
+        return value
+    holder: list[Any] = [bool(value)]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return bool(holder[0])
 
 
 @contextlib.contextmanager

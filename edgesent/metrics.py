@@ -17,8 +17,10 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) ->
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
 
-    A class with no predictions (or no support) gets precision (or recall) 0, as sklearn does
-    with ``zero_division=0``, so macro-F1 is never inflated by an absent class.
+    A class with no predictions (or no support) gets precision (or recall) 0, as sklearn does with
+    ``zero_division=0``, and macro-F1 averages over every label of ``labels`` (the model's), as sklearn's
+    ``f1_score(labels=..., average="macro")`` does: data without one of the model's classes scores that class 0,
+    so figures on different slices stay on one scale, and an absent class never inflates the average.
     """
     matrix = confusion_matrix(y_true, y_pred, len(labels))
     tp = np.diag(matrix).astype(float)

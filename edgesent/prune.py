@@ -61,9 +61,9 @@ from tqdm.auto import tqdm
 from transformers.pytorch_utils import prune_linear_layer
 
 from edgesent import flops
-from edgesent.artifacts import KIND_PYTORCH, atomic_output_dir, read_manifest, read_model_dir, write_manifest
+from edgesent.artifacts import KIND_PYTORCH, read_manifest, read_model_dir, write_manifest
 from edgesent.config.prune import DEFAULT_SCORE_SAMPLES, PruneConfig
-from edgesent.ddp import barrier, distributed_info, no_output, process_group, shared_scratch
+from edgesent.ddp import barrier, distributed_info, process_group, rank_output, shared_scratch
 from edgesent.distill import DistillationTrainer, task_loss
 from edgesent.errors import ConfigError, ModelError
 from edgesent.evaluate import load_torch_model
@@ -431,8 +431,7 @@ def prune_model(cfg: PruneConfig) -> dict[str, Any]:
     rank, world = process_group(device)
     # Under torchrun every rank scores, prunes and recovers alike (same seed, same data); only rank 0 writes.
     sources = [cfg.model_dir, cfg.data, cfg.eval_data]
-    writer = atomic_output_dir(cfg.out, overwrite=cfg.overwrite, sources=sources) if rank == 0 else no_output()
-    with writer as tmp_dir:
+    with rank_output(cfg.out, cfg.overwrite, sources, rank) as tmp_dir:
         torch.manual_seed(cfg.seed)
         tokenizer, teacher = load_torch_model(cfg.model_dir)
         flops.check_position_limit(max_length, teacher.config, f"{cfg.model_dir}/config.json")

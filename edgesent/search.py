@@ -69,6 +69,7 @@ def search_hyperparameters(cfg: SearchConfig) -> dict[str, Any]:
     import optuna
 
     from edgesent import train as training  # torch tier: imported here so search-report stays light
+    from edgesent.ddp import process_group, rank0_says
 
     started = time.perf_counter()
     base = cfg.train
@@ -81,14 +82,23 @@ def search_hyperparameters(cfg: SearchConfig) -> dict[str, Any]:
     pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.startup_trials, n_warmup_steps=0)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours (_log_trial)
+    # The deadline is read on rank 0's clock and broadcast after every trial (not Optuna's timeout, which each
+    # rank of a torchrun search would check on its own clock: one would start a trial the other never joins).
+    deadline = time.perf_counter() + cfg.timeout_minutes * 60 if cfg.timeout_minutes else None
+    _, world = process_group(inputs.device)
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _log_trial(study, trial, cfg.trials)
+        if deadline is not None and rank0_says(time.perf_counter() >= deadline, world):
+            study.stop()
+
     try:
         study = optuna.create_study(direction=DIRECTION, sampler=sampler, pruner=pruner)
         with scratch_dir("search") as root:
             study.optimize(
                 lambda trial: _run_trial(trial, cfg, inputs, root, training.fit_candidate),
                 n_trials=cfg.trials,
-                timeout=cfg.timeout_minutes * 60 if cfg.timeout_minutes else None,
-                callbacks=[lambda study, trial: _log_trial(study, trial, cfg.trials)],
+                callbacks=[after_trial],
             )
     finally:
         optuna.logging.set_verbosity(verbosity)

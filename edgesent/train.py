@@ -36,12 +36,11 @@ from edgesent.artifacts import (
     KIND_PYTORCH,
     PARITY_SAMPLE_NAME,
     PARITY_SAMPLE_ROWS,
-    atomic_output_dir,
     read_manifest,
     write_manifest,
 )
 from edgesent.config.train import DEFAULT_BASE, TrainConfig
-from edgesent.ddp import barrier, distributed_info, no_output, process_group, shared_scratch
+from edgesent.ddp import barrier, distributed_info, process_group, rank_output, shared_scratch
 from edgesent.errors import TrainingError
 from edgesent.flops import position_limit
 from edgesent.metrics import classification_metrics
@@ -343,8 +342,7 @@ def train(cfg: TrainConfig, *, manifest_extra: Mapping[str, Any] | None = None) 
     base = Path(inputs.base_path)
     sources = [path for path in (cfg.data, cfg.eval_data, base) if path is not None and path.exists()]
     # Under torchrun/accelerate every rank trains; only rank 0 writes the output (atomically, as always).
-    writer = atomic_output_dir(out_dir, overwrite=cfg.overwrite, sources=sources) if rank == 0 else no_output()
-    with writer as tmp_dir:
+    with rank_output(out_dir, cfg.overwrite, sources, rank) as tmp_dir:
         with shared_scratch("checkpoints", rank, world) as work_dir:
             trainer, result, history, best = fit(cfg, inputs, work_dir, "fine-tuning")
             if tmp_dir is not None:

@@ -185,7 +185,8 @@ def _search(cfg: TrainConfig, options: dict[str, Any], fixed: list[str]) -> dict
     search_cfg = SearchConfig(train=cfg, fixed=tuple(fixed), **{_SEARCH_OPTIONS[k]: v for k, v in options.items()})
     from edgesent.search import search_hyperparameters
 
-    logging.getLogger("edgesent.search").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    if is_main_process():  # one progress line per trial, not one per torchrun rank
+        logging.getLogger("edgesent.search").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
     return search_hyperparameters(search_cfg)
 
 
