@@ -2,9 +2,9 @@
 
 ``_base`` holds the shared machinery (``ConfigBase`` with one ``to_dict``/``from_dict`` that rejects unknown
 keys, and the ``check_*`` helpers that refuse NaN, infinity and bools); one module per stage holds its config
-dataclass and its choice lists (``train``, ``prune``, ``quantize``, ``parity``, ``export``, ``predictor``). The CLI builds a
-config from the options that were given and lets it validate, and ``click.Choice`` takes the same constants,
-so defaults and choices live in one place. The heavy stage modules import their config from here and
+dataclass and its choice lists (``train``, ``prune``, ``quantize``, ``parity``, ``export``, ``predictor``). The CLI
+builds a config from the options that were given and lets it validate, and ``click.Choice`` takes the same
+constants, so defaults and choices live in one place. The heavy stage modules import their config from here and
 re-export it (``from edgesent.train import TrainConfig`` keeps working).
 """
 
