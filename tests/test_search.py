@@ -332,3 +332,15 @@ def test_a_trial_that_finished_training_is_complete_even_below_the_median(search
     trials = manifest["search"]["trials"]
     assert [t["state"] for t in trials] == ["complete"] * 3
     assert [t["score"] for t in trials] == [0.9, 0.8, 0.1] and manifest["search"]["best"]["number"] == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--search-subset", "0", "--search-subset must be in [2, inf), got 0"),
+        ("--search-timeout", "0", "--search-timeout"),
+    ],
+)
+def test_bad_search_options_are_named_as_typed(search_inputs, tmp_path, option, value, message):
+    result = CliRunner().invoke(cli, _search_args(search_inputs, tmp_path / "out", "--search", "2", option, value))
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(f"Error: {message}")

@@ -24,6 +24,7 @@ from edgesent.cli._options import (
     with_default,
 )
 from edgesent.config.train import CLASS_WEIGHTS, DEVICES, TrainConfig
+from edgesent.errors import ConfigError
 from edgesent.tasks import TASK_NAMES, get_task
 
 
@@ -182,7 +183,14 @@ def _search(cfg: TrainConfig, options: dict[str, Any], fixed: list[str]) -> dict
     from edgesent.config.search import SearchConfig
 
     require_search_extra("finetune --search")
-    search_cfg = SearchConfig(train=cfg, fixed=tuple(fixed), **{_SEARCH_OPTIONS[k]: v for k, v in options.items()})
+    try:
+        search_cfg = SearchConfig(train=cfg, fixed=tuple(fixed), **{_SEARCH_OPTIONS[k]: v for k, v in options.items()})
+    except ConfigError as err:  # name the option the user typed, not the config field
+        message = str(err)
+        for option, name in _SEARCH_OPTIONS.items():
+            if message.startswith(f"{name} "):
+                message = f"--{option.replace('_', '-')}{message[len(name) :]}"
+        raise ConfigError(message) from err
     from edgesent.search import search_hyperparameters
 
     if is_main_process():  # one progress line per trial, not one per torchrun rank
