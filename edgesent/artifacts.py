@@ -370,6 +370,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _dead_runs_leftovers(target: Path) -> Iterator[tuple[Path, re.Match[str]]]:
+    """(path, name match) of each ``.NAME.tmp-PID-*`` or ``.NAME.old-PID`` beside ``target`` whose process is gone:
+    the one scan behind removing leftovers and restoring an interrupted replacement."""
+    if not target.parent.is_dir():
+        return
+    for entry in list(target.parent.iterdir()):
+        match = _LEFTOVER.match(entry.name)
+        if match and match["name"] == target.name and not _pid_alive(int(match["pid"])):
+            yield entry, match
+
+
 def remove_leftovers(target: Path) -> list[Path]:
     """Remove what killed runs left beside ``target`` (``.NAME.tmp-PID-*``, ``.NAME.old-PID``).
 
@@ -379,14 +390,8 @@ def remove_leftovers(target: Path) -> list[Path]:
     """
     import shutil
 
-    target = Path(target)
     removed: list[Path] = []
-    if not target.parent.is_dir():
-        return removed
-    for entry in target.parent.iterdir():
-        match = _LEFTOVER.match(entry.name)
-        if not match or match["name"] != target.name or _pid_alive(int(match["pid"])):
-            continue
+    for entry, match in _dead_runs_leftovers(Path(target)):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
@@ -459,11 +464,10 @@ def _check_kind(out_dir: Path, kind: str) -> None:
 def _restore_replaced(target: Path) -> None:
     """Put back an output a killed run had moved aside (``.NAME.old-PID``, its process gone, no NAME beside it):
     it was killed between moving the old output away and moving the new one in, so nothing is lost."""
-    if target.exists() or not target.parent.is_dir():
+    if target.exists():
         return
-    for entry in target.parent.iterdir():
-        match = _LEFTOVER.match(entry.name)
-        if match and match["name"] == target.name and match["kind"] == "old" and not _pid_alive(int(match["pid"])):
+    for entry, match in _dead_runs_leftovers(target):
+        if match["kind"] == "old":
             try:
                 entry.rename(target)
             except OSError as err:

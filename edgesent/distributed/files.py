@@ -204,7 +204,7 @@ def predict_files(
         else:
             from edgesent.distributed import spark_engine
 
-            spark_engine.run_files(files, fmt, columns, cfg, tmp / PARQUET_DIR, workers)
+            spark_engine.run_files(files, fmt, cfg, tmp / PARQUET_DIR, workers)  # reads each file's header
         rows, errors = count_rows(tmp / PARQUET_DIR)
         summary = {
             "engine": engine,

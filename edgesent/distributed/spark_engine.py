@@ -153,7 +153,7 @@ def start_local(workers: int, memory: str = "1g") -> tuple[SparkSession, bool]:
     return session, True
 
 
-def read_files(spark: SparkSession, files: Sequence[Path], fmt: str, columns: Sequence[str]) -> DataFrame:
+def read_files(spark: SparkSession, files: Sequence[Path], fmt: str) -> DataFrame:
     """A DataFrame of Parquet, CSV, TSV or JSONL files (one format), read as the single-process reader reads them.
 
     CSV and TSV columns are all strings; CSV fields may hold quoted line breaks (``""`` escapes a quote); TSV has
@@ -182,13 +182,11 @@ def _read_csv(spark: SparkSession, header: Sequence[str], files: Sequence[Path],
     return reader.option("multiLine", "true").option("escape", '"').csv(paths)
 
 
-def run_files(
-    files: Sequence[Path], fmt: str, columns: Sequence[str], cfg: PartitionConfig, out_dir: Path, workers: int
-) -> None:
+def run_files(files: Sequence[Path], fmt: str, cfg: PartitionConfig, out_dir: Path, workers: int) -> None:
     """Read ``files``, predict on ``workers`` cores and write Parquet files into ``out_dir``."""
     spark, started = start_local(workers)
     try:
-        df = read_files(spark, files, fmt, columns)
+        df = read_files(spark, files, fmt)
         if df.rdd.getNumPartitions() < workers:  # one small file is one partition: one core would do all the work
             df = df.repartition(workers)
         predicted = df.mapInPandas(_PartitionFunction(cfg, False), output_schema(df.schema, cfg.labels, cfg.task))
