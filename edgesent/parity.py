@@ -39,6 +39,7 @@ from edgesent.config.parity import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLDS, PRECI
 from edgesent.data import encode_labels, load_dataset
 from edgesent.errors import ConfigError, DataError, ModelError, ParityError
 from edgesent.evaluate import iter_torch_logits, load_torch_model
+from edgesent.flops import check_position_limit
 from edgesent.metrics import softmax
 from edgesent.runtime import predictor_batches
 from edgesent.sessions import Session, create_session, require_openvino
@@ -262,8 +263,6 @@ class TorchReference:
         self.gold = self.task.parity_gold(gold, len(self.texts), source) if gold is not None else None
         self.max_length = int(cfg.max_length or source.max_length)
         self.tokenizer, model = load_torch_model(self.model_dir, source.task)
-        from edgesent.flops import check_position_limit
-
         check_position_limit(self.max_length, model.config, f"{self.model_dir}/config.json")
         self._forward(model)
         # Real texts decide; the probes still run beside them (shapes, finiteness, tokenizer, probabilities).

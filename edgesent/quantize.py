@@ -101,9 +101,8 @@ def detect_target() -> str:
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
-    flags = {
-        flag.lower().replace("_", "") for flag in cpu_info().flags
-    }  # /proc/cpuinfo: avx512_vnni; CPUID: avx512vnni
+    # one spelling for /proc/cpuinfo's "avx512_vnni" and py-cpuinfo's CPUID "avx512vnni" (macOS, Windows)
+    flags = {flag.lower().replace("_", "") for flag in cpu_info().flags}
     if flags & {"avx512vnni", "avxvnni"}:
         return "avx512_vnni"
     if "avx2" in flags:
@@ -277,7 +276,8 @@ def smooth_activations(
     ranges = activation_ranges(Path(onnx_path), calibration, list(groups))
     smoothed: list[str] = []
     for activation, matmuls in groups.items():
-        x_max = np.maximum(ranges[activation], max(SMOOTH_QUIET_FLOOR * float(np.median(ranges[activation])), 1e-5))
+        quiet = max(SMOOTH_QUIET_FLOOR * float(np.median(ranges[activation])), 1e-5)
+        x_max = np.maximum(ranges[activation], quiet)
         if x_max.max() < min_ratio * float(np.median(x_max)):
             continue
         weights = [numpy_helper.to_array(initializers[node.input[1]]) for node in matmuls]

@@ -32,7 +32,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from edgesent.artifacts import KIND_ONNX, TASK_CLASSIFY, TASK_SPANS, read_model_dir
-from edgesent.config.predictor import PredictorConfig
+from edgesent.config.predictor import MAX_BATCH_SIZE, PredictorConfig
 from edgesent.errors import ConfigError, DataError, ModelError
 from edgesent.metrics import softmax
 from edgesent.predictor_tokenizer import load_predictor_tokenizer
@@ -53,7 +53,6 @@ DEFAULT_BATCH_SIZE = 32
 # Texts are tokenized and length-sorted this many batches at a time: enough for batches of similar lengths,
 # small enough that a million-text call never holds a million encodings at once.
 SORT_WINDOW_BATCHES = 16
-MAX_BATCH_SIZE = 65_536  # texts per model call: far past any batch that fits in memory at 128 tokens
 EMPTY_TEXT = "empty text"
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}

@@ -12,6 +12,9 @@ from edgesent.config.providers import PROVIDERS
 # Intra-op threads a predictor may ask for: each is an OS thread with its own buffers, and 100,000 of them took a
 # 2-core machine to 16 GB before it could be killed; no CPU a predictor runs on has more cores than this.
 MAX_THREADS = 1024
+# Texts per model call: far past any batch that fits in memory at 128 tokens, and low enough that the predictor's
+# sort window (batch size x 16) stays a size itertools can count.
+MAX_BATCH_SIZE = 65_536
 # ONNX Runtime's graph optimisation levels by name (``edgesent.sessions`` maps them to ONNX Runtime's enum).
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesent.config import ConfigBase, check_bool, check_choice, check_number, optional_path
+from edgesent.config.predictor import MAX_BATCH_SIZE, MAX_THREADS
 from edgesent.config.providers import PROVIDERS
 from edgesent.errors import ConfigError
 
@@ -23,8 +24,6 @@ DEFAULT_PORT = 8000
 # pasted number) is one ConfigError line instead of a crash at startup (islice refuses sizes over sys.maxsize)
 # or a server whose limits protect nothing.
 MAX_WORKERS = 256
-MAX_THREADS = 1024
-MAX_BATCH = 65_536
 MAX_QUEUE = 1_000_000  # texts waiting per model; max_texts too, which must fit in the queue anyway
 MAX_BODY_BYTES = 1_000_000_000  # decimal, so the error message states it exactly
 MAX_CHARS = 10_000_000
@@ -83,10 +82,10 @@ class ServeConfig(ConfigBase):
         check_number("workers", self.workers, low=1, high=MAX_WORKERS, integer=True)
         check_choice("provider", self.provider, PROVIDERS)
         if self.threads is not None:
-            check_number("threads", self.threads, low=1, high=MAX_THREADS, integer=True)
+            check_number("threads", self.threads, low=1, high=MAX_THREADS, integer=True)  # the predictor's
         check_bool("verify", self.verify)
         check_bool("batching", self.batching)
-        check_number("max_batch", self.max_batch, low=1, high=MAX_BATCH, integer=True)
+        check_number("max_batch", self.max_batch, low=1, high=MAX_BATCH_SIZE, integer=True)  # one model call
         check_number("max_wait_ms", self.max_wait_ms, low=0, high=10_000)
         check_number("max_queue", self.max_queue, low=1, high=MAX_QUEUE, integer=True)
         check_number("timeout_s", self.timeout_s, low=0, low_open=True, high=MAX_SECONDS)
